@@ -1,0 +1,27 @@
+// Deadline: a point in time after which a wait gives up.
+#ifndef FLASHLOAD_DEADLINE_H_
+#define FLASHLOAD_DEADLINE_H_
+
+#include <chrono>
+
+namespace flashload {
+
+class Deadline {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static Deadline Infinite() { return Deadline(Clock::time_point::max()); }
+  static Deadline Now() { return Deadline(Clock::now()); }  // poll: do not wait
+  static Deadline In(Clock::duration d) { return Deadline(Clock::now() + d); }
+  explicit Deadline(Clock::time_point t) : when_(t) {}
+
+  Clock::time_point when() const { return when_; }
+  bool infinite() const { return when_ == Clock::time_point::max(); }
+  bool expired() const { return !infinite() && Clock::now() >= when_; }
+
+ private:
+  Clock::time_point when_;
+};
+
+}  // namespace flashload
+
+#endif  // FLASHLOAD_DEADLINE_H_

@@ -1,0 +1,101 @@
+// Loader: loads a model (file, sharded checkpoint, diffusers folder) into memory as fast as the
+// storage allows.
+//
+// Usage:
+//   flashload::LoadOptions opts;                       // defaults need no tuning
+//   auto model = flashload::Load("/models/sd15", opts); // Result<LoadedModel>
+//   const flashload::Tensor& t = model->tensors.at("unet/conv_in.weight");
+//
+// Error handling: the first failure cancels every read in flight, frees everything allocated for the
+// load, and is returned naming the file, tensor and byte offset. No partial model is ever returned.
+// Thread-safety: Load() may run concurrently with other Load() calls. The progress callback is called
+// from an engine thread, serially.
+// Memory: the output (one host arena per file) plus at most `memory_budget` bytes of reads in flight
+// and staging.
+#ifndef FLASHLOAD_LOADER_H_
+#define FLASHLOAD_LOADER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "flashload/header.h"
+#include "flashload/model.h"
+#include "flashload/status.h"
+#include "flashload/tensor.h"
+
+namespace flashload {
+
+enum class Strategy {
+  kAuto,      // per file: buffered when mostly in the page cache, direct when cold
+  kDirect,    // io_uring + O_DIRECT (falls back to a pread pool with O_DIRECT without io_uring)
+  kBuffered,  // parallel buffered pread, one descriptor per worker
+  kMmap,      // map and copy
+};
+std::string_view StrategyName(Strategy s);
+std::optional<Strategy> ParseStrategy(std::string_view name);
+
+struct Progress {
+  uint64_t bytes_done = 0;
+  uint64_t bytes_total = 0;
+  uint32_t files_done = 0;
+  uint32_t files_total = 0;
+};
+
+struct LoadOptions {
+  Strategy strategy = Strategy::kAuto;
+  uint32_t threads = 0;            // pread workers (0: auto)
+  uint32_t queue_depth = 0;        // reads in flight per file (0: the source's preference)
+  uint64_t chunk_bytes = 0;        // bytes per read (0: the source's preference)
+  uint64_t memory_budget = 256ull << 20;  // bytes of reads in flight plus staging
+  uint32_t parallel_files = 2;     // files read at once (keeps storage busy across file boundaries)
+  uint64_t header_limit = kDefaultHeaderLimit;
+  std::string variant;             // diffusers variant ("fp16")
+  // Called about every 64 MiB and at the end; returning false cancels the load (kCancelled).
+  std::function<bool(const Progress&)> progress;
+  // Set to true from any thread to cancel the load.
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+// What happened, per file and in total.
+struct FileReport {
+  std::string path;
+  std::string component;
+  std::string strategy;  // what was used, e.g. "direct (io_uring)"
+  std::string reason;    // why, e.g. "3% resident in page cache"
+  double resident_fraction = 0;
+  uint64_t bytes = 0;    // bytes read from the file
+  uint32_t tensors = 0;
+  double seconds = 0;
+};
+
+struct LoadReport {
+  std::vector<FileReport> files;
+  uint64_t bytes = 0;
+  double seconds = 0;  // wall time of the whole load, headers included
+  double header_seconds = 0;
+  double GbPerSecond() const { return seconds > 0 ? bytes / seconds / 1e9 : 0; }
+};
+
+struct LoadedModel {
+  ModelLayout layout;
+  // Every tensor by name; in a diffusers folder names are "<component>/<tensor>".
+  TensorMap tensors;
+  // The header of each file, by path.
+  std::map<std::string, Header> headers;
+  LoadReport report;
+};
+
+// Loads `path` (file, folder, index or diffusers folder).
+Result<LoadedModel> Load(const std::string& path, const LoadOptions& options = {});
+
+// Reads and validates the header of one file, without reading its data.
+Result<Header> ReadHeader(const std::string& path, const ParseOptions& options = {});
+
+}  // namespace flashload
+
+#endif  // FLASHLOAD_LOADER_H_

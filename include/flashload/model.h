@@ -1,0 +1,54 @@
+// Model layouts: which safetensors files make up a model, resolved before any tensor byte is read.
+//
+// Supported layouts:
+// - a single `.safetensors` file;
+// - a sharded checkpoint: `model.safetensors.index.json` (or any `*.safetensors.index.json`) whose
+//   `weight_map` names, for each tensor, the shard that holds it; the shards' headers must hold exactly
+//   the tensors the map assigns them (missing, extra or duplicate tensors are errors);
+// - a folder holding one `*.safetensors` file or one index;
+// - a diffusers folder: `model_index.json` plus one subfolder per component (unet, vae, text_encoder,
+//   ...), each resolved as a folder above. Components without weights (scheduler, tokenizer) are skipped.
+//
+// Thread-safety: pure functions over the file system; results are values.
+#ifndef FLASHLOAD_MODEL_H_
+#define FLASHLOAD_MODEL_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "flashload/status.h"
+
+namespace flashload {
+
+struct ModelFile {
+  std::string component;  // "" for a plain model; "unet", "vae"... in a diffusers folder
+  std::string path;       // the .safetensors file
+};
+
+struct ModelLayout {
+  enum class Kind { kSingleFile, kShardedIndex, kFolder, kDiffusers };
+  Kind kind = Kind::kSingleFile;
+  std::string root;                // what the user named
+  std::vector<ModelFile> files;    // in load order
+  // For sharded checkpoints: tensor name → shard path (absolute as in `files`), per component.
+  std::map<std::string, std::map<std::string, std::string>> weight_maps;
+};
+
+struct ResolveOptions {
+  // Diffusers variant ("fp16" picks diffusion_pytorch_model.fp16.safetensors); empty: the plain file.
+  std::string variant;
+};
+
+// Resolves what `path` names into its files. Errors name the path and what is missing.
+Result<ModelLayout> ResolveModel(const std::string& path, const ResolveOptions& options = {});
+
+// Parses an index file's JSON: tensor name → shard file name (relative to the index's folder).
+// Errors (kDataLoss) for bad JSON, a missing or non-object `weight_map`, non-string values.
+Result<std::map<std::string, std::string>> ParseIndexJson(std::string_view json,
+                                                          std::string_view file_name);
+
+}  // namespace flashload
+
+#endif  // FLASHLOAD_MODEL_H_

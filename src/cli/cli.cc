@@ -1,0 +1,5 @@
+#include "cli/cli.h"
+
+namespace flashload::cli {
+int RunCli(int argc, char** argv) { return 0; }
+}  // namespace flashload::cli
