@@ -49,6 +49,15 @@ Result<ModelLayout> ResolveModel(const std::string& path, const ResolveOptions& 
 Result<std::map<std::string, std::string>> ParseIndexJson(std::string_view json,
                                                           std::string_view file_name);
 
+// Checks a sharded checkpoint's weight map against the shards' headers: every tensor of the map is in
+// the shard it names, every tensor of a shard is in the map and assigned to that shard, and no tensor
+// is in two shards. `shard_tensors` maps shard path → its tensor names. kDataLoss naming the index,
+// shard and tensor at fault.
+struct Header;
+Status CheckWeightMap(const std::string& index_path,
+                      const std::map<std::string, std::string>& weight_map_abs,
+                      const std::map<std::string, std::vector<std::string>>& shard_tensors);
+
 }  // namespace flashload
 
 #endif  // FLASHLOAD_MODEL_H_
