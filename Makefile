@@ -1,0 +1,69 @@
+# flashload — the two commands a newcomer needs:
+#   make demo   set up, build, generate a realistic synthetic model, load it cold and hot, and print
+#               throughput beside its limit and the baselines
+#   make test   set up, build, and run every test (unit, integration, Python differential, sanitizers,
+#               bounded fuzzing)
+SHELL := /bin/bash
+BUILD ?= build
+JOBS ?= $(shell nproc)
+VENV ?= .venv
+PYTHON ?= python3
+CMAKE_FLAGS ?=
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build venv demo test unit integration python asan tsan fuzz format clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+$(VENV)/.installed: tests/python/requirements.txt
+	@$(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+	@touch $@
+
+venv: deps $(VENV)/.installed
+
+demo: build
+	@$(BUILD)/flashload demo
+
+unit: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+integration: build venv
+	@FLASHLOAD_BIN=$(abspath $(BUILD))/flashload bash tests/integration/run.sh
+
+python: build venv
+	@FLASHLOAD_BIN=$(abspath $(BUILD))/flashload $(VENV)/bin/python -m pytest -q tests/python
+
+# The unit suite under ASan+UBSan; the engine and I/O suites under TSan.
+asan: deps
+	@cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFLASHLOAD_SANITIZE=address,undefined >/dev/null
+	@cmake --build $(BUILD)-asan -j $(JOBS) --target unit_format unit_io unit_engine unit_sink unit_cli
+	@cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS)
+
+tsan: deps
+	@cmake -S . -B $(BUILD)-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLASHLOAD_SANITIZE=thread >/dev/null
+	@cmake --build $(BUILD)-tsan -j $(JOBS) --target unit_io unit_engine
+	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_io --gtest_brief=1
+	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_engine --gtest_brief=1
+
+fuzz: deps
+	@CC=clang CXX=clang++ cmake -S . -B $(BUILD)-fuzz -G Ninja -DFLASHLOAD_FUZZ=ON -DFLASHLOAD_TESTS=OFF >/dev/null
+	@cmake --build $(BUILD)-fuzz -j $(JOBS) --target header_fuzz
+	@mkdir -p $(BUILD)-fuzz/corpus && cp -n tests/fuzz/corpus/header/* $(BUILD)-fuzz/corpus/ 2>/dev/null || true
+	@$(BUILD)-fuzz/header_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)-fuzz/corpus tests/fuzz/corpus/header 2>&1 | tail -n 12
+
+test: build venv unit integration python asan tsan fuzz
+	@echo "make test: all suites passed"
+
+format:
+	@git ls-files '*.cc' '*.h' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz

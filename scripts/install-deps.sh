@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages flashload builds and tests with. Idempotent: does nothing when all are
+# present. Needs root (or sudo) only when something is missing.
+set -euo pipefail
+pkgs=(cmake ninja-build g++ clang pkg-config liburing-dev libsimdjson-dev libcli11-dev libfmt-dev
+      libxxhash-dev libdlpack-dev libgtest-dev libgmock-dev fio python3-venv)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
