@@ -25,6 +25,7 @@
 
 #include "flashload/header.h"
 #include "flashload/model.h"
+#include "flashload/source.h"
 #include "flashload/status.h"
 #include "flashload/tensor.h"
 
@@ -93,8 +94,14 @@ struct LoadedModel {
 // Loads `path` (file, folder, index or diffusers folder).
 Result<LoadedModel> Load(const std::string& path, const LoadOptions& options = {});
 
+// The plan `Load(path, options)` would execute — files, byte ranges, chunks, strategy per file —
+// without reading any tensor data (`flashload load --dry-run`).
+Result<std::string> DescribeLoadPlan(const std::string& path, const LoadOptions& options = {});
+
 // Reads and validates the header of one file, without reading its data.
 Result<Header> ReadHeader(const std::string& path, const ParseOptions& options = {});
+// The same through an open source (any backend; direct-I/O alignment is handled).
+Result<Header> ReadHeaderFrom(const Source& source, const ParseOptions& options = {});
 
 }  // namespace flashload
 

@@ -1,5 +1,364 @@
 #include "cli/cli.h"
 
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "cli/bench.h"
+#include "cli/output.h"
+#include "cli/verify.h"
+#include "flashload/loader.h"
+#include "flashload/model.h"
+
 namespace flashload::cli {
-int RunCli(int argc, char** argv) { return 0; }
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+
+void OnSigint(int) { g_interrupted.store(true); }
+
+std::string ShapeString(const std::vector<uint64_t>& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
+
+uint64_t ParamCount(const Header& h) {
+  uint64_t n = 0;
+  for (const TensorInfo& t : h.tensors) n += t.element_count();
+  return n;
+}
+
+std::string MetadataJson(const Header& h) {
+  if (!h.metadata) return "null";
+  std::vector<std::string> items;
+  for (const auto& [k, v] : *h.metadata) items.push_back(JsonString(k) + ":" + JsonString(v));
+  return "{" + fmt::format("{}", fmt::join(items, ",")) + "}";
+}
+
+// ---- inspect ----
+
+struct InspectArgs {
+  std::string path;
+  bool json = false;
+  bool hash = false;
+  uint64_t header_limit = kDefaultHeaderLimit;
+  std::string variant;
+};
+
+int Inspect(const InspectArgs& a) {
+  ResolveOptions ro;
+  ro.variant = a.variant;
+  Result<ModelLayout> layout = ResolveModel(a.path, ro);
+  if (!layout.ok()) {
+    fmt::print(stderr, "flashload inspect: {}\n", layout.status().ToString());
+    return 1;
+  }
+  ParseOptions po;
+  po.header_limit = a.header_limit;
+  std::vector<std::string> file_json;
+  uint64_t total_bytes = 0, total_params = 0, total_tensors = 0;
+  for (const ModelFile& f : layout->files) {
+    Result<Header> h = ReadHeader(f.path, po);
+    if (!h.ok()) {
+      fmt::print(stderr, "flashload inspect: {}\n", h.status().ToString());
+      return 1;
+    }
+    std::map<std::string, uint64_t> hashes;
+    if (a.hash) {
+      Result<std::map<std::string, uint64_t>> r = HashTensorsPlainRead(f.path, *h);
+      if (!r.ok()) {
+        fmt::print(stderr, "flashload inspect: {}\n", r.status().ToString());
+        return 1;
+      }
+      hashes = *std::move(r);
+    }
+    const uint64_t params = ParamCount(*h);
+    total_bytes += h->data_size();
+    total_params += params;
+    total_tensors += h->tensors.size();
+    if (a.json) {
+      std::vector<std::string> tensors;
+      for (const TensorInfo& t : h->tensors) {
+        std::string entry = fmt::format(
+            "{{\"name\":{},\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]", JsonString(t.name),
+            DtypeName(t.dtype), fmt::join(t.shape, ","), t.data_begin, t.data_end);
+        if (a.hash) entry += fmt::format(",\"xxh3\":\"{:016x}\"", hashes[t.name]);
+        tensors.push_back(entry + "}");
+      }
+      file_json.push_back(fmt::format(
+          "{{\"path\":{},\"component\":{},\"header_length\":{},\"data_offset\":{},\"file_size\":{},"
+          "\"data_bytes\":{},\"parameters\":{},\"metadata\":{},\"tensors\":[{}]}}",
+          JsonString(f.path), JsonString(f.component), h->header_length, h->data_offset(),
+          h->file_size, h->data_size(), params, MetadataJson(*h), fmt::join(tensors, ",")));
+      continue;
+    }
+    fmt::print("{}{}{}\n", f.component, f.component.empty() ? "" : ": ", f.path);
+    fmt::print("  header {} bytes, data section at byte {}, {} tensors, {} parameters, {}\n",
+               h->header_length, h->data_offset(), h->tensors.size(), params,
+               HumanBytes(h->data_size()));
+    if (h->metadata) {
+      for (const auto& [k, v] : *h->metadata) fmt::print("  metadata {} = {}\n", k, v);
+    }
+    for (const TensorInfo& t : h->tensors) {
+      fmt::print("  {:<60} {:<11} {:<22} {:>12} [{}, {})", t.name, DtypeName(t.dtype),
+                 ShapeString(t.shape), t.byte_size(), t.data_begin, t.data_end);
+      if (a.hash) fmt::print(" xxh3 {:016x}", hashes[t.name]);
+      fmt::print("\n");
+    }
+  }
+  if (a.json) {
+    if (layout->files.size() == 1 && layout->kind == ModelLayout::Kind::kSingleFile) {
+      fmt::print("{}\n", file_json[0]);
+    } else {
+      fmt::print("{{\"path\":{},\"files\":[{}],\"tensors\":{},\"parameters\":{},\"data_bytes\":{}}}\n",
+                 JsonString(a.path), fmt::join(file_json, ","), total_tensors, total_params,
+                 total_bytes);
+    }
+  } else if (layout->files.size() > 1) {
+    fmt::print("total: {} files, {} tensors, {} parameters, {}\n", layout->files.size(),
+               total_tensors, total_params, HumanBytes(total_bytes));
+  }
+  return 0;
+}
+
+// ---- validate ----
+
+struct ValidateArgs {
+  std::vector<std::string> paths;
+  bool json = false;
+  uint64_t header_limit = kDefaultHeaderLimit;
+};
+
+// Validates every file of `path` (headers, and weight maps for sharded checkpoints).
+Status ValidatePath(const std::string& path, const ParseOptions& po, size_t* tensors) {
+  FL_ASSIGN_OR_RETURN(ModelLayout layout, ResolveModel(path));
+  std::map<std::string, std::map<std::string, std::vector<std::string>>> shard_tensors;
+  for (const ModelFile& f : layout.files) {
+    FL_ASSIGN_OR_RETURN(Header h, ReadHeader(f.path, po));
+    *tensors += h.tensors.size();
+    auto& names = shard_tensors[f.component][f.path];
+    for (const TensorInfo& t : h.tensors) names.push_back(t.name);
+  }
+  for (const auto& [component, weight_map] : layout.weight_maps) {
+    const std::string index = component.empty() ? layout.root : layout.root + "/" + component;
+    FL_RETURN_IF_ERROR(CheckWeightMap(index, weight_map, shard_tensors[component]));
+  }
+  return Status();
+}
+
+int Validate(const ValidateArgs& a) {
+  ParseOptions po;
+  po.header_limit = a.header_limit;
+  bool all_ok = true;
+  std::vector<std::string> json;
+  for (const std::string& p : a.paths) {
+    size_t tensors = 0;
+    Status s = ValidatePath(p, po, &tensors);
+    all_ok = all_ok && s.ok();
+    if (a.json) {
+      json.push_back(fmt::format("{{\"path\":{},\"ok\":{},\"code\":\"{}\",\"error\":{},\"tensors\":{}}}",
+                                 JsonString(p), s.ok() ? "true" : "false", StatusCodeName(s.code()),
+                                 JsonString(s.message()), tensors));
+    } else if (s.ok()) {
+      fmt::print("OK       {} ({} tensors)\n", p, tensors);
+    } else {
+      fmt::print("INVALID  {}\n         {}\n", p, s.ToString());
+    }
+  }
+  if (a.json) fmt::print("{{\"files\":[{}]}}\n", fmt::join(json, ","));
+  return all_ok ? 0 : 1;
+}
+
+// ---- load ----
+
+struct LoadArgs {
+  std::string path;
+  std::string strategy = "auto";
+  uint32_t threads = 0;
+  uint32_t queue_depth = 0;
+  uint64_t chunk_mib = 0;
+  uint64_t budget_mib = 256;
+  uint32_t parallel_files = 2;
+  bool verify = false;
+  bool json = false;
+  bool dry_run = false;
+  std::string variant;
+};
+
+int LoadCommand(const LoadArgs& a) {
+  LoadOptions o;
+  std::optional<Strategy> st = ParseStrategy(a.strategy);
+  if (!st) {
+    fmt::print(stderr, "flashload load: unknown strategy '{}' (auto, direct, buffered, mmap)\n",
+               a.strategy);
+    return 2;
+  }
+  o.strategy = *st;
+  o.threads = a.threads;
+  o.queue_depth = a.queue_depth;
+  o.chunk_bytes = a.chunk_mib << 20;
+  o.memory_budget = a.budget_mib << 20;
+  o.parallel_files = a.parallel_files;
+  o.variant = a.variant;
+  o.cancel = &g_interrupted;
+  if (a.dry_run) {
+    Result<std::string> plan = DescribeLoadPlan(a.path, o);
+    if (!plan.ok()) {
+      fmt::print(stderr, "flashload load: {}\n", plan.status().ToString());
+      return 1;
+    }
+    fmt::print("{}", *plan);
+    return 0;
+  }
+  ProgressBar bar("loading");
+  o.progress = [&](const Progress& p) {
+    bar.Update(p.bytes_done, p.bytes_total);
+    return true;
+  };
+  std::signal(SIGINT, OnSigint);
+  Result<LoadedModel> model = Load(a.path, o);
+  bar.Finish();
+  std::signal(SIGINT, SIG_DFL);
+  if (!model.ok()) {
+    fmt::print(stderr, "flashload load: {}\n", model.status().ToString());
+    return 1;
+  }
+  const LoadReport& r = model->report;
+  const uint64_t rss = PeakRssBytes();
+  std::optional<VerifyReport> verify;
+  if (a.verify) {
+    Result<VerifyReport> v = VerifyModel(*model);
+    if (!v.ok()) {
+      fmt::print(stderr, "flashload load: verify: {}\n", v.status().ToString());
+      return 1;
+    }
+    verify = *std::move(v);
+  }
+  if (a.json) {
+    std::vector<std::string> files;
+    for (const FileReport& f : r.files) {
+      files.push_back(fmt::format(
+          "{{\"path\":{},\"component\":{},\"strategy\":{},\"reason\":{},\"resident_fraction\":{:.4f},"
+          "\"bytes\":{},\"tensors\":{},\"seconds\":{:.6f}}}",
+          JsonString(f.path), JsonString(f.component), JsonString(f.strategy), JsonString(f.reason),
+          f.resident_fraction, f.bytes, f.tensors, f.seconds));
+    }
+    std::string v = "null";
+    if (verify) {
+      v = fmt::format("{{\"tensors_checked\":{},\"mismatches\":{}}}", verify->tensors_checked,
+                      verify->mismatches.size());
+    }
+    fmt::print("{{\"path\":{},\"tensors\":{},\"bytes\":{},\"seconds\":{:.6f},\"gb_per_s\":{:.4f},"
+               "\"header_seconds\":{:.6f},\"peak_rss_bytes\":{},\"files\":[{}],\"verify\":{}}}\n",
+               JsonString(a.path), model->tensors.size(), r.bytes, r.seconds, r.GbPerSecond(),
+               r.header_seconds, rss, fmt::join(files, ","), v);
+  } else {
+    for (const FileReport& f : r.files) {
+      fmt::print("  {}{}{}: {} in {:.3f} s — {} ({})\n", f.component, f.component.empty() ? "" : ": ",
+                 f.path, HumanBytes(f.bytes), f.seconds, f.strategy, f.reason);
+    }
+    fmt::print("loaded {} tensors, {} in {:.3f} s: {:.2f} GB/s (headers {:.1f} ms); peak RSS {}\n",
+               model->tensors.size(), HumanBytes(r.bytes), r.seconds, r.GbPerSecond(),
+               r.header_seconds * 1e3, HumanBytes(rss));
+    if (verify) {
+      fmt::print("verify: {} tensors compared with a plain read: {}\n", verify->tensors_checked,
+                 verify->mismatches.empty() ? "all identical" : "MISMATCH");
+    }
+  }
+  if (verify && !verify->mismatches.empty()) {
+    for (const std::string& m : verify->mismatches) fmt::print(stderr, "mismatch: {}\n", m);
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int RunCli(int argc, char** argv) {
+  CLI::App app{
+      "flashload: load safetensors models (files, sharded checkpoints, diffusers folders) into "
+      "memory at the speed of the storage.\n\nExit codes: 0 success, 1 failure (invalid file, I/O "
+      "error, verification mismatch), 2 bad usage."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "flashload 0.1.0");
+
+  InspectArgs ia;
+  CLI::App* inspect = app.add_subcommand(
+      "inspect", "List the tensors of a file, sharded checkpoint or diffusers folder: names, dtypes, "
+                 "shapes, bytes, offsets, totals, parameter count, metadata. Reads headers only.");
+  inspect->add_option("path", ia.path, "a .safetensors file, an index.json, or a model folder")->required();
+  inspect->add_flag("--json", ia.json, "machine-readable output");
+  inspect->add_flag("--hash", ia.hash, "also read every tensor and print its XXH3-64 (plain reads)");
+  inspect->add_option("--header-limit", ia.header_limit, "largest header accepted, in bytes")
+      ->default_val(kDefaultHeaderLimit);
+  inspect->add_option("--variant", ia.variant, "diffusers variant, e.g. fp16");
+
+  ValidateArgs va;
+  CLI::App* validate = app.add_subcommand(
+      "validate", "Check files against the safetensors rules (and sharded checkpoints against their "
+                  "index). Prints what is wrong, where, and what the file really is. Exit 1 if any "
+                  "is invalid.");
+  validate->add_option("paths", va.paths, "files or model folders")->required();
+  validate->add_flag("--json", va.json, "machine-readable output");
+  validate->add_option("--header-limit", va.header_limit, "largest header accepted, in bytes")
+      ->default_val(kDefaultHeaderLimit);
+
+  LoadArgs la;
+  CLI::App* load = app.add_subcommand(
+      "load", "Load a model into host memory and report the strategy, time, throughput and peak RSS.");
+  load->add_option("path", la.path, "a .safetensors file, an index.json, or a model folder")->required();
+  load->add_option("--strategy", la.strategy,
+                   "auto (default: buffered when in page cache, O_DIRECT when cold), direct, "
+                   "buffered, mmap");
+  load->add_option("--threads", la.threads, "pread workers (0: auto)");
+  load->add_option("--queue-depth", la.queue_depth, "reads in flight per file (0: auto)");
+  load->add_option("--chunk-mib", la.chunk_mib, "MiB per read (0: auto)");
+  load->add_option("--budget-mib", la.budget_mib, "MiB of reads in flight at most")->default_val(256);
+  load->add_option("--parallel-files", la.parallel_files, "files read at once")->default_val(2);
+  load->add_option("--variant", la.variant, "diffusers variant, e.g. fp16");
+  load->add_flag("--verify", la.verify,
+                 "compare every tensor's XXH3 with an independent plain read of the file");
+  load->add_flag("--dry-run", la.dry_run, "print the plan (files, byte ranges, chunks) and exit");
+  load->add_flag("--json", la.json, "machine-readable output");
+
+  BenchArgs ba;
+  CLI::App* bench = app.add_subcommand(
+      "bench", "Measure loading cold and hot beside the limit (fio, memcpy) and the usual ways of "
+               "reading (mmap + copy per tensor as safetensors does, one-thread read), interleaved.");
+  AddBenchOptions(*bench, ba);
+
+  GenArgs ga;
+  CLI::App* gen = app.add_subcommand(
+      "gen", "Write a synthetic model with the tensor shapes of a real architecture, filled with "
+             "random bytes.");
+  AddGenOptions(*gen, ga);
+
+  DemoArgs da;
+  CLI::App* demo = app.add_subcommand(
+      "demo", "Generate a realistic model (SD-1.5-like diffusers folder, ~2 GB) in a temporary "
+              "folder and benchmark loading it cold and hot against its limit and the baselines.");
+  AddDemoOptions(*demo, da);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  if (*inspect) return Inspect(ia);
+  if (*validate) return Validate(va);
+  if (*load) return LoadCommand(la);
+  if (*bench) return RunBench(ba);
+  if (*gen) return RunGen(ga);
+  if (*demo) return RunDemo(da);
+  return 2;
+}
+
 }  // namespace flashload::cli

@@ -1,0 +1,471 @@
+#include "cli/bench.h"
+
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "cli/baselines.h"
+#include "cli/gen.h"
+#include "cli/output.h"
+#include "flashload/loader.h"
+#include "flashload/model.h"
+#include "io/page_cache.h"
+
+namespace flashload::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One timed run of one method, measured in a child process so each run has its own peak RSS and
+// leaves nothing behind.
+struct Sample {
+  bool ok = false;
+  double seconds = 0;
+  uint64_t bytes = 0;
+  int64_t peak_rss = -1;       // peak RSS of the child (bytes)
+  double resident_before = -1; // page-cache residency of the files before the run
+  char detail[160] = {};
+  char error[512] = {};
+};
+
+Sample RunInChild(const std::function<Sample()>& fn) {
+  int fds[2];
+  Sample failed;
+  if (pipe(fds) != 0) {
+    std::snprintf(failed.error, sizeof(failed.error), "pipe failed");
+    return failed;
+  }
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) {
+    std::snprintf(failed.error, sizeof(failed.error), "fork failed");
+    return failed;
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    Sample s = fn();
+    s.peak_rss = static_cast<int64_t>(PeakRssBytes());
+    const ssize_t w = write(fds[1], &s, sizeof(s));
+    _exit(w == static_cast<ssize_t>(sizeof(s)) ? 0 : 1);
+  }
+  close(fds[1]);
+  Sample s;
+  size_t got = 0;
+  while (got < sizeof(s)) {
+    const ssize_t n = read(fds[0], reinterpret_cast<char*>(&s) + got, sizeof(s) - got);
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  close(fds[0]);
+  int wstatus = 0;
+  waitpid(pid, &wstatus, 0);
+  if (got != sizeof(s)) {
+    std::snprintf(failed.error, sizeof(failed.error), "benchmark child died (status %d)", wstatus);
+    return failed;
+  }
+  return s;
+}
+
+Sample FromBaseline(const Result<BaselineResult>& r) {
+  Sample s;
+  if (!r.ok()) {
+    std::snprintf(s.error, sizeof(s.error), "%s", r.status().ToString().c_str());
+    return s;
+  }
+  s.ok = true;
+  s.seconds = r->seconds;
+  s.bytes = r->bytes;
+  std::snprintf(s.detail, sizeof(s.detail), "%s", r->detail.c_str());
+  return s;
+}
+
+struct Method {
+  std::string name;
+  std::string role;  // "limit", "flashload", "baseline"
+  std::function<Sample()> run;
+  std::vector<Sample> samples;
+};
+
+struct Stat {
+  double median = 0, min = 0, max = 0;
+  int n = 0;
+};
+
+Stat GbpsStat(const std::vector<Sample>& samples) {
+  std::vector<double> v;
+  for (const Sample& s : samples) {
+    if (s.ok && s.seconds > 0) v.push_back(s.bytes / s.seconds / 1e9);
+  }
+  Stat st;
+  st.n = static_cast<int>(v.size());
+  if (v.empty()) return st;
+  std::sort(v.begin(), v.end());
+  st.min = v.front();
+  st.max = v.back();
+  st.median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  return st;
+}
+
+int64_t MaxRss(const std::vector<Sample>& samples) {
+  int64_t m = -1;
+  for (const Sample& s : samples) m = std::max(m, s.peak_rss);
+  return m;
+}
+
+double MaxResidency(const std::vector<Sample>& samples) {
+  double m = -1;
+  for (const Sample& s : samples) m = std::max(m, s.resident_before);
+  return m;
+}
+
+double Residency(const std::vector<std::string>& files) {
+  double total = 0;
+  uint64_t bytes = 0;
+  for (const std::string& f : files) {
+    std::error_code ec;
+    const uint64_t size = std::filesystem::file_size(f, ec);
+    Result<double> r = ResidentFraction(f);
+    if (ec || !r.ok()) continue;
+    total += *r * size;
+    bytes += size;
+  }
+  return bytes ? total / bytes : 0;
+}
+
+// Makes the files cold: drops the whole page cache when allowed (root), else evicts each file.
+Status MakeCold(const std::vector<std::string>& files) {
+  if (DropAllCaches().ok()) return Status();
+  for (const std::string& f : files) FL_RETURN_IF_ERROR(EvictFromPageCache(f));
+  return Status();
+}
+
+Status MakeHot(const std::vector<std::string>& files) {
+  Result<BaselineResult> r = BufferedReadBaseline(files);
+  return r.status();
+}
+
+std::string MachineDescription(const std::string& path) {
+  struct utsname u {};
+  uname(&u);
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  std::string fs = "?";
+  if (auto k = FileSystemKind(path); k.ok()) fs = std::string(k->name);
+  return fmt::format("{} cores, {} memory, Linux {}, file system {}",
+                     std::thread::hardware_concurrency(), HumanBytes(uint64_t(pages) * page),
+                     u.release, fs);
+}
+
+struct PhaseResult {
+  std::string name;
+  std::vector<Method> methods;
+};
+
+void PrintPhase(const PhaseResult& p, uint64_t model_bytes, uint64_t budget) {
+  const Method* limit = nullptr;
+  const Method* fl = nullptr;
+  for (const Method& m : p.methods) {
+    if (m.role == "limit") limit = &m;
+    if (m.role == "flashload") fl = &m;
+  }
+  fmt::print("\n{} — resident in page cache before runs: max {:.1f}%\n", p.name,
+             std::max(0.0, MaxResidency(fl ? fl->samples : p.methods[0].samples)) * 100);
+  fmt::print("  {:<44} {:>9} {:>17} {:>11} {:>10}\n", "method", "GB/s", "min–max", "vs limit",
+             "peak RSS");
+  const Stat lim = limit ? GbpsStat(limit->samples) : Stat{};
+  for (const Method& m : p.methods) {
+    const Stat st = GbpsStat(m.samples);
+    std::string err;
+    for (const Sample& s : m.samples) {
+      if (!s.ok) err = s.error;
+    }
+    std::string vs = lim.median > 0 && m.role != "limit" ? fmt::format("{:.0f}%", 100 * st.median / lim.median) : "";
+    const int64_t rss = MaxRss(m.samples);
+    fmt::print("  {:<44} {:>9.3f} {:>8.3f}–{:<8.3f} {:>11} {:>10}\n", m.name, st.median, st.min,
+               st.max, vs, m.role == "limit" || rss < 0 ? "" : HumanBytes(rss));
+    if (!err.empty()) fmt::print("    error: {}\n", err);
+  }
+  if (fl != nullptr) {
+    const Stat f = GbpsStat(fl->samples);
+    for (const Method& m : p.methods) {
+      if (m.role != "baseline") continue;
+      const Stat b = GbpsStat(m.samples);
+      if (b.median > 0) fmt::print("  flashload vs {}: {:.2f}x\n", m.name, f.median / b.median);
+    }
+    const int64_t rss = MaxRss(fl->samples);
+    fmt::print("  flashload peak RSS {} vs model {} + budget {}: {}\n", HumanBytes(std::max<int64_t>(rss, 0)),
+               HumanBytes(model_bytes), HumanBytes(budget),
+               rss >= 0 && uint64_t(rss) <= model_bytes + budget ? "within" : "ABOVE");
+  }
+}
+
+std::string PhaseJson(const PhaseResult& p) {
+  std::vector<std::string> ms;
+  for (const Method& m : p.methods) {
+    const Stat st = GbpsStat(m.samples);
+    std::vector<std::string> runs;
+    for (const Sample& s : m.samples) {
+      runs.push_back(fmt::format(
+          "{{\"ok\":{},\"seconds\":{:.6f},\"bytes\":{},\"peak_rss\":{},\"resident_before\":{:.4f},"
+          "\"detail\":{},\"error\":{}}}",
+          s.ok ? "true" : "false", s.seconds, s.bytes, s.peak_rss, s.resident_before,
+          JsonString(s.detail), JsonString(s.error)));
+    }
+    ms.push_back(fmt::format(
+        "{{\"name\":{},\"role\":\"{}\",\"median_gbps\":{:.4f},\"min_gbps\":{:.4f},\"max_gbps\":{:.4f},"
+        "\"runs\":[{}]}}",
+        JsonString(m.name), m.role, st.median, st.min, st.max, fmt::join(runs, ",")));
+  }
+  return fmt::format("{{\"phase\":{},\"methods\":[{}]}}", JsonString(p.name), fmt::join(ms, ","));
+}
+
+}  // namespace
+
+void AddBenchOptions(CLI::App& app, BenchArgs& a) {
+  app.add_option("path", a.path, "a .safetensors file, an index.json, or a model folder")->required();
+  app.add_option("--runs", a.runs, "runs of each method per phase (interleaved)")->default_val(5);
+  app.add_flag("!--no-cold", a.cold, "skip the cold-cache phase");
+  app.add_flag("!--no-hot", a.hot, "skip the hot-cache phase");
+  app.add_flag("!--no-baselines", a.baselines, "measure only flashload and the limit");
+  app.add_option("--strategy", a.strategy, "flashload's strategy (auto, direct, buffered, mmap)");
+  app.add_option("--budget-mib", a.budget_mib, "flashload's memory budget")->default_val(256);
+  app.add_flag("--json", a.json, "print JSON instead of tables");
+  app.add_option("--json-out", a.json_out, "also write the JSON results to this file");
+}
+
+int RunBench(const BenchArgs& a) {
+  Result<ModelLayout> layout = ResolveModel(a.path);
+  if (!layout.ok()) {
+    fmt::print(stderr, "flashload bench: {}\n", layout.status().ToString());
+    return 1;
+  }
+  std::optional<Strategy> strategy = ParseStrategy(a.strategy);
+  if (!strategy || a.runs < 1) {
+    fmt::print(stderr, "flashload bench: bad --strategy or --runs\n");
+    return 2;
+  }
+  std::vector<std::string> files;
+  uint64_t file_bytes = 0, data_bytes = 0;
+  size_t tensors = 0;
+  for (const ModelFile& f : layout->files) {
+    files.push_back(f.path);
+    Result<Header> h = ReadHeader(f.path);
+    if (!h.ok()) {
+      fmt::print(stderr, "flashload bench: {}\n", h.status().ToString());
+      return 1;
+    }
+    file_bytes += h->file_size;
+    data_bytes += h->data_size();
+    tensors += h->tensors.size();
+  }
+  LoadOptions lo;
+  lo.strategy = *strategy;
+  lo.memory_budget = a.budget_mib << 20;
+  const std::string path = a.path;
+
+  auto flashload_run = [&] {
+    Sample s;
+    const auto t0 = Clock::now();
+    Result<LoadedModel> m = Load(path, lo);
+    s.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (!m.ok()) {
+      std::snprintf(s.error, sizeof(s.error), "%s", m.status().ToString().c_str());
+      return s;
+    }
+    s.ok = true;
+    s.bytes = m->report.bytes;
+    std::snprintf(s.detail, sizeof(s.detail), "%s",
+                  m->report.files.empty() ? "" : m->report.files[0].strategy.c_str());
+    return s;
+  };
+
+  if (!a.json) {
+    fmt::print("flashload bench: {} — {} files, {} tensors, {} of tensor data\n", a.path,
+               files.size(), tensors, HumanBytes(data_bytes));
+    fmt::print("machine: {}\n", MachineDescription(files[0]));
+    fmt::print("{} interleaved runs per method and phase; median and min–max; each run in its own "
+               "process\n", a.runs);
+  }
+
+  std::vector<PhaseResult> phases;
+  auto run_phase = [&](const std::string& name, bool cold, std::vector<Method> methods) {
+    PhaseResult p{name, std::move(methods)};
+    ProgressBar bar(name);
+    const int total = a.runs * static_cast<int>(p.methods.size());
+    int done = 0;
+    for (int r = 0; r < a.runs; ++r) {
+      for (Method& m : p.methods) {
+        Status prep = cold ? MakeCold(files) : MakeHot(files);
+        const double resident = Residency(files);
+        Sample s;
+        if (!prep.ok()) {
+          std::snprintf(s.error, sizeof(s.error), "%s", prep.ToString().c_str());
+        } else {
+          s = RunInChild(m.run);
+        }
+        s.resident_before = resident;
+        m.samples.push_back(s);
+        bar.Update(++done, total);
+      }
+    }
+    bar.Finish();
+    phases.push_back(std::move(p));
+  };
+
+  auto baselines = [&](std::vector<Method>& ms) {
+    if (!a.baselines) return;
+    ms.push_back({"mmap + copy per tensor (safetensors way)", "baseline",
+                  [&] { return FromBaseline(MmapCopyBaseline(files)); }, {}});
+    ms.push_back({"one-thread read()", "baseline",
+                  [&] { return FromBaseline(BufferedReadBaseline(files)); }, {}});
+  };
+
+  if (a.cold) {
+    std::vector<Method> ms;
+    Result<BaselineResult> probe = FioLimit(files, std::span<const uint32_t>(kFioDepths).first(1));
+    if (probe.ok()) {
+      ms.push_back({"limit: fio O_DIRECT io_uring 1 MiB (best QD)", "limit",
+                    [&] { return FromBaseline(FioLimit(files)); }, {}});
+    } else {
+      ms.push_back({"limit: O_DIRECT raw read (no fio)", "limit",
+                    [&] { return FromBaseline(DirectReadLimit(files)); }, {}});
+    }
+    ms.push_back({"flashload", "flashload", flashload_run, {}});
+    baselines(ms);
+    run_phase("COLD (page cache dropped before each run)", true, std::move(ms));
+  }
+  if (a.hot) {
+    std::vector<Method> ms;
+    ms.push_back({"limit: 2-thread memcpy of the same bytes", "limit",
+                  [&] { return FromBaseline(MemcpyLimit(file_bytes, 2)); }, {}});
+    ms.push_back({"flashload", "flashload", flashload_run, {}});
+    baselines(ms);
+    run_phase("HOT (files in page cache)", false, std::move(ms));
+  }
+
+  std::vector<std::string> pj;
+  for (const PhaseResult& p : phases) pj.push_back(PhaseJson(p));
+  const std::string json = fmt::format(
+      "{{\"path\":{},\"files\":{},\"tensors\":{},\"data_bytes\":{},\"file_bytes\":{},"
+      "\"budget_bytes\":{},\"machine\":{},\"runs\":{},\"phases\":[{}]}}",
+      JsonString(a.path), files.size(), tensors, data_bytes, file_bytes, lo.memory_budget,
+      JsonString(MachineDescription(files[0])), a.runs, fmt::join(pj, ","));
+  if (!a.json_out.empty()) {
+    std::ofstream(a.json_out) << json << "\n";
+  }
+  if (a.json) {
+    fmt::print("{}\n", json);
+  } else {
+    for (const PhaseResult& p : phases) PrintPhase(p, data_bytes, lo.memory_budget);
+  }
+  for (const PhaseResult& p : phases) {
+    for (const Method& m : p.methods) {
+      if (m.role == "flashload" && GbpsStat(m.samples).n != a.runs) return 1;
+    }
+  }
+  return 0;
+}
+
+void AddGenOptions(CLI::App& app, GenArgs& a) {
+  std::string kinds;
+  for (const GenKind& k : GenKinds()) kinds += fmt::format("\n  {:<10} {}", k.name, k.description);
+  app.add_option("kind", a.kind, "what to generate:" + kinds)->required();
+  app.add_option("out_dir", a.out_dir, "folder to write (created; must be empty unless --force)")
+      ->required();
+  app.add_option("--seed", a.seed, "random seed")->default_val(1);
+  app.add_option("--alignment", a.alignment, "data section alignment: 8 (reference) or 4096")
+      ->default_val(8);
+  app.add_flag("--force", a.force, "write into a non-empty folder");
+  app.add_option("--shape", a.llm_shape,
+                 "for llm: hidden=,layers=,intermediate=,vocab=,heads=,kv_heads=,shard_mb=,tie=");
+}
+
+int RunGen(const GenArgs& a) {
+  GenOptions o;
+  o.kind = a.kind;
+  o.out_dir = a.out_dir;
+  o.seed = a.seed;
+  o.alignment = a.alignment;
+  o.force = a.force;
+  if (!a.llm_shape.empty()) {
+    Result<LlmShape> shape = ParseLlmShape(a.llm_shape);
+    if (!shape.ok()) {
+      fmt::print(stderr, "flashload gen: {}\n", shape.status().ToString());
+      return 2;
+    }
+    o.llm = *shape;
+  }
+  ProgressBar bar("writing");
+  o.progress = [&](uint64_t done, uint64_t total) { bar.Update(done, total); };
+  Result<GenSummary> s = GenerateModel(o);
+  bar.Finish();
+  if (!s.ok()) {
+    fmt::print(stderr, "flashload gen: {}\n", s.status().ToString());
+    return 1;
+  }
+  for (const GenComponent& c : s->components) {
+    fmt::print("  {:<14} {:>3} files {:>6} tensors {:>14} params {:>10}\n", c.name, c.files,
+               c.tensors, c.params, HumanBytes(c.bytes));
+  }
+  fmt::print("wrote {} ({}): {} files, {} tensors, {} params, {} in {:.1f} s ({:.0f} MB/s)\n",
+             s->out_dir, s->kind, s->files, s->tensors, s->params, HumanBytes(s->disk_bytes),
+             s->seconds, s->MbPerSecond());
+  return 0;
+}
+
+void AddDemoOptions(CLI::App& app, DemoArgs& a) {
+  app.add_option("--kind", a.kind, "model to generate (see `flashload gen --help`)")
+      ->default_val("sd15");
+  app.add_option("--dir", a.dir, "where to generate (default: a new folder under /var/tmp)");
+  app.add_option("--runs", a.runs, "runs per method and phase")->default_val(5);
+  app.add_flag("--keep", a.keep, "keep the generated model");
+  app.add_flag("--json", a.json, "print the benchmark as JSON");
+}
+
+int RunDemo(const DemoArgs& a) {
+  std::string dir = a.dir;
+  bool made = false;
+  if (dir.empty()) {
+    // Not /tmp, which is often tmpfs (in memory, no O_DIRECT): the demo is about storage.
+    std::string tmpl = "/var/tmp/flashload-demo-XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      fmt::print(stderr, "flashload demo: cannot create a folder under /var/tmp\n");
+      return 1;
+    }
+    dir = tmpl;
+    made = true;
+  }
+  fmt::print("flashload demo: generating a synthetic '{}' model in {}\n", a.kind, dir);
+  GenArgs g;
+  g.kind = a.kind;
+  g.out_dir = dir;
+  g.force = false;  // a folder the user named must be empty: nothing of theirs is overwritten
+  int rc = RunGen(g);
+  if (rc == 0) {
+    BenchArgs b;
+    b.path = dir;
+    b.runs = a.runs;
+    b.json = a.json;
+    rc = RunBench(b);
+  }
+  if (made && !a.keep) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  } else {
+    fmt::print("kept the model in {}\n", dir);
+  }
+  return rc;
+}
+
+}  // namespace flashload::cli

@@ -1,0 +1,74 @@
+#include "cli/verify.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cerrno>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "sink/host_sink.h"
+
+namespace flashload::cli {
+
+Result<std::map<std::string, uint64_t>> HashTensorsPlainRead(const std::string& path,
+                                                             const Header& header) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoToStatus(errno, "open", path);
+  std::map<std::string, uint64_t> out;
+  std::vector<std::byte> buf(8 << 20);
+  Status status;
+  for (const TensorInfo& t : header.tensors) {
+    XXH3_state_t* state = XXH3_createState();
+    XXH3_64bits_reset(state);
+    uint64_t pos = header.data_offset() + t.data_begin;
+    const uint64_t end = header.data_offset() + t.data_end;
+    while (pos < end && status.ok()) {
+      const size_t want = std::min<uint64_t>(buf.size(), end - pos);
+      const ssize_t n = pread(fd, buf.data(), want, static_cast<off_t>(pos));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        status = ErrnoToStatus(errno, "pread", path, static_cast<int64_t>(pos));
+      } else if (n == 0) {
+        status = DataLossError(fmt::format("{}: unexpected end of file at byte offset {}", path, pos));
+      } else {
+        XXH3_64bits_update(state, buf.data(), static_cast<size_t>(n));
+        pos += static_cast<uint64_t>(n);
+      }
+    }
+    out[t.name] = XXH3_64bits_digest(state);
+    XXH3_freeState(state);
+    if (!status.ok()) break;
+  }
+  close(fd);
+  if (!status.ok()) return status;
+  return out;
+}
+
+Result<VerifyReport> VerifyModel(const LoadedModel& model) {
+  VerifyReport report;
+  for (const ModelFile& f : model.layout.files) {
+    const Header& h = model.headers.at(f.path);
+    FL_ASSIGN_OR_RETURN(auto hashes, HashTensorsPlainRead(f.path, h));
+    for (const auto& [name, expected] : hashes) {
+      const std::string qualified = sink::QualifiedTensorName(f.component, name);
+      auto it = model.tensors.find(qualified);
+      if (it == model.tensors.end()) {
+        report.mismatches.push_back(fmt::format("{}: missing from the loaded model", qualified));
+        continue;
+      }
+      const auto bytes = it->second.bytes();
+      const uint64_t got = XXH3_64bits(bytes.data(), bytes.size());
+      if (got != expected) {
+        report.mismatches.push_back(fmt::format("{} ({}): loaded xxh3 {:016x} != file xxh3 {:016x}",
+                                                qualified, f.path, got, expected));
+      }
+      ++report.tensors_checked;
+    }
+  }
+  return report;
+}
+
+}  // namespace flashload::cli

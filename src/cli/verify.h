@@ -1,0 +1,31 @@
+// Independent checks of loaded bytes: hashes of tensors read with plain pread(), sharing no code with
+// the engine, so `load --verify` compares the engine against a second reader.
+#ifndef FLASHLOAD_CLI_VERIFY_H_
+#define FLASHLOAD_CLI_VERIFY_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "flashload/header.h"
+#include "flashload/loader.h"
+#include "flashload/status.h"
+
+namespace flashload::cli {
+
+// XXH3-64 of every tensor of `path` (by tensor name), read with one thread and plain pread().
+Result<std::map<std::string, uint64_t>> HashTensorsPlainRead(const std::string& path,
+                                                             const Header& header);
+
+struct VerifyReport {
+  size_t tensors_checked = 0;
+  std::vector<std::string> mismatches;  // "<tensor>: loaded xxh3 .. != file xxh3 .."
+};
+
+// Compares every tensor of `model` with a plain read of its file.
+Result<VerifyReport> VerifyModel(const LoadedModel& model);
+
+}  // namespace flashload::cli
+
+#endif  // FLASHLOAD_CLI_VERIFY_H_

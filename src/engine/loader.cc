@@ -1,0 +1,233 @@
+#include "flashload/loader.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "engine/engine.h"
+#include "engine/plan.h"
+#include "engine/strategy.h"
+#include "sink/host_sink.h"
+
+namespace flashload {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+constexpr uint64_t kPrefixBytes = 64 << 10;  // first read: length prefix and, usually, the header
+
+struct AlignedBuffer {
+  explicit AlignedBuffer(size_t n) : size(n) {
+    data = static_cast<std::byte*>(std::aligned_alloc(4096, std::max<size_t>((n + 4095) & ~size_t{4095}, 4096)));
+  }
+  ~AlignedBuffer() { std::free(data); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  std::byte* data;
+  size_t size;
+};
+
+// Reads [offset, offset + length) through `source`, honouring its alignment. Returns the bytes read
+// (fewer only at EOF).
+Result<std::vector<std::byte>> ReadRange(const Source& source, uint64_t offset, uint64_t length) {
+  const SourceCaps caps = source.caps();
+  const uint64_t a = caps.direct_io ? std::max<uint32_t>(caps.alignment, 1) : 1;
+  const uint64_t begin = offset / a * a;
+  const uint64_t end = (offset + length + a - 1) / a * a;
+  AlignedBuffer buf(end - begin);
+  FL_ASSIGN_OR_RETURN(size_t n, source.ReadAt(begin, {buf.data, static_cast<size_t>(end - begin)}));
+  if (n <= offset - begin) return std::vector<std::byte>();
+  const size_t avail = std::min<uint64_t>(n - (offset - begin), length);
+  return std::vector<std::byte>(buf.data + (offset - begin), buf.data + (offset - begin) + avail);
+}
+
+}  // namespace
+
+Result<Header> ReadHeaderFrom(const Source& source, const ParseOptions& options) {
+  const uint64_t size = source.size();
+  FL_ASSIGN_OR_RETURN(std::vector<std::byte> prefix,
+                      ReadRange(source, 0, std::min<uint64_t>(size, kPrefixBytes)));
+  FL_ASSIGN_OR_RETURN(uint64_t n, ParseHeaderLength(prefix, size, source.name(), options));
+  std::vector<std::byte> json_bytes;
+  std::string_view json;
+  if (8 + n <= prefix.size()) {
+    json = std::string_view(reinterpret_cast<const char*>(prefix.data()) + 8, n);
+  } else {
+    FL_ASSIGN_OR_RETURN(json_bytes, ReadRange(source, 8, n));
+    if (json_bytes.size() != n) {
+      return DataLossError(fmt::format("{}: file shrank while reading its {}-byte header",
+                                       source.name(), n));
+    }
+    json = std::string_view(reinterpret_cast<const char*>(json_bytes.data()), n);
+  }
+  return ParseHeaderJson(json, n, size, source.name(), options);
+}
+
+std::string_view StrategyName(Strategy s) {
+  switch (s) {
+    case Strategy::kAuto: return "auto";
+    case Strategy::kDirect: return "direct";
+    case Strategy::kBuffered: return "buffered";
+    case Strategy::kMmap: return "mmap";
+  }
+  return "?";
+}
+
+std::optional<Strategy> ParseStrategy(std::string_view name) {
+  for (Strategy s : {Strategy::kAuto, Strategy::kDirect, Strategy::kBuffered, Strategy::kMmap}) {
+    if (StrategyName(s) == name) return s;
+  }
+  return std::nullopt;
+}
+
+Result<Header> ReadHeader(const std::string& path, const ParseOptions& options) {
+  LocalOpenOptions open;
+  open.backend = LocalBackend::kThreadPool;
+  open.threads = 1;
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, OpenSource(path, open));
+  return ReadHeaderFrom(*source, options);
+}
+
+namespace {
+
+// Everything decided before the first data byte is read: layout, sources, headers, strategies, plan.
+struct PreparedLoad {
+  LoadedModel model;
+  std::vector<std::unique_ptr<Source>> sources;
+  std::vector<engine::FileStrategy> strategies;
+  std::vector<uint32_t> queue_depths;
+  engine::LoadPlan plan;
+};
+
+Result<std::unique_ptr<Source>> OpenWithStrategy(const std::string& file, const LoadOptions& options,
+                                                 engine::FileStrategy& strategy) {
+  strategy = engine::ChooseStrategy(file, options);
+  Result<std::unique_ptr<Source>> src = OpenSource(file, strategy.open);
+  if (src.ok() || !strategy.open.direct || src.status().code() == StatusCode::kNotFound) return src;
+  // O_DIRECT refused after all (file system, alignment): read through the page cache instead.
+  LoadOptions buffered = options;
+  buffered.strategy = Strategy::kBuffered;
+  const double resident = strategy.resident_fraction;
+  const std::string reason = fmt::format("{}; O_DIRECT failed ({}), buffered instead",
+                                         strategy.reason, src.status().message());
+  strategy = engine::ChooseStrategy(file, buffered);
+  strategy.resident_fraction = resident;
+  strategy.reason = reason;
+  return OpenSource(file, strategy.open);
+}
+
+Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& options) {
+  PreparedLoad p;
+  LoadedModel& model = p.model;
+  ResolveOptions resolve;
+  resolve.variant = options.variant;
+  FL_ASSIGN_OR_RETURN(model.layout, ResolveModel(path, resolve));
+
+  // Open every file with its strategy and read its header through the same source.
+  ParseOptions parse;
+  parse.header_limit = options.header_limit;
+  const size_t n = model.layout.files.size();
+  p.sources.resize(n);
+  p.strategies.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string& file = model.layout.files[i].path;
+    FL_ASSIGN_OR_RETURN(p.sources[i], OpenWithStrategy(file, options, p.strategies[i]));
+    FL_ASSIGN_OR_RETURN(Header h, ReadHeaderFrom(*p.sources[i], parse));
+    model.headers.emplace(file, std::move(h));
+  }
+  for (const auto& [component, weight_map] : model.layout.weight_maps) {
+    std::map<std::string, std::vector<std::string>> shard_tensors;
+    for (const ModelFile& f : model.layout.files) {
+      if (f.component != component) continue;
+      std::vector<std::string>& names = shard_tensors[f.path];
+      for (const TensorInfo& t : model.headers.at(f.path).tensors) names.push_back(t.name);
+    }
+    const std::string index = component.empty() ? model.layout.root
+                                                : model.layout.root + "/" + component;
+    FL_RETURN_IF_ERROR(CheckWeightMap(index, weight_map, shard_tensors));
+  }
+
+  engine::PlanOptions plan_options;
+  FL_ASSIGN_OR_RETURN(p.plan, engine::BuildPlan(model.layout, model.headers, plan_options));
+  p.queue_depths.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    engine::RechunkFile(p.plan.files[i], static_cast<uint32_t>(i), p.strategies[i].chunk_bytes);
+    p.queue_depths[i] = p.strategies[i].queue_depth;
+  }
+  return p;
+}
+
+}  // namespace
+
+Result<std::string> DescribeLoadPlan(const std::string& path, const LoadOptions& options) {
+  FL_ASSIGN_OR_RETURN(PreparedLoad p, PrepareLoad(path, options));
+  std::string out = engine::DescribePlan(p.plan);
+  for (size_t i = 0; i < p.plan.files.size(); ++i) {
+    out += fmt::format("{}: {} — {}\n", p.plan.files[i].path,
+                       engine::DescribeStrategy(p.strategies[i], p.sources[i]->backend()),
+                       p.strategies[i].reason);
+  }
+  return out;
+}
+
+Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
+  const auto start = Clock::now();
+  FL_ASSIGN_OR_RETURN(PreparedLoad p, PrepareLoad(path, options));
+  LoadedModel& model = p.model;
+  model.report.header_seconds = SecondsSince(start);
+  const size_t n = p.plan.files.size();
+  engine::LoadPlan& plan = p.plan;
+  std::vector<std::unique_ptr<Source>>& sources = p.sources;
+  std::vector<engine::FileStrategy>& strategies = p.strategies;
+
+  sink::HostSink sink;
+  FL_RETURN_IF_ERROR(sink.Prepare(plan));
+  engine::EngineOptions eo;
+  eo.memory_budget = options.memory_budget;
+  eo.parallel_files = options.parallel_files;
+  eo.progress = options.progress;
+  eo.cancel = options.cancel;
+  engine::EngineStats stats;
+  Status run = engine::RunPlan(plan, sources, sink, eo, p.queue_depths, &stats);
+  std::vector<std::string> backends;
+  for (auto& s : sources) backends.emplace_back(s->backend());
+  sources.clear();  // waits for anything still in flight before the arenas can go
+  if (!run.ok()) {
+    sink.Abort();
+    return run;
+  }
+  FL_ASSIGN_OR_RETURN(model.tensors, sink.Finish());
+
+  for (size_t i = 0; i < n; ++i) {
+    const engine::FilePlan& f = plan.files[i];
+    FileReport r;
+    r.path = f.path;
+    r.component = f.component;
+    r.strategy = engine::DescribeStrategy(strategies[i], backends[i]);
+    r.reason = strategies[i].reason;
+    r.resident_fraction = strategies[i].resident_fraction;
+    r.bytes = f.data_bytes();
+    r.tensors = static_cast<uint32_t>(f.header.tensors.size());
+    r.seconds = stats.files[i].seconds;
+    model.report.bytes += r.bytes;
+    model.report.files.push_back(std::move(r));
+  }
+  model.report.seconds = SecondsSince(start);
+  if (options.progress) {
+    options.progress(Progress{model.report.bytes, model.report.bytes, static_cast<uint32_t>(n),
+                              static_cast<uint32_t>(n)});
+  }
+  return std::move(model);
+}
+
+}  // namespace flashload

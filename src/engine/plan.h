@@ -1,0 +1,74 @@
+// LoadPlan: what a load reads, as data, built before any tensor byte is read.
+//
+// For every file the plan reads one contiguous range, the data section widened to the plan's alignment
+// (so O_DIRECT reads are aligned and land at aligned addresses), cut into chunks sized for the source.
+// The host memory of a file (its arena) mirrors that range: the byte at file offset `o` lands at arena
+// offset `o - read_begin`, so a tensor's data is at arena + (data_offset - read_begin) + data_begin.
+#ifndef FLASHLOAD_ENGINE_PLAN_H_
+#define FLASHLOAD_ENGINE_PLAN_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "flashload/header.h"
+#include "flashload/model.h"
+#include "flashload/status.h"
+
+namespace flashload::engine {
+
+struct Chunk {
+  uint32_t file = 0;         // index into LoadPlan::files
+  uint64_t offset = 0;       // file offset of the first byte
+  uint64_t length = 0;       // bytes to read (the last chunk may run past EOF up to the alignment)
+  uint64_t arena_offset = 0; // where the first byte lands in the file's arena
+};
+
+struct FilePlan {
+  std::string path;
+  std::string component;
+  Header header;
+  uint64_t read_begin = 0;   // aligned down data_offset
+  uint64_t read_end = 0;     // aligned up file_size
+  std::vector<Chunk> chunks;
+
+  uint64_t arena_size() const { return read_end - read_begin; }
+  uint64_t data_bytes() const { return header.data_size(); }
+  uint64_t tensor_arena_offset(const TensorInfo& t) const {
+    return header.data_offset() - read_begin + t.data_begin;
+  }
+};
+
+struct LoadPlan {
+  std::vector<FilePlan> files;
+  uint64_t data_bytes() const;
+  uint64_t arena_bytes() const;
+  size_t tensor_count() const;
+};
+
+struct PlanOptions {
+  uint64_t chunk_bytes = 8ull << 20;  // a multiple of `alignment`
+  uint32_t alignment = 4096;          // a power of two
+};
+
+// Cuts [begin, end) into chunks of at most chunk_bytes whose offsets are multiples of chunk_bytes
+// relative to `begin`. `file` and arena offsets are filled in relative to `begin`.
+std::vector<Chunk> SplitRange(uint32_t file, uint64_t begin, uint64_t end, uint64_t chunk_bytes);
+
+// Builds the plan for `layout` given every file's header (keyed by path).
+Result<LoadPlan> BuildPlan(const ModelLayout& layout, const std::map<std::string, Header>& headers,
+                           const PlanOptions& options);
+
+// Re-cuts one file's chunks (strategies pick chunk sizes per file after the plan exists).
+void RechunkFile(FilePlan& file, uint32_t file_index, uint64_t chunk_bytes);
+
+// The tensor whose bytes contain file offset `offset`, or nullptr (header bytes, padding).
+const TensorInfo* TensorAtFileOffset(const FilePlan& file, uint64_t offset);
+
+// A human-readable listing (for `--dry-run`).
+std::string DescribePlan(const LoadPlan& plan);
+
+}  // namespace flashload::engine
+
+#endif  // FLASHLOAD_ENGINE_PLAN_H_

@@ -1,0 +1,43 @@
+// StagingBudget: a byte budget for reads in flight and staging buffers, with back-pressure.
+//
+// Acquire() blocks while the budget is spent, so a fast source cannot run ahead of a slow sink and
+// memory stays bounded. Cancel() wakes every waiter (they return false). Thread-safe.
+#ifndef FLASHLOAD_ENGINE_STAGING_BUDGET_H_
+#define FLASHLOAD_ENGINE_STAGING_BUDGET_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+
+namespace flashload::engine {
+
+class StagingBudget {
+ public:
+  explicit StagingBudget(uint64_t bytes) : capacity_(bytes) {}
+
+  // Takes `bytes` (clamped to the capacity, so one oversized request can always proceed alone).
+  // Returns false when cancelled.
+  bool Acquire(uint64_t bytes);
+  // Takes `bytes` only if available now.
+  bool TryAcquire(uint64_t bytes);
+  void Release(uint64_t bytes);
+  void Cancel();
+
+  uint64_t capacity() const { return capacity_; }
+  uint64_t in_use() const;
+  uint64_t peak() const;
+
+ private:
+  uint64_t Clamp(uint64_t bytes) const { return bytes < capacity_ ? bytes : capacity_; }
+
+  const uint64_t capacity_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t used_ = 0;
+  uint64_t peak_ = 0;
+  bool cancelled_ = false;
+};
+
+}  // namespace flashload::engine
+
+#endif  // FLASHLOAD_ENGINE_STAGING_BUDGET_H_

@@ -1,0 +1,35 @@
+#include "sink/host_arena.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace flashload::sink {
+
+namespace {
+constexpr uint64_t kPage = 4096;
+}
+
+Result<std::shared_ptr<HostArena>> HostArena::Allocate(uint64_t size) {
+  if (size == 0) return std::shared_ptr<HostArena>(new HostArena(nullptr, 0, 0));
+  const uint64_t mapped = (size + kPage - 1) & ~(kPage - 1);
+  void* p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    const int err = errno;
+    return ResourceExhaustedError(fmt::format(
+        "cannot allocate {} bytes of host memory for tensors: {} (errno {}); free memory or load "
+        "fewer tensors", size, std::strerror(err), err));
+  }
+  // Large arenas: fewer, larger page faults. Best effort.
+  if (mapped >= (4ull << 20)) (void)madvise(p, mapped, MADV_HUGEPAGE);
+  return std::shared_ptr<HostArena>(new HostArena(static_cast<std::byte*>(p), size, mapped));
+}
+
+HostArena::~HostArena() {
+  if (data_ != nullptr) munmap(data_, mapped_);
+}
+
+}  // namespace flashload::sink
