@@ -47,9 +47,10 @@ struct Header {
 
   uint64_t data_offset() const { return 8 + header_length; }  // start of the data section in the file
   uint64_t data_size() const { return file_size - data_offset(); }
-  // Indices into `tensors` ordered by name, filled by the parser so that Find is a binary search.
-  // Optional: Find stays correct (falls back to a scan) when it is empty or stale.
-  std::vector<uint32_t> name_order;
+  // An index of `tensors` by name, filled by the parser so that Find takes constant time: an
+  // open-addressing hash table (power-of-two size) of index + 1, 0 for an empty slot. Optional: Find
+  // stays correct (falls back to a scan) when it is empty or stale.
+  std::vector<uint32_t> name_index;
 
   // Index into `tensors` by name, or nullptr.
   const TensorInfo* Find(std::string_view name) const;

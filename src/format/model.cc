@@ -1,0 +1,287 @@
+#include "flashload/model.h"
+
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "format/json_text.h"
+
+namespace flashload {
+namespace {
+
+namespace fs = std::filesystem;
+using format_internal::Quote;
+
+constexpr std::string_view kIndexSuffix = ".safetensors.index.json";
+constexpr std::string_view kWeightsSuffix = ".safetensors";
+
+bool EndsWith(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+Result<std::string> ReadText(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return ErrnoToStatus(errno, "open", path.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return ErrnoToStatus(errno, "read", path.string());
+  return ss.str();
+}
+
+std::string Absolute(const fs::path& p) { return fs::absolute(p).lexically_normal().string(); }
+
+// Index files of a folder for a variant: "<x>.safetensors.index.json", or for variant "fp16"
+// "<x>.safetensors.index.fp16.json".
+bool IsIndexName(std::string_view name, std::string_view variant) {
+  if (variant.empty()) return EndsWith(name, kIndexSuffix);
+  return EndsWith(name, fmt::format(".safetensors.index.{}.json", variant));
+}
+
+// Weight files for a variant: "<stem>.safetensors" with no dot in the stem, or
+// "<stem>.<variant>.safetensors".
+bool IsWeightsName(std::string_view name, std::string_view variant) {
+  if (!EndsWith(name, kWeightsSuffix)) return false;
+  const std::string_view stem = name.substr(0, name.size() - kWeightsSuffix.size());
+  if (variant.empty()) return !stem.empty() && stem.find('.') == std::string_view::npos;
+  const std::string suffix = fmt::format(".{}", variant);
+  return EndsWith(stem, suffix) && stem.size() > suffix.size() &&
+         stem.substr(0, stem.size() - suffix.size()).find('.') == std::string_view::npos;
+}
+
+std::string Listing(const std::vector<std::string>& names) {
+  if (names.empty()) return "nothing";
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
+Status AddIndex(const fs::path& index, const std::string& component, ModelLayout& layout) {
+  FL_ASSIGN_OR_RETURN(const std::string text, ReadText(index));
+  FL_ASSIGN_OR_RETURN(auto weight_map, ParseIndexJson(text, index.string()));
+  std::set<std::string> shards;
+  auto& abs_map = layout.weight_maps[component];
+  const fs::path dir = index.parent_path();
+  for (const auto& [tensor, shard] : weight_map) {
+    const std::string abs = Absolute(dir / shard);
+    shards.insert(abs);
+    abs_map.emplace(tensor, abs);
+  }
+  for (const std::string& shard : shards) {
+    std::error_code ec;
+    if (!fs::is_regular_file(shard, ec)) {
+      return NotFoundError(fmt::format("{}: names shard {}, which is missing", index.string(),
+                                       Quote(fs::path(shard).filename().string())));
+    }
+    layout.files.push_back({component, shard});
+  }
+  return Status::Ok();
+}
+
+// Resolves a folder holding one index or one weights file. Returns false (no error) when the folder
+// holds no weights at all and `allow_empty`.
+Result<bool> ResolveFolder(const fs::path& dir, const std::string& component,
+                           const std::string& variant, bool allow_empty, ModelLayout& layout) {
+  std::vector<std::string> indexes, weights, others;
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_regular_file()) continue;
+    if (IsIndexName(name, variant)) {
+      indexes.push_back(name);
+    } else if (IsWeightsName(name, variant)) {
+      weights.push_back(name);
+    } else if (EndsWith(name, ".bin") || EndsWith(name, ".pt") || EndsWith(name, ".ckpt") ||
+               EndsWith(name, kWeightsSuffix)) {
+      others.push_back(name);
+    }
+  }
+  if (ec) return ErrnoToStatus(ec.value(), "list", dir.string());
+  std::sort(indexes.begin(), indexes.end());
+  std::sort(weights.begin(), weights.end());
+  std::sort(others.begin(), others.end());
+  if (indexes.size() > 1) {
+    // Prefer the conventional names when a folder holds several indexes.
+    for (std::string_view preferred : {"model", "diffusion_pytorch_model"}) {
+      const std::string name =
+          variant.empty() ? fmt::format("{}{}", preferred, kIndexSuffix)
+                          : fmt::format("{}.safetensors.index.{}.json", preferred, variant);
+      if (std::find(indexes.begin(), indexes.end(), name) != indexes.end()) {
+        indexes = {name};
+        break;
+      }
+    }
+    if (indexes.size() > 1) {
+      return InvalidArgumentError(fmt::format("{}: several indexes ({}); name the one to load",
+                                              dir.string(), Listing(indexes)));
+    }
+  }
+  if (indexes.size() == 1) {
+    FL_RETURN_IF_ERROR(AddIndex(dir / indexes[0], component, layout));
+    return true;
+  }
+  if (weights.size() == 1) {
+    layout.files.push_back({component, Absolute(dir / weights[0])});
+    return true;
+  }
+  const std::string what =
+      variant.empty() ? std::string("*.safetensors") : fmt::format("*.{}.safetensors", variant);
+  if (weights.size() > 1) {
+    return NotFoundError(fmt::format(
+        "{}: {} {} files ({}) but no *.safetensors.index.json saying which tensor is in which",
+        dir.string(), weights.size(), what, Listing(weights)));
+  }
+  if (allow_empty && others.empty()) return false;
+  std::string hint;
+  if (std::any_of(others.begin(), others.end(),
+                  [](const std::string& n) { return !EndsWith(n, kWeightsSuffix); })) {
+    hint = ": PyTorch checkpoints must be converted to safetensors first";
+  }
+  return NotFoundError(fmt::format("{}: no {} weights or index (found {}){}", dir.string(), what,
+                                   Listing(others), hint));
+}
+
+Status ResolveDiffusers(const fs::path& root, const ResolveOptions& options, ModelLayout& layout) {
+  const fs::path index = root / "model_index.json";
+  FL_ASSIGN_OR_RETURN(const std::string text, ReadText(index));
+  simdjson::dom::parser parser;
+  simdjson::dom::object obj;
+  if (parser.parse(text).get_object().get(obj) != simdjson::SUCCESS) {
+    return DataLossError(fmt::format("{}: not a JSON object", index.string()));
+  }
+  for (simdjson::dom::key_value_pair kv : obj) {
+    if (kv.key.empty() || kv.key.front() == '_') continue;
+    simdjson::dom::array spec;
+    if (kv.value.get_array().get(spec) != simdjson::SUCCESS || spec.size() != 2) continue;
+    if ((*spec.begin()).is_null()) continue;  // an optional component left out
+    const std::string component(kv.key);
+    const fs::path dir = root / component;
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) {
+      return NotFoundError(fmt::format("{}: lists component {} but the folder {} is missing",
+                                       index.string(), Quote(component), dir.string()));
+    }
+    FL_RETURN_IF_ERROR(ResolveFolder(dir, component, options.variant, true, layout).status());
+  }
+  if (layout.files.empty()) {
+    return NotFoundError(fmt::format(
+        "{}: no component folder holds safetensors weights{}", root.string(),
+        options.variant.empty() ? std::string()
+                                : fmt::format(" for variant {}", Quote(options.variant))));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<ModelLayout> ResolveModel(const std::string& path, const ResolveOptions& options) {
+  ModelLayout layout;
+  layout.root = path;
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) {
+    return NotFoundError(fmt::format("{}: no such file or folder", path));
+  }
+  if (fs::is_regular_file(st)) {
+    if (EndsWith(path, ".json")) {
+      layout.kind = ModelLayout::Kind::kShardedIndex;
+      FL_RETURN_IF_ERROR(AddIndex(path, "", layout));
+    } else {
+      layout.kind = ModelLayout::Kind::kSingleFile;
+      layout.files.push_back({"", Absolute(path)});
+    }
+    return layout;
+  }
+  if (!fs::is_directory(st))
+    return InvalidArgumentError(fmt::format("{}: not a file or folder", path));
+  if (fs::is_regular_file(fs::path(path) / "model_index.json", ec)) {
+    layout.kind = ModelLayout::Kind::kDiffusers;
+    FL_RETURN_IF_ERROR(ResolveDiffusers(path, options, layout));
+    return layout;
+  }
+  FL_RETURN_IF_ERROR(ResolveFolder(path, "", options.variant, false, layout).status());
+  layout.kind =
+      layout.weight_maps.empty() ? ModelLayout::Kind::kFolder : ModelLayout::Kind::kShardedIndex;
+  return layout;
+}
+
+Result<std::map<std::string, std::string>> ParseIndexJson(std::string_view json,
+                                                          std::string_view file_name) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (auto code = parser.parse(json.data(), json.size(), true).get(root); code) {
+    return DataLossError(
+        fmt::format("{}: not valid JSON: {}", file_name, simdjson::error_message(code)));
+  }
+  simdjson::dom::object obj;
+  if (root.get_object().get(obj) != simdjson::SUCCESS) {
+    return DataLossError(fmt::format("{}: an index must be a JSON object", file_name));
+  }
+  simdjson::dom::element map_value;
+  if (obj["weight_map"].get(map_value) != simdjson::SUCCESS) {
+    return DataLossError(fmt::format("{}: no `weight_map` in the index", file_name));
+  }
+  simdjson::dom::object map_obj;
+  if (map_value.get_object().get(map_obj) != simdjson::SUCCESS) {
+    return DataLossError(fmt::format("{}: `weight_map` must be an object", file_name));
+  }
+  std::map<std::string, std::string> out;
+  for (simdjson::dom::key_value_pair kv : map_obj) {
+    std::string_view shard;
+    if (kv.value.get_string().get(shard) != simdjson::SUCCESS) {
+      return DataLossError(fmt::format("{}: weight_map entry {} must be a shard file name",
+                                       file_name, Quote(kv.key)));
+    }
+    const fs::path p(shard);
+    if (shard.empty() || p.is_absolute() ||
+        std::any_of(p.begin(), p.end(), [](const fs::path& c) { return c == ".."; })) {
+      return DataLossError(
+          fmt::format("{}: weight_map entry {} names shard {}, outside the "
+                      "index's folder",
+                      file_name, Quote(kv.key), Quote(shard)));
+    }
+    if (!out.emplace(std::string(kv.key), std::string(shard)).second) {
+      return DataLossError(
+          fmt::format("{}: tensor {} is listed twice in weight_map", file_name, Quote(kv.key)));
+    }
+  }
+  return out;
+}
+
+Status CheckWeightMap(const std::string& index_path,
+                      const std::map<std::string, std::string>& weight_map_abs,
+                      const std::map<std::string, std::vector<std::string>>& shard_tensors) {
+  std::map<std::string_view, std::string_view> found;  // tensor -> shard holding it
+  for (const auto& [shard, names] : shard_tensors) {
+    for (const std::string& name : names) {
+      auto [it, inserted] = found.emplace(name, shard);
+      if (!inserted) {
+        return DataLossError(fmt::format("{}: tensor {} is in two shards, {} and {}", index_path,
+                                         Quote(name), it->second, shard));
+      }
+      auto listed = weight_map_abs.find(name);
+      if (listed == weight_map_abs.end()) {
+        return DataLossError(fmt::format(
+            "{}: shard {} holds tensor {}, which the index does not list (extra tensor)",
+            index_path, shard, Quote(name)));
+      }
+      if (listed->second != shard) {
+        return DataLossError(
+            fmt::format("{}: index assigns tensor {} to shard {}, but it is in shard {}",
+                        index_path, Quote(name), listed->second, shard));
+      }
+    }
+  }
+  for (const auto& [name, shard] : weight_map_abs) {
+    if (!found.contains(name)) {
+      return DataLossError(fmt::format(
+          "{}: index lists tensor {} in shard {}, but that shard does not hold it (missing tensor)",
+          index_path, Quote(name), shard));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace flashload

@@ -1,0 +1,160 @@
+#include "flashload/model.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "support/status_matchers.h"
+#include "support/test_files.h"
+
+namespace flashload {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+std::string Abs(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
+
+TEST(ResolveModelTest, SingleFile) {
+  testing::TempDir dir;
+  testing::WriteFile(dir.File("m.safetensors"), std::string("x"));
+  FL_ASSERT_OK_AND_ASSIGN(ModelLayout m, ResolveModel(dir.File("m.safetensors")));
+  EXPECT_EQ(m.kind, ModelLayout::Kind::kSingleFile);
+  ASSERT_EQ(m.files.size(), 1u);
+  EXPECT_EQ(m.files[0].path, Abs(dir.File("m.safetensors")));
+}
+
+TEST(ResolveModelTest, FolderWithOneFileIgnoresVariantsAndOtherFiles) {
+  testing::TempDir dir;
+  testing::WriteFile(dir.File("model.safetensors"), std::string("x"));
+  testing::WriteFile(dir.File("model.fp16.safetensors"), std::string("x"));
+  testing::WriteFile(dir.File("config.json"), std::string("{}"));
+  FL_ASSERT_OK_AND_ASSIGN(ModelLayout m, ResolveModel(dir.path()));
+  EXPECT_EQ(m.kind, ModelLayout::Kind::kFolder);
+  ASSERT_EQ(m.files.size(), 1u);
+  EXPECT_EQ(m.files[0].path, Abs(dir.File("model.safetensors")));
+  FL_ASSERT_OK_AND_ASSIGN(ModelLayout v, ResolveModel(dir.path(), {.variant = "fp16"}));
+  EXPECT_EQ(v.files[0].path, Abs(dir.File("model.fp16.safetensors")));
+}
+
+TEST(ResolveModelTest, ShardedIndex) {
+  testing::TempDir dir;
+  testing::WriteFile(dir.File("model.safetensors.index.json"),
+                     std::string(R"({"metadata":{"total_size":3},"weight_map":{)"
+                                 R"("a":"model-00001-of-00002.safetensors",)"
+                                 R"("b":"model-00002-of-00002.safetensors",)"
+                                 R"("c":"model-00001-of-00002.safetensors"}})"));
+  testing::WriteFile(dir.File("model-00001-of-00002.safetensors"), std::string("x"));
+  testing::WriteFile(dir.File("model-00002-of-00002.safetensors"), std::string("x"));
+  FL_ASSERT_OK_AND_ASSIGN(ModelLayout m, ResolveModel(dir.path()));
+  EXPECT_EQ(m.kind, ModelLayout::Kind::kShardedIndex);
+  ASSERT_EQ(m.files.size(), 2u);
+  EXPECT_EQ(m.files[0].path, Abs(dir.File("model-00001-of-00002.safetensors")));
+  EXPECT_EQ(m.weight_maps.at("").at("b"), Abs(dir.File("model-00002-of-00002.safetensors")));
+  // The index can also be named directly.
+  FL_ASSERT_OK_AND_ASSIGN(ModelLayout direct,
+                          ResolveModel(dir.File("model.safetensors.index.json")));
+  EXPECT_EQ(direct.files.size(), 2u);
+}
+
+TEST(ResolveModelTest, MissingShardIsNamed) {
+  testing::TempDir dir;
+  testing::WriteFile(dir.File("model.safetensors.index.json"),
+                     std::string(R"({"weight_map":{"a":"shard-1.safetensors"}})"));
+  EXPECT_THAT(
+      ResolveModel(dir.path()),
+      StatusIs(StatusCode::kNotFound, HasSubstr("'shard-1.safetensors', which is missing")));
+}
+
+TEST(ResolveModelTest, FolderWithoutWeightsSaysWhatItFound) {
+  testing::TempDir dir;
+  testing::WriteFile(dir.File("pytorch_model.bin"), std::string("x"));
+  EXPECT_THAT(ResolveModel(dir.path()),
+              StatusIs(StatusCode::kNotFound, HasSubstr("found pytorch_model.bin")));
+  EXPECT_THAT(ResolveModel(dir.File("nope")), StatusIs(StatusCode::kNotFound));
+}
+
+TEST(ResolveModelTest, SeveralShardsWithoutIndexIsAnError) {
+  testing::TempDir dir;
+  testing::WriteFile(dir.File("a.safetensors"), std::string("x"));
+  testing::WriteFile(dir.File("b.safetensors"), std::string("x"));
+  EXPECT_THAT(ResolveModel(dir.path()),
+              StatusIs(StatusCode::kNotFound, HasSubstr("no *.safetensors.index.json")));
+}
+
+TEST(ResolveModelTest, DiffusersFolder) {
+  testing::TempDir dir;
+  testing::WriteFile(dir.File("model_index.json"),
+                     std::string(R"({"_class_name":"StableDiffusionPipeline",)"
+                                 R"("unet":["diffusers","UNet2DConditionModel"],)"
+                                 R"("scheduler":["diffusers","PNDMScheduler"],)"
+                                 R"("safety_checker":[null,null],)"
+                                 R"("vae":["diffusers","AutoencoderKL"]})"));
+  for (const char* d : {"unet", "scheduler", "vae"}) fs::create_directory(dir.File(d));
+  testing::WriteFile(dir.File("scheduler/scheduler_config.json"), std::string("{}"));
+  testing::WriteFile(dir.File("unet/diffusion_pytorch_model.safetensors"), std::string("x"));
+  testing::WriteFile(dir.File("unet/diffusion_pytorch_model.fp16.safetensors"), std::string("x"));
+  testing::WriteFile(dir.File("vae/diffusion_pytorch_model.safetensors"), std::string("x"));
+  FL_ASSERT_OK_AND_ASSIGN(ModelLayout m, ResolveModel(dir.path()));
+  EXPECT_EQ(m.kind, ModelLayout::Kind::kDiffusers);
+  ASSERT_EQ(m.files.size(), 2u);
+  EXPECT_EQ(m.files[0].component, "unet");
+  EXPECT_EQ(m.files[1].component, "vae");
+  EXPECT_EQ(m.files[1].path, Abs(dir.File("vae/diffusion_pytorch_model.safetensors")));
+  // The fp16 variant exists for unet only: the error names the component folder lacking it.
+  EXPECT_THAT(ResolveModel(dir.path(), {.variant = "fp16"}),
+              StatusIs(StatusCode::kNotFound, HasSubstr("*.fp16.safetensors")));
+  testing::WriteFile(dir.File("vae/diffusion_pytorch_model.fp16.safetensors"), std::string("x"));
+  FL_ASSERT_OK_AND_ASSIGN(ModelLayout v, ResolveModel(dir.path(), {.variant = "fp16"}));
+  EXPECT_EQ(v.files[0].path, Abs(dir.File("unet/diffusion_pytorch_model.fp16.safetensors")));
+}
+
+TEST(ResolveModelTest, DiffusersMissingComponentFolderIsNamed) {
+  testing::TempDir dir;
+  testing::WriteFile(dir.File("model_index.json"),
+                     std::string(R"({"text_encoder":["transformers","CLIPTextModel"]})"));
+  EXPECT_THAT(ResolveModel(dir.path()),
+              StatusIs(StatusCode::kNotFound, HasSubstr("'text_encoder' but the folder")));
+}
+
+TEST(ParseIndexJsonTest, ParsesWeightMap) {
+  FL_ASSERT_OK_AND_ASSIGN(auto map, ParseIndexJson(R"({"weight_map":{"a":"s1","b":"s2"}})", "i"));
+  EXPECT_THAT(map, ElementsAre(std::pair<const std::string, std::string>{"a", "s1"},
+                               std::pair<const std::string, std::string>{"b", "s2"}));
+}
+
+TEST(ParseIndexJsonTest, RejectsMalformedIndexes) {
+  EXPECT_THAT(ParseIndexJson("{", "i.json"), StatusIs(StatusCode::kDataLoss, HasSubstr("i.json")));
+  EXPECT_THAT(ParseIndexJson("{}", "i"), StatusIs(StatusCode::kDataLoss, HasSubstr("weight_map")));
+  EXPECT_THAT(ParseIndexJson(R"({"weight_map":[]})", "i"), StatusIs(StatusCode::kDataLoss));
+  EXPECT_THAT(ParseIndexJson(R"({"weight_map":{"a":1}})", "i"),
+              StatusIs(StatusCode::kDataLoss, HasSubstr("'a'")));
+  EXPECT_THAT(ParseIndexJson(R"({"weight_map":{"a":"../x.safetensors"}})", "i"),
+              StatusIs(StatusCode::kDataLoss, HasSubstr("outside")));
+  EXPECT_THAT(ParseIndexJson(R"({"weight_map":{"a":"/etc/passwd"}})", "i"),
+              StatusIs(StatusCode::kDataLoss, HasSubstr("outside")));
+  EXPECT_THAT(ParseIndexJson(R"({"weight_map":{"a":"s","a":"t"}})", "i"),
+              StatusIs(StatusCode::kDataLoss, HasSubstr("twice")));
+}
+
+TEST(CheckWeightMapTest, AcceptsConsistentShards) {
+  FL_EXPECT_OK(CheckWeightMap("idx", {{"a", "/s1"}, {"b", "/s2"}, {"c", "/s1"}},
+                              {{"/s1", {"a", "c"}}, {"/s2", {"b"}}}));
+}
+
+TEST(CheckWeightMapTest, NamesMissingExtraMisplacedAndDuplicateTensors) {
+  EXPECT_THAT(CheckWeightMap("idx", {{"a", "/s1"}, {"b", "/s1"}}, {{"/s1", {"a"}}}),
+              StatusIs(StatusCode::kDataLoss, HasSubstr("idx: index lists tensor 'b' in shard "
+                                                        "/s1, but that shard does not hold it")));
+  EXPECT_THAT(CheckWeightMap("idx", {{"a", "/s1"}}, {{"/s1", {"a", "x"}}}),
+              StatusIs(StatusCode::kDataLoss, HasSubstr("shard /s1 holds tensor 'x'")));
+  EXPECT_THAT(CheckWeightMap("idx", {{"a", "/s2"}}, {{"/s1", {"a"}}, {"/s2", {}}}),
+              StatusIs(StatusCode::kDataLoss, HasSubstr("to shard /s2, but it is in shard /s1")));
+  EXPECT_THAT(CheckWeightMap("idx", {{"a", "/s1"}}, {{"/s1", {"a"}}, {"/s2", {"a"}}}),
+              StatusIs(StatusCode::kDataLoss, HasSubstr("'a' is in two shards, /s1 and /s2")));
+}
+
+}  // namespace
+}  // namespace flashload
