@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "flashload/header.h"
+#include "io/page_cache.h"
 
 namespace flashload::cli {
 namespace {
@@ -219,6 +220,23 @@ Result<double> RunFio(const std::string& path, uint32_t depth) {
 }
 
 }  // namespace
+
+Result<double> ResidentFractionOf(std::span<const std::string> files) {
+  double resident = 0, total = 0;
+  for (const std::string& path : files) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return ErrnoToStatus(errno, "stat", path);
+    FL_ASSIGN_OR_RETURN(const double f, ResidentFraction(path));
+    resident += f * static_cast<double>(st.st_size);
+    total += static_cast<double>(st.st_size);
+  }
+  return total > 0 ? resident / total : 1.0;
+}
+
+Result<double> EvictFiles(std::span<const std::string> files) {
+  for (const std::string& path : files) FL_RETURN_IF_ERROR(EvictFromPageCache(path));
+  return ResidentFractionOf(files);
+}
 
 PeakRssMeter::PeakRssMeter() {
   std::ofstream clear("/proc/self/clear_refs");

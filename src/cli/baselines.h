@@ -73,6 +73,12 @@ Result<BaselineResult> FioLimit(std::span<const std::string> files,
 Result<BaselineResult> MemcpyLimit(uint64_t bytes, uint32_t threads = 2, uint32_t repeats = 3,
                                    uint64_t max_buffer = 1ull << 30);
 
+// Cold runs (BENCHMARKING.md: "cold means cold"). EvictFiles drops each file's cached pages
+// (io/page_cache.h, best effort) and returns what stays resident; ResidentFractionOf measures it.
+// Both are byte-weighted over the files (0..1), to report next to a cold figure.
+Result<double> EvictFiles(std::span<const std::string> files);
+Result<double> ResidentFractionOf(std::span<const std::string> files);
+
 // Peak RSS growth of this process from construction to PeakDeltaBytes(): resets the kernel's
 // high-water mark (/proc/self/clear_refs) and reads VmHWM. For measuring flashload's own load the
 // same way as the baselines. -1 when /proc does not allow it. Not meaningful with concurrent

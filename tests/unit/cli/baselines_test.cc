@@ -104,6 +104,16 @@ TEST_F(BaselinesTest, FioMeasuresTheFilesOrSaysItIsMissing) {
   EXPECT_THAT(v.detail, HasSubstr("iodepth 8"));
 }
 
+TEST_F(BaselinesTest, EvictFilesLeavesThemCold) {
+  FL_ASSERT_OK_AND_ASSIGN(BaselineResult r, BufferedReadBaseline(files_));
+  FL_ASSERT_OK_AND_ASSIGN(double hot, ResidentFractionOf(files_));
+  EXPECT_GT(hot, 0.9);
+  FL_ASSERT_OK_AND_ASSIGN(double cold, EvictFiles(files_));
+  FL_ASSERT_OK_AND_ASSIGN(double again, ResidentFractionOf(files_));
+  if (cold > 0.1) GTEST_SKIP() << "this file system keeps pages (tmpfs?): " << cold;
+  EXPECT_LT(again, 0.1);
+}
+
 TEST_F(BaselinesTest, MissingFileIsNotFound) {
   std::vector<std::string> missing = {dir_.File("nope.safetensors")};
   EXPECT_THAT(MmapCopyBaseline(missing), StatusIs(StatusCode::kNotFound));
