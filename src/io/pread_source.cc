@@ -1,0 +1,98 @@
+#include "io/pread_source.h"
+
+#include <vector>
+
+#include "io/local_file.h"
+#include "io/read_pool.h"
+
+namespace flashload {
+namespace {
+
+using io_internal::LocalFd;
+using io_internal::LocalFile;
+
+class PreadSource final : public Source {
+ public:
+  PreadSource(std::string name, LocalFile file, LocalFd buffered, std::vector<LocalFd> worker_fds,
+              bool direct, bool fell_back)
+      : name_(std::move(name)),
+        file_(std::move(file)),
+        buffered_(std::move(buffered)),
+        worker_fds_(std::move(worker_fds)),
+        direct_(direct),
+        backend_(direct ? (fell_back ? "pread+direct+fallback" : "pread+direct")
+                        : (fell_back ? "pread+fallback" : "pread")),
+        pool_(
+            static_cast<uint32_t>(worker_fds_.size()),
+            [this](const ReadRequest& r, uint32_t worker) {
+              return io_internal::PreadFully(worker_fds_[worker].get(), r.offset,
+                                             {r.dst, static_cast<size_t>(r.length)},
+                                             direct_ ? file_.direct_alignment : 1, name_);
+            },
+            name_) {}
+
+  const std::string& name() const override { return name_; }
+  uint64_t size() const override { return file_.size; }
+  std::string_view backend() const override { return backend_; }
+  SourceCaps caps() const override {
+    SourceCaps c;
+    c.direct_io = direct_;
+    c.alignment = direct_ ? file_.direct_alignment : 1;
+    c.max_in_flight = static_cast<uint32_t>(worker_fds_.size());
+    return c;
+  }
+
+  Result<size_t> ReadAt(uint64_t offset, std::span<std::byte> dst,
+                        const ReadOptions& options) const override {
+    const uint32_t a = file_.direct_alignment;
+    if (direct_ && io_internal::IsAligned(offset, a) && io_internal::IsAligned(dst.size(), a) &&
+        io_internal::IsAligned(reinterpret_cast<uintptr_t>(dst.data()), a)) {
+      return io_internal::PreadFully(file_.fd.get(), offset, dst, a, name_);
+    }
+    return io_internal::PreadFully(direct_ ? buffered_.get() : file_.fd.get(), offset, dst, 1,
+                                   name_);
+  }
+
+  Status Submit(std::span<const ReadRequest> requests) override {
+    FL_RETURN_IF_ERROR(io_internal::ValidateBatch(requests, caps(), name_));
+    pool_.Enqueue(requests);
+    return Status();
+  }
+  Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
+    return pool_.Reap(out, deadline);
+  }
+  void Cancel() override { pool_.Cancel(); }
+
+ private:
+  const std::string name_;
+  const LocalFile file_;
+  const LocalFd buffered_;  // direct only: serves unaligned ReadAt()
+  const std::vector<LocalFd> worker_fds_;
+  const bool direct_;
+  const std::string_view backend_;
+  io_internal::ReadPool pool_;  // last: its workers use the members above
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Source>> OpenPreadSource(const std::string& path,
+                                                const LocalOpenOptions& options,
+                                                bool fell_back_from_io_uring) {
+  FL_ASSIGN_OR_RETURN(LocalFile file, io_internal::OpenLocal(path, options.direct));
+  LocalFd buffered;
+  if (options.direct) {
+    FL_ASSIGN_OR_RETURN(buffered, io_internal::ReopenLocal(path, /*direct=*/false));
+  }
+  const uint32_t threads = io_internal::DefaultThreads(options.threads);
+  std::vector<LocalFd> fds;
+  fds.reserve(threads);
+  for (uint32_t i = 0; i < threads; ++i) {
+    FL_ASSIGN_OR_RETURN(LocalFd fd, io_internal::ReopenLocal(path, options.direct));
+    fds.push_back(std::move(fd));
+  }
+  return std::unique_ptr<Source>(new PreadSource(path, std::move(file), std::move(buffered),
+                                                 std::move(fds), options.direct,
+                                                 fell_back_from_io_uring));
+}
+
+}  // namespace flashload

@@ -1,0 +1,99 @@
+#include "io/registry.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "flashload/source.h"
+#include "io/memory_source.h"
+#include "support/status_matchers.h"
+#include "support/test_files.h"
+
+namespace flashload {
+namespace {
+
+using ::flashload::testing::FirstPositionMismatch;
+using ::flashload::testing::PositionalBytes;
+using ::flashload::testing::TempDir;
+using ::flashload::testing::WriteFile;
+using ::testing::AllOf;
+using ::testing::Contains;
+using ::testing::HasSubstr;
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = dir_.File("model.safetensors");
+    WriteFile(path_, PositionalBytes(4000, 3));
+  }
+  void ExpectReadsTheFile(const std::string& uri) {
+    Result<std::unique_ptr<Source>> s = OpenSource(uri);
+    ASSERT_THAT(s, IsOk()) << uri;
+    EXPECT_EQ((*s)->size(), 4000u);
+    std::vector<std::byte> buf(4000);
+    ASSERT_THAT(ReadExact(**s, 0, buf), IsOk());
+    EXPECT_EQ(FirstPositionMismatch(buf, 0, 3), -1);
+  }
+  TempDir dir_;
+  std::string path_;
+};
+
+TEST_F(RegistryTest, PlainPathOpensTheLocalFile) { ExpectReadsTheFile(path_); }
+
+TEST_F(RegistryTest, FileUriOpensTheLocalFile) {
+  ExpectReadsTheFile("file://" + path_);
+  ExpectReadsTheFile("FILE://" + path_);
+  ExpectReadsTheFile("file://localhost" + path_);
+}
+
+TEST_F(RegistryTest, FileUriNeedsAnAbsolutePath) {
+  EXPECT_THAT(OpenSource("file://relative/x"), StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_THAT(FileUriPath("http://x/y"), StatusIs(StatusCode::kInvalidArgument));
+}
+
+TEST_F(RegistryTest, UnknownSchemeListsTheKnownOnes) {
+  EXPECT_THAT(
+      OpenSource("gopher://host/model.safetensors"),
+      StatusIs(StatusCode::kInvalidArgument, AllOf(HasSubstr("gopher"), HasSubstr("file://"))));
+}
+
+TEST_F(RegistryTest, MissingFileIsNotFoundWithThePath) {
+  const std::string missing = dir_.File("missing.safetensors");
+  EXPECT_THAT(OpenSource(missing), StatusIs(StatusCode::kNotFound, HasSubstr(missing)));
+  EXPECT_THAT(OpenSource("file://" + missing), StatusIs(StatusCode::kNotFound, HasSubstr(missing)));
+  EXPECT_THAT(OpenSource(""), StatusIs(StatusCode::kInvalidArgument));
+}
+
+TEST_F(RegistryTest, RegisteredSchemesRouteToTheirFactory) {
+  // The registry is process-wide and outlives this test, so the factory captures nothing local.
+  static std::vector<std::string> seen;
+  seen.clear();
+  RegisterSourceScheme(
+      "memtest",
+      [](const std::string& uri, const LocalOpenOptions&) -> Result<std::unique_ptr<Source>> {
+        seen.push_back(uri);
+        return NewMemorySource(PositionalBytes(10), {.name = uri});
+      });
+  EXPECT_THAT(RegisteredSourceSchemes(), Contains("memtest"));
+  EXPECT_THAT(RegisteredSourceSchemes(), Contains("file"));
+  Result<std::unique_ptr<Source>> a = OpenSource("memtest://bucket/key");
+  ASSERT_THAT(a, IsOk());
+  EXPECT_EQ((*a)->name(), "memtest://bucket/key");
+  // "scheme:rest" (as in "tar:") routes too once the scheme is registered.
+  ASSERT_THAT(OpenSource("memtest:inner"), IsOk());
+  EXPECT_EQ(seen, (std::vector<std::string>{"memtest://bucket/key", "memtest:inner"}));
+}
+
+TEST_F(RegistryTest, ColonInAPlainPathIsNotAScheme) {
+  const std::string odd = dir_.File("weights:v2.bin");
+  WriteFile(odd, PositionalBytes(4000, 3));
+  const std::string cwd_relative = "weights:v2.bin";
+  ExpectReadsTheFile(odd);
+  EXPECT_THAT(OpenSource(cwd_relative), StatusIs(StatusCode::kNotFound, HasSubstr(cwd_relative)));
+}
+
+}  // namespace
+}  // namespace flashload
