@@ -21,7 +21,10 @@ class RunState {
  public:
   RunState(const LoadPlan& plan, const EngineOptions& options)
       : plan_(plan), options_(options), budget_(std::max<uint64_t>(options.memory_budget, 1)) {
-    for (const FilePlan& f : plan.files) total_bytes_ += f.data_bytes();
+    // Bytes that will be read: each file from its aligned read start to its end.
+    for (const FilePlan& f : plan.files) {
+      if (!f.chunks.empty()) total_bytes_ += f.header.file_size - f.read_begin;
+    }
   }
 
   bool stopping() const {
