@@ -70,7 +70,7 @@ std::vector<std::byte> ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   std::vector<char> c((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   std::vector<std::byte> out(c.size());
-  std::memcpy(out.data(), c.data(), c.size());
+  if (!c.empty()) std::memcpy(out.data(), c.data(), c.size());
   return out;
 }
 
