@@ -3,10 +3,10 @@
 // State: a ring of `depth` entries and one slot per entry in `ops_` (slot index = SQE user_data),
 // holding the caller's request and how many of its bytes are done. Requests beyond the free slots
 // wait in `queued_` and take a slot when one frees. `mu_` guards the SQ, the slots and the queues
-// (Submit, Cancel and the reaper all touch them); the CQ is consumed only under `reap_mu_`. Waiting
-// on the CQ (io_uring_wait_cqe[_timeout], which with IORING_FEAT_EXT_ARG never touches the SQ)
-// happens without `mu_`, so a waiting Reap() never blocks Submit(), and the timeout is the caller's
-// Deadline.
+// (Submit, Cancel and the reaper all touch them); the CQ is consumed only by the one thread that
+// `reaper_` admits. Waiting on the CQ (io_uring_wait_cqe[_timeout], which with IORING_FEAT_EXT_ARG
+// never touches the SQ) happens without `mu_`, so a waiting Reap() never blocks Submit(), and the
+// timeout is the caller's Deadline.
 //
 // Per CQE of a read (res = bytes or -errno):
 // - res > 0 and the request is not yet full: a short read, or one piece of a request larger than
@@ -37,6 +37,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -57,6 +58,35 @@ constexpr uint32_t kDefaultDepth = 32;
 constexpr uint32_t kMaxDepth = 4096;
 constexpr unsigned kCqeBatch = 64;
 
+// Admits one CQ consumer at a time, giving up at a deadline. (A std::timed_mutex would do, but its
+// timed lock uses pthread_mutex_clocklock, which ThreadSanitizer does not see.)
+class ReaperGate {
+ public:
+  bool Enter(Deadline deadline) {
+    std::unique_lock lock(mu_);
+    auto free = [&] { return !busy_; };
+    if (deadline.infinite()) {
+      cv_.wait(lock, free);
+    } else if (!cv_.wait_until(lock, deadline.when(), free)) {
+      return false;
+    }
+    busy_ = true;
+    return true;
+  }
+  void Leave() {
+    {
+      std::lock_guard lock(mu_);
+      busy_ = false;
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool busy_ = false;
+};
+
 class UringSource final : public Source {
  public:
   UringSource(std::string name, LocalFile file, LocalFd buffered, bool direct, uint32_t depth,
@@ -75,7 +105,7 @@ class UringSource final : public Source {
   ~UringSource() override {
     if (!ring_ready_) return;
     Cancel();
-    std::lock_guard reap_lock(reap_mu_);
+    reaper_.Enter(Deadline::Infinite());
     for (;;) {
       {
         std::lock_guard lock(mu_);
@@ -152,12 +182,32 @@ class UringSource final : public Source {
 
   Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
     if (out.empty()) return size_t{0};
-    std::unique_lock reap_lock(reap_mu_, std::defer_lock);
-    if (deadline.infinite()) {
-      reap_lock.lock();
-    } else if (!reap_lock.try_lock_until(deadline.when())) {
-      return size_t{0};
+    if (!reaper_.Enter(deadline)) return size_t{0};
+    Result<size_t> n = ReapEntered(out, deadline);
+    reaper_.Leave();
+    return n;
+  }
+
+  void Cancel() override {
+    std::lock_guard lock(mu_);
+    for (const ReadRequest& r : queued_) {
+      ready_.push_back(ReadResult{r.tag, 0, CancelledStatus(r.offset)});
     }
+    queued_.clear();
+    if (free_.size() == depth_) return;
+    for (Op& op : ops_) op.cancelled = op.busy;
+    if (cancel_in_kernel_) return;
+    io_uring_sqe* sqe = GetSqeLocked();
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data64(sqe, kCancelUserData);
+    cancel_in_kernel_ = true;
+    ++in_kernel_;
+    FlushLocked().IgnoreError();
+  }
+
+ private:
+  // Reap() once admitted by reaper_.
+  Result<size_t> ReapEntered(std::span<ReadResult> out, Deadline deadline) {
     for (;;) {
       size_t n = 0;
       {
@@ -166,7 +216,7 @@ class UringSource final : public Source {
           out[n++] = std::move(ready_.front());
           ready_.pop_front();
         }
-        FL_RETURN_IF_ERROR(FlushLocked());
+        if (Status s = FlushLocked(); !s.ok() && n == 0) return s;
       }
       n += ReapAvailable(out.subspan(n));
       if (n > 0) return n;
@@ -191,24 +241,6 @@ class UringSource final : public Source {
     }
   }
 
-  void Cancel() override {
-    std::lock_guard lock(mu_);
-    for (const ReadRequest& r : queued_) {
-      ready_.push_back(ReadResult{r.tag, 0, CancelledStatus(r.offset)});
-    }
-    queued_.clear();
-    if (free_.size() == depth_) return;
-    for (Op& op : ops_) op.cancelled = op.busy;
-    if (cancel_in_kernel_) return;
-    io_uring_sqe* sqe = GetSqeLocked();
-    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
-    io_uring_sqe_set_data64(sqe, kCancelUserData);
-    cancel_in_kernel_ = true;
-    ++in_kernel_;
-    FlushLocked().IgnoreError();
-  }
-
- private:
   struct Op {
     ReadRequest request;
     uint64_t done = 0;       // bytes of the request known good
@@ -316,7 +348,7 @@ class UringSource final : public Source {
     return ErrnoToStatus(-r, "io_uring_submit", name_);
   }
 
-  // Handles the CQEs already there, up to out.size() completions. Caller holds reap_mu_.
+  // Handles the CQEs already there, up to out.size() completions. Caller is admitted by reaper_.
   size_t ReapAvailable(std::span<ReadResult> out) {
     io_uring_cqe* cqes[kCqeBatch];
     size_t n = 0;
@@ -345,8 +377,8 @@ class UringSource final : public Source {
 
   io_uring ring_{};
   bool ring_ready_ = false;
-  std::timed_mutex reap_mu_;  // serializes CQ consumers
-  std::mutex mu_;             // SQ, slots, queues
+  ReaperGate reaper_;  // one CQ consumer at a time
+  std::mutex mu_;      // SQ, slots, queues
   std::vector<Op> ops_;
   std::vector<uint32_t> free_;
   std::deque<ReadRequest> queued_;

@@ -34,13 +34,13 @@ TEST(LatencySourceTest, ReadAtWaitsPerRequest) {
 }
 
 TEST(LatencySourceTest, SubmitDoesNotBlockAndCompletionsAppearWhenDue) {
-  auto s = Slow({.per_request = milliseconds(60)});
+  auto s = Slow({.per_request = milliseconds(200)});
   std::vector<std::byte> buf(4000);
   std::vector<ReadRequest> reqs;
   for (uint64_t i = 0; i < 4; ++i) reqs.push_back({i * 1000, 1000, buf.data() + i * 1000, i});
   const auto start = Clock::now();
   ASSERT_THAT(s->Submit(reqs), IsOk());
-  EXPECT_LT(Clock::now() - start, milliseconds(30)) << "Submit() must not wait out the latency";
+  EXPECT_LT(Clock::now() - start, milliseconds(150)) << "Submit() must not wait out the latency";
   std::vector<ReadResult> out(8);
   Result<size_t> n = s->Reap(out, Deadline::In(milliseconds(10)));
   ASSERT_THAT(n, IsOk());
@@ -52,7 +52,7 @@ TEST(LatencySourceTest, SubmitDoesNotBlockAndCompletionsAppearWhenDue) {
     ASSERT_GT(*n, 0u);
     got += *n;
   }
-  EXPECT_GE(Clock::now() - start, milliseconds(60));
+  EXPECT_GE(Clock::now() - start, milliseconds(200));
   for (size_t i = 0; i < 4; ++i) {
     EXPECT_THAT(out[i].status, IsOk());
     EXPECT_EQ(out[i].bytes, 1000u);
