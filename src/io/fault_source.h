@@ -39,10 +39,10 @@ enum class FaultKind { kIoError, kShortRead, kInterrupted, kCorrupt };
 struct FaultOptions {
   FaultKind kind = FaultKind::kIoError;
   uint64_t seed = 0;
-  uint32_t one_in = 0;               // 0: every eligible request; N: a seeded 1-in-N draw
+  uint32_t one_in = 0;                 // 0: every eligible request; N: a seeded 1-in-N draw
   std::vector<uint64_t> at_offsets{};  // non-empty: only requests whose range contains one of these
-  uint64_t after_requests = 0;       // the first K requests never fault
-  uint64_t max_faults = 0;           // 0: no limit
+  uint64_t after_requests = 0;         // the first K requests never fault
+  uint64_t max_faults = 0;             // 0: no limit
 };
 
 class FaultSource : public SourceWrapper {
