@@ -63,7 +63,7 @@ Result<BaselineResult> DirectReadLimit(std::span<const std::string> files,
 // Runs `fio --rw=read --direct=1 --ioengine=io_uring --bs=1M --iodepth=D --readonly` on each file
 // for each depth and keeps each file's best bandwidth (bw_bytes); seconds = sum of size / best bw.
 // kNotFound when fio is not installed; fio's own errors come back with its message.
-inline constexpr uint32_t kFioDepths[] = {8, 32};
+inline constexpr uint32_t kFioDepths[] = {8, 32, 128};
 Result<BaselineResult> FioLimit(std::span<const std::string> files,
                                 std::span<const uint32_t> depths = kFioDepths);
 
@@ -78,6 +78,18 @@ Result<BaselineResult> MemcpyLimit(uint64_t bytes, uint32_t threads = 2, uint32_
 // Both are byte-weighted over the files (0..1), to report next to a cold figure.
 Result<double> EvictFiles(std::span<const std::string> files);
 Result<double> ResidentFractionOf(std::span<const std::string> files);
+
+// The hot limit for producing new tensors: `threads` threads copy `bytes` from a resident buffer (at
+// most `max_buffer`, reused) into a fresh anonymous mapping of `bytes` (huge pages requested, as the
+// loader's arenas), so the page faults and zeroing any loader pays for new memory are included.
+Result<BaselineResult> FreshMemcpyLimit(uint64_t bytes, uint32_t threads = 2,
+                                        uint64_t max_buffer = 1ull << 30);
+
+// Maps, touches (every 4 KiB, `threads` threads) and unmaps `bytes` of fresh memory; returns the
+// first-touch rate in GB/s. On virtual machines whose host reclaims idle guest memory (free page
+// reporting), memory first touched after a pause costs several times more than memory reused soon
+// after; touching it right before a timed run gives every method the same, warm, memory.
+Result<double> WarmFreshMemory(uint64_t bytes, uint32_t threads = 2);
 
 // Peak RSS growth of this process from construction to PeakDeltaBytes(): resets the kernel's
 // high-water mark (/proc/self/clear_refs) and reads VmHWM. For measuring flashload's own load the

@@ -63,7 +63,7 @@ FileStrategy ChooseStrategy(const std::string& path, const LoadOptions& options)
     case Strategy::kAuto:
       break;
   }
-  Result<double> resident = ResidentFraction(path);
+  Result<double> resident = SampledResidentFraction(path);
   s.resident_fraction = resident.ok() ? *resident : 0.0;
   if (resident.ok() && *resident >= kHotResidency) {
     SetBuffered(s, options);

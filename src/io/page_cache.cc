@@ -7,6 +7,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <vector>
 
@@ -28,7 +29,11 @@ Result<LocalFd> OpenRead(const std::string& path) {
 
 }  // namespace
 
-Result<double> ResidentFraction(const std::string& path) {
+namespace {
+
+// Residency of [off, off + len) probed in windows of `window` bytes every `stride` bytes (all of it
+// when stride <= window).
+Result<double> ProbeResidency(const std::string& path, uint64_t window, uint64_t stride) {
   FL_ASSIGN_OR_RETURN(LocalFd fd, OpenRead(path));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, "fstat", path);
@@ -38,22 +43,43 @@ Result<double> ResidentFraction(const std::string& path) {
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size == 0) return 1.0;
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  // Map and probe in windows so a huge file needs neither a huge vector nor a huge mapping.
-  constexpr uint64_t kWindow = uint64_t{1} << 30;
-  std::vector<unsigned char> vec(kWindow / page);
-  uint64_t resident = 0;
-  for (uint64_t off = 0; off < size; off += kWindow) {
-    const uint64_t len = std::min(kWindow, size - off);
-    void* p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd.get(), static_cast<off_t>(off));
-    if (p == MAP_FAILED) return ErrnoToStatus(errno, "mmap", path, static_cast<int64_t>(off));
-    const int r = ::mincore(p, len, vec.data());
-    const int err = errno;
-    ::munmap(p, len);
-    if (r != 0) return ErrnoToStatus(err, "mincore", path, static_cast<int64_t>(off));
-    const uint64_t pages = (len + page - 1) / page;
-    for (uint64_t i = 0; i < pages; ++i) resident += vec[i] & 1;
+  window = std::max(page, window / page * page);
+  stride = std::max(window, stride / page * page);
+  // Map and probe in spans so a huge file needs neither a huge vector nor a huge mapping.
+  constexpr uint64_t kSpan = uint64_t{1} << 30;
+  std::vector<unsigned char> vec(std::min(kSpan, window) / page + 1);
+  uint64_t resident = 0, probed = 0;
+  for (uint64_t span = 0; span < size; span += kSpan) {
+    const uint64_t span_len = std::min(kSpan, size - span);
+    void* p = ::mmap(nullptr, span_len, PROT_READ, MAP_SHARED, fd.get(), static_cast<off_t>(span));
+    if (p == MAP_FAILED) return ErrnoToStatus(errno, "mmap", path, static_cast<int64_t>(span));
+    Status status;
+    for (uint64_t off = 0; off < span_len && status.ok(); off += std::min(stride, kSpan)) {
+      for (uint64_t w = off; w < std::min(off + window, span_len); w += kSpan) {
+        const uint64_t len = std::min({window, kSpan, span_len - w});
+        if (::mincore(static_cast<char*>(p) + w, len, vec.data()) != 0) {
+          status = ErrnoToStatus(errno, "mincore", path, static_cast<int64_t>(span + w));
+          break;
+        }
+        const uint64_t pages = (len + page - 1) / page;
+        for (uint64_t i = 0; i < pages; ++i) resident += vec[i] & 1;
+        probed += pages;
+      }
+    }
+    ::munmap(p, span_len);
+    FL_RETURN_IF_ERROR(status);
   }
-  return static_cast<double>(resident) / static_cast<double>((size + page - 1) / page);
+  return probed ? static_cast<double>(resident) / static_cast<double>(probed) : 1.0;
+}
+
+}  // namespace
+
+Result<double> ResidentFraction(const std::string& path) {
+  return ProbeResidency(path, uint64_t{1} << 30, uint64_t{1} << 30);
+}
+
+Result<double> SampledResidentFraction(const std::string& path, uint64_t window, uint64_t stride) {
+  return ProbeResidency(path, window, stride);
 }
 
 Status EvictFromPageCache(const std::string& path) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "support/status_matchers.h"
@@ -60,6 +61,30 @@ TEST(PageCacheTest, WrittenFileIsResidentAndEvictionDropsIt) {
   Result<double> after = ResidentFraction(path);
   ASSERT_THAT(after, IsOk());
   EXPECT_LT(*after, 0.5) << "fadvise(DONTNEED) after fdatasync should drop most pages";
+}
+
+TEST(PageCacheTest, SampledResidencyFollowsTheExactOne) {
+  DiskDir dir;
+  if (dir.path().empty()) GTEST_SKIP() << "no disk-backed writable folder (all candidates tmpfs)";
+  const std::string path = dir.path() + "/sampled.bin";
+  WriteFile(path, PositionalBytes((40 << 20) + 123));
+  Result<double> hot = SampledResidentFraction(path, 256 << 10, 4 << 20);
+  ASSERT_THAT(hot, IsOk());
+  EXPECT_GT(*hot, 0.9);
+  ASSERT_THAT(EvictFromPageCache(path), IsOk());
+  // Bring back only the first half: the sample must see about half.
+  {
+    std::ifstream f(path, std::ios::binary);
+    std::vector<char> buf(20 << 20);
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+  }
+  Result<double> exact = ResidentFraction(path);
+  Result<double> sampled = SampledResidentFraction(path, 256 << 10, 4 << 20);
+  ASSERT_THAT(exact, IsOk());
+  ASSERT_THAT(sampled, IsOk());
+  EXPECT_GT(*exact, 0.3);
+  EXPECT_LT(*exact, 0.8);
+  EXPECT_NEAR(*sampled, *exact, 0.2);
 }
 
 TEST(PageCacheTest, EmptyAndMissingFiles) {
