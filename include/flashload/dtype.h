@@ -11,8 +11,8 @@
 
 namespace flashload {
 
-// The 22 dtypes of the reference format. The enumerator order is the reference's own order of the type
-// (smallest to largest); the writer sorts tensors by this order, descending, then by name.
+// The 22 dtypes of the reference format. The enumerator order is the reference's own order of the
+// type (smallest to largest); the writer sorts tensors by this order, descending, then by name.
 enum class Dtype : uint8_t {
   kBool,
   kF4,
@@ -44,7 +44,7 @@ struct DtypeInfo {
   Dtype dtype;
   std::string_view name;  // as spelled in the header, e.g. "BF16"
   uint32_t bits;          // bits per element: 4, 6, 8, 16, 32, 64
-  bool is_float;          // floating point (real or complex): the set a `--dtype` conversion applies to
+  bool is_float;  // floating point (real or complex): the set a `--dtype` conversion applies to
 };
 
 // Table of every dtype, indexed by static_cast<int>(Dtype).

@@ -1,7 +1,8 @@
 // The safetensors header: parsing, validation with the reference rules, and file diagnosis.
 //
-// A safetensors file is: 8 bytes little-endian N, N bytes of JSON (the header), then the data section.
-// Offsets in the header are relative to the data section, which starts at byte 8 + N of the file.
+// A safetensors file is: 8 bytes little-endian N, N bytes of JSON (the header), then the data
+// section. Offsets in the header are relative to the data section, which starts at byte 8 + N of
+// the file.
 //
 // Thread-safety: pure functions; Header is a value.
 #ifndef FLASHLOAD_HEADER_H_
@@ -45,11 +46,13 @@ struct Header {
   // `__metadata__`, absent when the header has none (or null).
   std::optional<std::map<std::string, std::string>> metadata;
 
-  uint64_t data_offset() const { return 8 + header_length; }  // start of the data section in the file
+  uint64_t data_offset() const {
+    return 8 + header_length;
+  }  // start of the data section in the file
   uint64_t data_size() const { return file_size - data_offset(); }
   // An index of `tensors` by name, filled by the parser so that Find takes constant time: an
-  // open-addressing hash table (power-of-two size) of index + 1, 0 for an empty slot. Optional: Find
-  // stays correct (falls back to a scan) when it is empty or stale.
+  // open-addressing hash table (power-of-two size) of index + 1, 0 for an empty slot. Optional:
+  // Find stays correct (falls back to a scan) when it is empty or stale.
   std::vector<uint32_t> name_index;
 
   // Index into `tensors` by name, or nullptr.
@@ -62,16 +65,16 @@ struct ParseOptions {
 };
 
 // Validates the 8-byte prefix: returns N, or an error when the file is < 8 bytes, N exceeds the
-// limit, or 8 + N overflows or exceeds `file_size`. `prefix` holds the first min(file_size, k) bytes
-// of the file (k >= 8 recommended: more lets the diagnosis name what the file really is).
+// limit, or 8 + N overflows or exceeds `file_size`. `prefix` holds the first min(file_size, k)
+// bytes of the file (k >= 8 recommended: more lets the diagnosis name what the file really is).
 // `file_name` appears in every message.
 Result<uint64_t> ParseHeaderLength(std::span<const std::byte> prefix, uint64_t file_size,
                                    std::string_view file_name, const ParseOptions& options = {});
 
 // Parses and validates the header JSON (the N bytes after the prefix) with the reference checks, in
-// the reference's order (UTF-8, JSON shape, dtype, offsets sorted/contiguous/start at 0, element and
-// bit counts without overflow, whole bytes, byte span, data end + 8 + N == file_size), plus duplicate
-// names. Errors are kDataLoss and name the file, the tensor and the byte offset at fault.
+// the reference's order (UTF-8, JSON shape, dtype, offsets sorted/contiguous/start at 0, element
+// and bit counts without overflow, whole bytes, byte span, data end + 8 + N == file_size), plus
+// duplicate names. Errors are kDataLoss and name the file, the tensor and the byte offset at fault.
 Result<Header> ParseHeaderJson(std::string_view json, uint64_t header_length, uint64_t file_size,
                                std::string_view file_name, const ParseOptions& options = {});
 
@@ -80,8 +83,9 @@ Result<Header> ParseHeaderFromBytes(std::span<const std::byte> file, std::string
                                     const ParseOptions& options = {});
 
 // Says what a file that is not a valid safetensors file really is, from its first bytes: a Git-LFS
-// pointer, an HTML page, a zip (PyTorch) checkpoint, a pickle, a gzip/zstd/tar archive, JSON, empty.
-// Returns nullopt when the bytes look like nothing known. `prefix`: the first bytes (up to a few KiB).
+// pointer, an HTML page, a zip (PyTorch) checkpoint, a pickle, a gzip/zstd/tar archive, JSON,
+// empty. Returns nullopt when the bytes look like nothing known. `prefix`: the first bytes (up to a
+// few KiB).
 std::optional<std::string> DiagnoseFileKind(std::span<const std::byte> prefix, uint64_t file_size);
 
 // Serializes a header the way the writer lays it out (see writer.h). Exposed for tests.

@@ -6,12 +6,11 @@
 //   auto model = flashload::Load("/models/sd15", opts); // Result<LoadedModel>
 //   const flashload::Tensor& t = model->tensors.at("unet/conv_in.weight");
 //
-// Error handling: the first failure cancels every read in flight, frees everything allocated for the
-// load, and is returned naming the file, tensor and byte offset. No partial model is ever returned.
-// Thread-safety: Load() may run concurrently with other Load() calls. The progress callback is called
-// from an engine thread, serially.
-// Memory: the output (one host arena per file) plus at most `memory_budget` bytes of reads in flight
-// and staging.
+// Error handling: the first failure cancels every read in flight, frees everything allocated for
+// the load, and is returned naming the file, tensor and byte offset. No partial model is ever
+// returned. Thread-safety: Load() may run concurrently with other Load() calls. The progress
+// callback is called from an engine thread, serially. Memory: the output (one host arena per file)
+// plus at most `memory_budget` bytes of reads in flight and staging.
 #ifndef FLASHLOAD_LOADER_H_
 #define FLASHLOAD_LOADER_H_
 
@@ -49,13 +48,13 @@ struct Progress {
 
 struct LoadOptions {
   Strategy strategy = Strategy::kAuto;
-  uint32_t threads = 0;            // pread workers (0: auto)
-  uint32_t queue_depth = 0;        // reads in flight per file (0: the source's preference)
-  uint64_t chunk_bytes = 0;        // bytes per read (0: the source's preference)
+  uint32_t threads = 0;                   // pread workers (0: auto)
+  uint32_t queue_depth = 0;               // reads in flight per file (0: the source's preference)
+  uint64_t chunk_bytes = 0;               // bytes per read (0: the source's preference)
   uint64_t memory_budget = 256ull << 20;  // bytes of reads in flight plus staging
-  uint32_t parallel_files = 2;     // files read at once (keeps storage busy across file boundaries)
+  uint32_t parallel_files = 2;  // files read at once (keeps storage busy across file boundaries)
   uint64_t header_limit = kDefaultHeaderLimit;
-  std::string variant;             // diffusers variant ("fp16")
+  std::string variant;  // diffusers variant ("fp16")
   // Called about every 64 MiB and at the end; returning false cancels the load (kCancelled).
   std::function<bool(const Progress&)> progress;
   // Set to true from any thread to cancel the load.
@@ -69,7 +68,7 @@ struct FileReport {
   std::string strategy;  // what was used, e.g. "direct (io_uring)"
   std::string reason;    // why, e.g. "3% resident in page cache"
   double resident_fraction = 0;
-  uint64_t bytes = 0;    // bytes read from the file
+  uint64_t bytes = 0;  // bytes read from the file
   uint32_t tensors = 0;
   double seconds = 0;
 };

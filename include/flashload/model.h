@@ -3,11 +3,13 @@
 // Supported layouts:
 // - a single `.safetensors` file;
 // - a sharded checkpoint: `model.safetensors.index.json` (or any `*.safetensors.index.json`) whose
-//   `weight_map` names, for each tensor, the shard that holds it; the shards' headers must hold exactly
-//   the tensors the map assigns them (missing, extra or duplicate tensors are errors);
+//   `weight_map` names, for each tensor, the shard that holds it; the shards' headers must hold
+//   exactly the tensors the map assigns them (missing, extra or duplicate tensors are errors);
 // - a folder holding one `*.safetensors` file or one index;
-// - a diffusers folder: `model_index.json` plus one subfolder per component (unet, vae, text_encoder,
-//   ...), each resolved as a folder above. Components without weights (scheduler, tokenizer) are skipped.
+// - a diffusers folder: `model_index.json` plus one subfolder per component (unet, vae,
+// text_encoder,
+//   ...), each resolved as a folder above. Components without weights (scheduler, tokenizer) are
+//   skipped.
 //
 // Thread-safety: pure functions over the file system; results are values.
 #ifndef FLASHLOAD_MODEL_H_
@@ -30,14 +32,15 @@ struct ModelFile {
 struct ModelLayout {
   enum class Kind { kSingleFile, kShardedIndex, kFolder, kDiffusers };
   Kind kind = Kind::kSingleFile;
-  std::string root;                // what the user named
-  std::vector<ModelFile> files;    // in load order
+  std::string root;              // what the user named
+  std::vector<ModelFile> files;  // in load order
   // For sharded checkpoints: tensor name → shard path (absolute as in `files`), per component.
   std::map<std::string, std::map<std::string, std::string>> weight_maps;
 };
 
 struct ResolveOptions {
-  // Diffusers variant ("fp16" picks diffusion_pytorch_model.fp16.safetensors); empty: the plain file.
+  // Diffusers variant ("fp16" picks diffusion_pytorch_model.fp16.safetensors); empty: the plain
+  // file.
   std::string variant;
 };
 
@@ -49,10 +52,10 @@ Result<ModelLayout> ResolveModel(const std::string& path, const ResolveOptions& 
 Result<std::map<std::string, std::string>> ParseIndexJson(std::string_view json,
                                                           std::string_view file_name);
 
-// Checks a sharded checkpoint's weight map against the shards' headers: every tensor of the map is in
-// the shard it names, every tensor of a shard is in the map and assigned to that shard, and no tensor
-// is in two shards. `shard_tensors` maps shard path → its tensor names. kDataLoss naming the index,
-// shard and tensor at fault.
+// Checks a sharded checkpoint's weight map against the shards' headers: every tensor of the map is
+// in the shard it names, every tensor of a shard is in the map and assigned to that shard, and no
+// tensor is in two shards. `shard_tensors` maps shard path → its tensor names. kDataLoss naming the
+// index, shard and tensor at fault.
 struct Header;
 Status CheckWeightMap(const std::string& index_path,
                       const std::map<std::string, std::string>& weight_map_abs,

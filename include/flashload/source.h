@@ -1,35 +1,41 @@
 // Source: random-access bytes of one object (a local file, an HTTP object, a tar member...).
 //
 // Two ways to read:
-// - ReadAt(): a positional, synchronous, thread-safe read. Returns the number of bytes read, which is
+// - ReadAt(): a positional, synchronous, thread-safe read. Returns the number of bytes read, which
+// is
 //   less than requested only at end of file (a short read inside the object is retried internally).
-// - Submit()/Reap(): completion-based batches, so io_uring, a thread pool and libcurl's multi interface
+// - Submit()/Reap(): completion-based batches, so io_uring, a thread pool and libcurl's multi
+// interface
 //   all fit and the engine never blocks per request. The default implementation runs each request
 //   through ReadAt() inside Submit() and queues its completion.
 //
 // Contracts of the batch interface:
-// - Thread-safety: all methods may be called from any thread. A completion is delivered to exactly one
+// - Thread-safety: all methods may be called from any thread. A completion is delivered to exactly
+// one
 //   Reap() call. The engine drives a source from one thread.
 // - Ownership: `dst` of a request is owned by the caller and must stay valid, and not be read or
 //   written by the caller, until the request's completion has been reaped.
 // - Alignment: when caps().direct_io is set, `offset`, `length` and `dst` must be multiples of
 //   caps().alignment; otherwise any values are accepted.
-// - Short reads: a completion with status OK may carry fewer bytes than requested only when the read
+// - Short reads: a completion with status OK may carry fewer bytes than requested only when the
+// read
 //   reached the end of the object. Backends handle EINTR, EAGAIN and partial transfers themselves.
-// - Errors: a failed request completes with a non-OK status naming the object and byte offset; bytes in
+// - Errors: a failed request completes with a non-OK status naming the object and byte offset;
+// bytes in
 //   `dst` are then unspecified. A failure of Submit() itself means none of the batch was queued.
-// - Cancellation: Cancel() asks every request in flight to complete soon (possibly with kCancelled);
+// - Cancellation: Cancel() asks every request in flight to complete soon (possibly with
+// kCancelled);
 //   the caller must still Reap() every submitted request before freeing their buffers.
 // - Lifetime: destroying a source with requests in flight first waits for them.
 #ifndef FLASHLOAD_SOURCE_H_
 #define FLASHLOAD_SOURCE_H_
 
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <condition_variable>
 #include <span>
 #include <string>
 #include <string_view>
@@ -41,13 +47,13 @@ namespace flashload {
 
 // What a source can do and what it costs; the planner and engine size chunks and queues from these.
 struct SourceCaps {
-  bool direct_io = false;            // reads bypass the page cache (O_DIRECT); alignment applies
-  uint32_t alignment = 1;            // offset/length/buffer alignment when direct_io
-  uint32_t max_in_flight = 1;        // requests worth keeping in flight at once
+  bool direct_io = false;              // reads bypass the page cache (O_DIRECT); alignment applies
+  uint32_t alignment = 1;              // offset/length/buffer alignment when direct_io
+  uint32_t max_in_flight = 1;          // requests worth keeping in flight at once
   uint64_t preferred_chunk = 8 << 20;  // bytes per request that reach full throughput
-  uint64_t latency_hint_ns = 0;      // typical time to first byte of one request
-  bool sequential_only = false;      // requests must come in ascending, contiguous order
-  bool zero_copy_view = false;       // View() returns bytes without a copy (mmap)
+  uint64_t latency_hint_ns = 0;        // typical time to first byte of one request
+  bool sequential_only = false;        // requests must come in ascending, contiguous order
+  bool zero_copy_view = false;         // View() returns bytes without a copy (mmap)
 };
 
 struct ReadRequest {
@@ -81,7 +87,8 @@ class Source {
   // A short name of the backend ("io_uring+direct", "pread", "mmap", ...).
   virtual std::string_view backend() const = 0;
 
-  // Synchronous positional read; see the contract above. Returns bytes read (< dst.size() only at EOF).
+  // Synchronous positional read; see the contract above. Returns bytes read (< dst.size() only at
+  // EOF).
   virtual Result<size_t> ReadAt(uint64_t offset, std::span<std::byte> dst,
                                 const ReadOptions& options = {}) const = 0;
 
@@ -90,7 +97,8 @@ class Source {
   // Waits until at least one completion is available or `deadline` passes, then moves up to
   // out.size() completions into `out`. Returns how many (0 when the deadline passed first).
   virtual Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline);
-  // Asks requests in flight to finish early. Default: nothing to cancel (requests complete in Submit).
+  // Asks requests in flight to finish early. Default: nothing to cancel (requests complete in
+  // Submit).
   virtual void Cancel() {}
 
  private:
@@ -104,8 +112,8 @@ class Source {
 // ("unexpected end of file") naming the source and offset.
 Status ReadExact(const Source& source, uint64_t offset, std::span<std::byte> dst);
 
-// Forwards every call to a wrapped source. Policy (retries, statistics, fault and latency injection)
-// derives from this and overrides what it changes. Owns the wrapped source.
+// Forwards every call to a wrapped source. Policy (retries, statistics, fault and latency
+// injection) derives from this and overrides what it changes. Owns the wrapped source.
 class SourceWrapper : public Source {
  public:
   explicit SourceWrapper(std::unique_ptr<Source> target) : target_(std::move(target)) {}
@@ -117,7 +125,9 @@ class SourceWrapper : public Source {
                         const ReadOptions& options) const override {
     return target_->ReadAt(offset, dst, options);
   }
-  Status Submit(std::span<const ReadRequest> requests) override { return target_->Submit(requests); }
+  Status Submit(std::span<const ReadRequest> requests) override {
+    return target_->Submit(requests);
+  }
   Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
     return target_->Reap(out, deadline);
   }
@@ -138,17 +148,19 @@ enum class LocalBackend {
 
 struct LocalOpenOptions {
   LocalBackend backend = LocalBackend::kIoUring;
-  bool direct = false;      // O_DIRECT (io_uring and thread pool); fails if the file system refuses
-  uint32_t threads = 0;     // thread pool size (0: 2 × cores, at least 4)
-  uint32_t queue_depth = 0; // io_uring ring entries / requests in flight (0: 32)
-  bool fallback = true;     // kIoUring: fall back to kThreadPool when the kernel refuses io_uring
+  bool direct = false;   // O_DIRECT (io_uring and thread pool); fails if the file system refuses
+  uint32_t threads = 0;  // thread pool size (0: 2 × cores, at least 4)
+  uint32_t queue_depth = 0;  // io_uring ring entries / requests in flight (0: 32)
+  bool fallback = true;      // kIoUring: fall back to kThreadPool when the kernel refuses io_uring
 };
 
 // Opens a local file. `path` is a plain path (no scheme).
-Result<std::unique_ptr<Source>> OpenLocalFile(const std::string& path, const LocalOpenOptions& options);
+Result<std::unique_ptr<Source>> OpenLocalFile(const std::string& path,
+                                              const LocalOpenOptions& options);
 
 // Opens any supported URI through the registry (a path or file:// today).
-Result<std::unique_ptr<Source>> OpenSource(const std::string& uri, const LocalOpenOptions& options = {});
+Result<std::unique_ptr<Source>> OpenSource(const std::string& uri,
+                                           const LocalOpenOptions& options = {});
 
 }  // namespace flashload
 

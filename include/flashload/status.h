@@ -1,7 +1,8 @@
 // Status and Result<T>: how every fallible call in flashload reports failure.
 //
 // Contract:
-// - Library code never throws; it returns Status or Result<T>. Exceptions appear only at the CLI and
+// - Library code never throws; it returns Status or Result<T>. Exceptions appear only at the CLI
+// and
 //   Python edges, which convert a Status into one.
 // - A Status carries a code and a message. The code says whether trying again can help
 //   (IsRetryable()); the message says what happened, where (file, tensor, byte offset) and, where
@@ -50,7 +51,9 @@ class [[nodiscard]] Status {
   bool ok() const { return rep_ == nullptr; }
   StatusCode code() const { return rep_ ? rep_->code : StatusCode::kOk; }
   // The message without the code name; empty for OK.
-  std::string_view message() const { return rep_ ? std::string_view(rep_->message) : std::string_view(); }
+  std::string_view message() const {
+    return rep_ ? std::string_view(rep_->message) : std::string_view();
+  }
   // "CODE: message", or "OK".
   std::string ToString() const;
 
@@ -89,18 +92,20 @@ Status OutOfRangeError(std::string message);
 Status UnimplementedError(std::string message);
 Status InternalError(std::string message);
 
-// The one place an errno becomes a Status. `op` is the failed operation ("open", "pread"), `path` the
-// file, `offset` the byte offset (omitted from the message when < 0). EINTR/EAGAIN map to kUnavailable,
-// ENOENT to kNotFound, ENOMEM to kResourceExhausted, EINVAL to kInvalidArgument, the rest to kIoError.
+// The one place an errno becomes a Status. `op` is the failed operation ("open", "pread"), `path`
+// the file, `offset` the byte offset (omitted from the message when < 0). EINTR/EAGAIN map to
+// kUnavailable, ENOENT to kNotFound, ENOMEM to kResourceExhausted, EINVAL to kInvalidArgument, the
+// rest to kIoError.
 Status ErrnoToStatus(int err, std::string_view op, std::string_view path, int64_t offset = -1);
 
 // Result<T> holds either a T or a non-OK Status.
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
-    if (std::get<Status>(v_).ok()) v_ = Status(StatusCode::kInternal, "Result built from an OK Status");
+    if (std::get<Status>(v_).ok())
+      v_ = Status(StatusCode::kInternal, "Result built from an OK Status");
   }
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -125,10 +130,10 @@ class [[nodiscard]] Result {
 #define FL_STATUS_CONCAT_(a, b) FL_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the current function when `expr` (a Status) is not OK.
-#define FL_RETURN_IF_ERROR(expr)                 \
-  do {                                           \
-    ::flashload::Status fl_status_ = (expr);     \
-    if (!fl_status_.ok()) return fl_status_;     \
+#define FL_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::flashload::Status fl_status_ = (expr); \
+    if (!fl_status_.ok()) return fl_status_; \
   } while (0)
 
 // `lhs = value of rexpr` (a Result<T>), or returns its Status.

@@ -473,8 +473,10 @@ Result<BaselineResult> FreshMemcpyLimit(uint64_t bytes, uint32_t threads, uint64
     return InvalidArgumentError("fresh memcpy limit: bytes, threads and buffer must be > 0");
   }
   const uint64_t buffer = std::min(bytes, max_buffer);
-  BaselineResult r = Named("memcpy-fresh", fmt::format("{} threads from a resident {} MiB buffer into "
-                                                       "{} new bytes", threads, buffer >> 20, bytes));
+  BaselineResult r =
+      Named("memcpy-fresh", fmt::format("{} threads from a resident {} MiB buffer into "
+                                        "{} new bytes",
+                                        threads, buffer >> 20, bytes));
   r.bytes = bytes;
   FL_ASSIGN_OR_RETURN(AlignedBuffer src, AllocAligned(buffer));
   std::memset(src.get(), 0x5a, buffer);

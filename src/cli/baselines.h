@@ -79,9 +79,10 @@ Result<BaselineResult> MemcpyLimit(uint64_t bytes, uint32_t threads = 2, uint32_
 Result<double> EvictFiles(std::span<const std::string> files);
 Result<double> ResidentFractionOf(std::span<const std::string> files);
 
-// The hot limit for producing new tensors: `threads` threads copy `bytes` from a resident buffer (at
-// most `max_buffer`, reused) into a fresh anonymous mapping of `bytes` (huge pages requested, as the
-// loader's arenas), so the page faults and zeroing any loader pays for new memory are included.
+// The hot limit for producing new tensors: `threads` threads copy `bytes` from a resident buffer
+// (at most `max_buffer`, reused) into a fresh anonymous mapping of `bytes` (huge pages requested,
+// as the loader's arenas), so the page faults and zeroing any loader pays for new memory are
+// included.
 Result<BaselineResult> FreshMemcpyLimit(uint64_t bytes, uint32_t threads = 2,
                                         uint64_t max_buffer = 1ull << 30);
 

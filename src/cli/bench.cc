@@ -1,5 +1,6 @@
 #include "cli/bench.h"
 
+#include <fmt/format.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,8 +13,6 @@
 #include <fstream>
 #include <functional>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "cli/baselines.h"
 #include "cli/gen.h"
@@ -34,8 +33,8 @@ struct Sample {
   bool ok = false;
   double seconds = 0;
   uint64_t bytes = 0;
-  int64_t peak_rss = -1;       // peak RSS of the child (bytes)
-  double resident_before = -1; // page-cache residency of the files before the run
+  int64_t peak_rss = -1;        // peak RSS of the child (bytes)
+  double resident_before = -1;  // page-cache residency of the files before the run
   char detail[160] = {};
   char error[512] = {};
 };
@@ -190,10 +189,13 @@ void PrintPhase(const PhaseResult& p, uint64_t model_bytes, uint64_t budget) {
     for (const Sample& s : m.samples) {
       if (!s.ok) err = s.error;
     }
-    std::string vs = lim.median > 0 && m.role != "limit" && m.role != "reference" ? fmt::format("{:.0f}%", 100 * st.median / lim.median) : "";
+    std::string vs = lim.median > 0 && m.role != "limit" && m.role != "reference"
+                         ? fmt::format("{:.0f}%", 100 * st.median / lim.median)
+                         : "";
     const int64_t rss = MaxRss(m.samples);
     fmt::print("  {:<44} {:>9.3f} {:>8.3f}–{:<8.3f} {:>11} {:>10}\n", m.name, st.median, st.min,
-               st.max, vs, m.role == "limit" || m.role == "reference" || rss < 0 ? "" : HumanBytes(rss));
+               st.max, vs,
+               m.role == "limit" || m.role == "reference" || rss < 0 ? "" : HumanBytes(rss));
     if (!err.empty()) fmt::print("    error: {}\n", err);
   }
   if (fl != nullptr) {
@@ -204,8 +206,8 @@ void PrintPhase(const PhaseResult& p, uint64_t model_bytes, uint64_t budget) {
       if (b.median > 0) fmt::print("  flashload vs {}: {:.2f}x\n", m.name, f.median / b.median);
     }
     const int64_t rss = MaxRss(fl->samples);
-    fmt::print("  flashload peak RSS {} vs model {} + budget {}: {}\n", HumanBytes(std::max<int64_t>(rss, 0)),
-               HumanBytes(model_bytes), HumanBytes(budget),
+    fmt::print("  flashload peak RSS {} vs model {} + budget {}: {}\n",
+               HumanBytes(std::max<int64_t>(rss, 0)), HumanBytes(model_bytes), HumanBytes(budget),
                rss >= 0 && uint64_t(rss) <= model_bytes + budget ? "within" : "ABOVE");
   }
 }
@@ -222,10 +224,11 @@ std::string PhaseJson(const PhaseResult& p) {
           s.ok ? "true" : "false", s.seconds, s.bytes, s.peak_rss, s.resident_before,
           JsonString(s.detail), JsonString(s.error)));
     }
-    ms.push_back(fmt::format(
-        "{{\"name\":{},\"role\":\"{}\",\"median_gbps\":{:.4f},\"min_gbps\":{:.4f},\"max_gbps\":{:.4f},"
-        "\"runs\":[{}]}}",
-        JsonString(m.name), m.role, st.median, st.min, st.max, fmt::join(runs, ",")));
+    ms.push_back(
+        fmt::format("{{\"name\":{},\"role\":\"{}\",\"median_gbps\":{:.4f},\"min_gbps\":{:.4f},"
+                    "\"max_gbps\":{:.4f},"
+                    "\"runs\":[{}]}}",
+                    JsonString(m.name), m.role, st.median, st.min, st.max, fmt::join(runs, ",")));
   }
   return fmt::format("{{\"phase\":{},\"methods\":[{}]}}", JsonString(p.name), fmt::join(ms, ","));
 }
@@ -233,7 +236,8 @@ std::string PhaseJson(const PhaseResult& p) {
 }  // namespace
 
 void AddBenchOptions(CLI::App& app, BenchArgs& a) {
-  app.add_option("path", a.path, "a .safetensors file, an index.json, or a model folder")->required();
+  app.add_option("path", a.path, "a .safetensors file, an index.json, or a model folder")
+      ->required();
   app.add_option("--runs", a.runs, "runs of each method per phase (interleaved)")->default_val(5);
   app.add_flag("!--no-cold", a.cold, "skip the cold-cache phase");
   app.add_flag("!--no-hot", a.hot, "skip the hot-cache phase");
@@ -294,8 +298,10 @@ int RunBench(const BenchArgs& a) {
     fmt::print("flashload bench: {} — {} files, {} tensors, {} of tensor data\n", a.path,
                files.size(), tensors, HumanBytes(data_bytes));
     fmt::print("machine: {}\n", MachineDescription(files[0]));
-    fmt::print("{} interleaved runs per method and phase; median and min–max; each run in its own "
-               "process\n", a.runs);
+    fmt::print(
+        "{} interleaved runs per method and phase; median and min–max; each run in its own "
+        "process\n",
+        a.runs);
   }
 
   // Every run gets memory that was touched just before it (see WarmFreshMemory): the first-touch
@@ -304,9 +310,10 @@ int RunBench(const BenchArgs& a) {
   Result<double> first_touch = WarmFreshMemory(warm_bytes);
   Result<double> warm_touch = WarmFreshMemory(warm_bytes);
   if (!a.json && first_touch.ok() && warm_touch.ok()) {
-    fmt::print("fresh memory first touch: {:.2f} GB/s when idle, {:.2f} GB/s when just reused; every "
-               "run starts with {} of just-reused memory\n",
-               *first_touch, *warm_touch, HumanBytes(warm_bytes));
+    fmt::print(
+        "fresh memory first touch: {:.2f} GB/s when idle, {:.2f} GB/s when just reused; every "
+        "run starts with {} of just-reused memory\n",
+        *first_touch, *warm_touch, HumanBytes(warm_bytes));
   }
 
   std::vector<PhaseResult> phases;
@@ -340,21 +347,29 @@ int RunBench(const BenchArgs& a) {
 
   auto baselines = [&](std::vector<Method>& ms) {
     if (!a.baselines) return;
-    ms.push_back({"mmap + copy per tensor (safetensors way)", "baseline",
-                  [&] { return FromBaseline(MmapCopyBaseline(files)); }, {}});
-    ms.push_back({"one-thread read()", "baseline",
-                  [&] { return FromBaseline(BufferedReadBaseline(files)); }, {}});
+    ms.push_back({"mmap + copy per tensor (safetensors way)",
+                  "baseline",
+                  [&] { return FromBaseline(MmapCopyBaseline(files)); },
+                  {}});
+    ms.push_back({"one-thread read()",
+                  "baseline",
+                  [&] { return FromBaseline(BufferedReadBaseline(files)); },
+                  {}});
   };
 
   if (a.cold) {
     std::vector<Method> ms;
     Result<BaselineResult> probe = FioLimit(files, std::span<const uint32_t>(kFioDepths).first(1));
     if (probe.ok()) {
-      ms.push_back({"limit: fio O_DIRECT io_uring 1 MiB (best QD)", "limit",
-                    [&] { return FromBaseline(FioLimit(files)); }, {}});
+      ms.push_back({"limit: fio O_DIRECT io_uring 1 MiB (best QD)",
+                    "limit",
+                    [&] { return FromBaseline(FioLimit(files)); },
+                    {}});
     } else {
-      ms.push_back({"limit: O_DIRECT raw read (no fio)", "limit",
-                    [&] { return FromBaseline(DirectReadLimit(files)); }, {}});
+      ms.push_back({"limit: O_DIRECT raw read (no fio)",
+                    "limit",
+                    [&] { return FromBaseline(DirectReadLimit(files)); },
+                    {}});
     }
     ms.push_back({"flashload", "flashload", flashload_run, {}});
     baselines(ms);
@@ -362,10 +377,14 @@ int RunBench(const BenchArgs& a) {
   }
   if (a.hot) {
     std::vector<Method> ms;
-    ms.push_back({"limit: 2-thread memcpy into new memory", "limit",
-                  [&] { return FromBaseline(FreshMemcpyLimit(file_bytes, 2)); }, {}});
-    ms.push_back({"reference: 2-thread memcpy, resident buffers", "reference",
-                  [&] { return FromBaseline(MemcpyLimit(file_bytes, 2)); }, {}});
+    ms.push_back({"limit: 2-thread memcpy into new memory",
+                  "limit",
+                  [&] { return FromBaseline(FreshMemcpyLimit(file_bytes, 2)); },
+                  {}});
+    ms.push_back({"reference: 2-thread memcpy, resident buffers",
+                  "reference",
+                  [&] { return FromBaseline(MemcpyLimit(file_bytes, 2)); },
+                  {}});
     ms.push_back({"flashload", "flashload", flashload_run, {}});
     baselines(ms);
     run_phase("HOT (files in page cache)", false, std::move(ms));

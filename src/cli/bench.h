@@ -18,8 +18,8 @@ struct BenchArgs {
   bool cold = true;
   bool hot = true;
   bool json = false;
-  std::string json_out;     // also write the JSON to this file
-  bool baselines = true;    // mmap+copy and one-thread read
+  std::string json_out;   // also write the JSON to this file
+  bool baselines = true;  // mmap+copy and one-thread read
   std::string strategy = "auto";
   uint64_t budget_mib = 256;
 };

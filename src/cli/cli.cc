@@ -1,5 +1,6 @@
 #include "cli/cli.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -8,8 +9,6 @@
 #include <cstdio>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "cli/bench.h"
 #include "cli/output.h"
@@ -86,9 +85,10 @@ int Inspect(const InspectArgs& a) {
     if (a.json) {
       std::vector<std::string> tensors;
       for (const TensorInfo& t : h->tensors) {
-        std::string entry = fmt::format(
-            "{{\"name\":{},\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]", JsonString(t.name),
-            DtypeName(t.dtype), fmt::join(t.shape, ","), t.data_begin, t.data_end);
+        std::string entry =
+            fmt::format("{{\"name\":{},\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]",
+                        JsonString(t.name), DtypeName(t.dtype), fmt::join(t.shape, ","),
+                        t.data_begin, t.data_end);
         if (a.hash) entry += fmt::format(",\"xxh3\":\"{:016x}\"", hashes[t.name]);
         tensors.push_back(entry + "}");
       }
@@ -117,9 +117,9 @@ int Inspect(const InspectArgs& a) {
     if (layout->files.size() == 1 && layout->kind == ModelLayout::Kind::kSingleFile) {
       fmt::print("{}\n", file_json[0]);
     } else {
-      fmt::print("{{\"path\":{},\"files\":[{}],\"tensors\":{},\"parameters\":{},\"data_bytes\":{}}}\n",
-                 JsonString(a.path), fmt::join(file_json, ","), total_tensors, total_params,
-                 total_bytes);
+      fmt::print(
+          "{{\"path\":{},\"files\":[{}],\"tensors\":{},\"parameters\":{},\"data_bytes\":{}}}\n",
+          JsonString(a.path), fmt::join(file_json, ","), total_tensors, total_params, total_bytes);
     }
   } else if (layout->files.size() > 1) {
     fmt::print("total: {} files, {} tensors, {} parameters, {}\n", layout->files.size(),
@@ -163,9 +163,9 @@ int Validate(const ValidateArgs& a) {
     Status s = ValidatePath(p, po, &tensors);
     all_ok = all_ok && s.ok();
     if (a.json) {
-      json.push_back(fmt::format("{{\"path\":{},\"ok\":{},\"code\":\"{}\",\"error\":{},\"tensors\":{}}}",
-                                 JsonString(p), s.ok() ? "true" : "false", StatusCodeName(s.code()),
-                                 JsonString(s.message()), tensors));
+      json.push_back(fmt::format(
+          "{{\"path\":{},\"ok\":{},\"code\":\"{}\",\"error\":{},\"tensors\":{}}}", JsonString(p),
+          s.ok() ? "true" : "false", StatusCodeName(s.code()), JsonString(s.message()), tensors));
     } else if (s.ok()) {
       fmt::print("OK       {} ({} tensors)\n", p, tensors);
     } else {
@@ -244,25 +244,28 @@ int LoadCommand(const LoadArgs& a) {
   if (a.json) {
     std::vector<std::string> files;
     for (const FileReport& f : r.files) {
-      files.push_back(fmt::format(
-          "{{\"path\":{},\"component\":{},\"strategy\":{},\"reason\":{},\"resident_fraction\":{:.4f},"
-          "\"bytes\":{},\"tensors\":{},\"seconds\":{:.6f}}}",
-          JsonString(f.path), JsonString(f.component), JsonString(f.strategy), JsonString(f.reason),
-          f.resident_fraction, f.bytes, f.tensors, f.seconds));
+      files.push_back(
+          fmt::format("{{\"path\":{},\"component\":{},\"strategy\":{},\"reason\":{},\"resident_"
+                      "fraction\":{:.4f},"
+                      "\"bytes\":{},\"tensors\":{},\"seconds\":{:.6f}}}",
+                      JsonString(f.path), JsonString(f.component), JsonString(f.strategy),
+                      JsonString(f.reason), f.resident_fraction, f.bytes, f.tensors, f.seconds));
     }
     std::string v = "null";
     if (verify) {
       v = fmt::format("{{\"tensors_checked\":{},\"mismatches\":{}}}", verify->tensors_checked,
                       verify->mismatches.size());
     }
-    fmt::print("{{\"path\":{},\"tensors\":{},\"bytes\":{},\"seconds\":{:.6f},\"gb_per_s\":{:.4f},"
-               "\"header_seconds\":{:.6f},\"peak_rss_bytes\":{},\"files\":[{}],\"verify\":{}}}\n",
-               JsonString(a.path), model->tensors.size(), r.bytes, r.seconds, r.GbPerSecond(),
-               r.header_seconds, rss, fmt::join(files, ","), v);
+    fmt::print(
+        "{{\"path\":{},\"tensors\":{},\"bytes\":{},\"seconds\":{:.6f},\"gb_per_s\":{:.4f},"
+        "\"header_seconds\":{:.6f},\"peak_rss_bytes\":{},\"files\":[{}],\"verify\":{}}}\n",
+        JsonString(a.path), model->tensors.size(), r.bytes, r.seconds, r.GbPerSecond(),
+        r.header_seconds, rss, fmt::join(files, ","), v);
   } else {
     for (const FileReport& f : r.files) {
-      fmt::print("  {}{}{}: {} in {:.3f} s — {} ({})\n", f.component, f.component.empty() ? "" : ": ",
-                 f.path, HumanBytes(f.bytes), f.seconds, f.strategy, f.reason);
+      fmt::print("  {}{}{}: {} in {:.3f} s — {} ({})\n", f.component,
+                 f.component.empty() ? "" : ": ", f.path, HumanBytes(f.bytes), f.seconds,
+                 f.strategy, f.reason);
     }
     fmt::print("loaded {} tensors, {} in {:.3f} s: {:.2f} GB/s (headers {:.1f} ms); peak RSS {}\n",
                model->tensors.size(), HumanBytes(r.bytes), r.seconds, r.GbPerSecond(),
@@ -291,20 +294,24 @@ int RunCli(int argc, char** argv) {
 
   InspectArgs ia;
   CLI::App* inspect = app.add_subcommand(
-      "inspect", "List the tensors of a file, sharded checkpoint or diffusers folder: names, dtypes, "
-                 "shapes, bytes, offsets, totals, parameter count, metadata. Reads headers only.");
-  inspect->add_option("path", ia.path, "a .safetensors file, an index.json, or a model folder")->required();
+      "inspect",
+      "List the tensors of a file, sharded checkpoint or diffusers folder: names, dtypes, "
+      "shapes, bytes, offsets, totals, parameter count, metadata. Reads headers only.");
+  inspect->add_option("path", ia.path, "a .safetensors file, an index.json, or a model folder")
+      ->required();
   inspect->add_flag("--json", ia.json, "machine-readable output");
-  inspect->add_flag("--hash", ia.hash, "also read every tensor and print its XXH3-64 (plain reads)");
+  inspect->add_flag("--hash", ia.hash,
+                    "also read every tensor and print its XXH3-64 (plain reads)");
   inspect->add_option("--header-limit", ia.header_limit, "largest header accepted, in bytes")
       ->default_val(kDefaultHeaderLimit);
   inspect->add_option("--variant", ia.variant, "diffusers variant, e.g. fp16");
 
   ValidateArgs va;
   CLI::App* validate = app.add_subcommand(
-      "validate", "Check files against the safetensors rules (and sharded checkpoints against their "
-                  "index). Prints what is wrong, where, and what the file really is. Exit 1 if any "
-                  "is invalid.");
+      "validate",
+      "Check files against the safetensors rules (and sharded checkpoints against their "
+      "index). Prints what is wrong, where, and what the file really is. Exit 1 if any "
+      "is invalid.");
   validate->add_option("paths", va.paths, "files or model folders")->required();
   validate->add_flag("--json", va.json, "machine-readable output");
   validate->add_option("--header-limit", va.header_limit, "largest header accepted, in bytes")
@@ -312,15 +319,18 @@ int RunCli(int argc, char** argv) {
 
   LoadArgs la;
   CLI::App* load = app.add_subcommand(
-      "load", "Load a model into host memory and report the strategy, time, throughput and peak RSS.");
-  load->add_option("path", la.path, "a .safetensors file, an index.json, or a model folder")->required();
+      "load",
+      "Load a model into host memory and report the strategy, time, throughput and peak RSS.");
+  load->add_option("path", la.path, "a .safetensors file, an index.json, or a model folder")
+      ->required();
   load->add_option("--strategy", la.strategy,
                    "auto (default: buffered when in page cache, O_DIRECT when cold), direct, "
                    "buffered, mmap");
   load->add_option("--threads", la.threads, "pread workers (0: auto)");
   load->add_option("--queue-depth", la.queue_depth, "reads in flight per file (0: auto)");
   load->add_option("--chunk-mib", la.chunk_mib, "MiB per read (0: auto)");
-  load->add_option("--budget-mib", la.budget_mib, "MiB of reads in flight at most")->default_val(256);
+  load->add_option("--budget-mib", la.budget_mib, "MiB of reads in flight at most")
+      ->default_val(256);
   load->add_option("--parallel-files", la.parallel_files, "files read at once")->default_val(2);
   load->add_option("--variant", la.variant, "diffusers variant, e.g. fp16");
   load->add_flag("--verify", la.verify,
@@ -330,20 +340,23 @@ int RunCli(int argc, char** argv) {
 
   BenchArgs ba;
   CLI::App* bench = app.add_subcommand(
-      "bench", "Measure loading cold and hot beside the limit (fio, memcpy) and the usual ways of "
-               "reading (mmap + copy per tensor as safetensors does, one-thread read), interleaved.");
+      "bench",
+      "Measure loading cold and hot beside the limit (fio, memcpy) and the usual ways of "
+      "reading (mmap + copy per tensor as safetensors does, one-thread read), interleaved.");
   AddBenchOptions(*bench, ba);
 
   GenArgs ga;
   CLI::App* gen = app.add_subcommand(
-      "gen", "Write a synthetic model with the tensor shapes of a real architecture, filled with "
-             "random bytes.");
+      "gen",
+      "Write a synthetic model with the tensor shapes of a real architecture, filled with "
+      "random bytes.");
   AddGenOptions(*gen, ga);
 
   DemoArgs da;
   CLI::App* demo = app.add_subcommand(
-      "demo", "Generate a realistic model (SD-1.5-like diffusers folder, ~2 GB) in a temporary "
-              "folder and benchmark loading it cold and hot against its limit and the baselines.");
+      "demo",
+      "Generate a realistic model (SD-1.5-like diffusers folder, ~2 GB) in a temporary "
+      "folder and benchmark loading it cold and hot against its limit and the baselines.");
   AddDemoOptions(*demo, da);
 
   try {

@@ -1,13 +1,12 @@
 #include "cli/verify.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <cerrno>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "sink/host_sink.h"
 
@@ -32,7 +31,8 @@ Result<std::map<std::string, uint64_t>> HashTensorsPlainRead(const std::string& 
       if (n < 0) {
         status = ErrnoToStatus(errno, "pread", path, static_cast<int64_t>(pos));
       } else if (n == 0) {
-        status = DataLossError(fmt::format("{}: unexpected end of file at byte offset {}", path, pos));
+        status =
+            DataLossError(fmt::format("{}: unexpected end of file at byte offset {}", path, pos));
       } else {
         XXH3_64bits_update(state, buf.data(), static_cast<size_t>(n));
         pos += static_cast<uint64_t>(n);

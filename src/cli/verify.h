@@ -1,5 +1,5 @@
-// Independent checks of loaded bytes: hashes of tensors read with plain pread(), sharing no code with
-// the engine, so `load --verify` compares the engine against a second reader.
+// Independent checks of loaded bytes: hashes of tensors read with plain pread(), sharing no code
+// with the engine, so `load --verify` compares the engine against a second reader.
 #ifndef FLASHLOAD_CLI_VERIFY_H_
 #define FLASHLOAD_CLI_VERIFY_H_
 

@@ -48,15 +48,26 @@ constexpr uint8_t kDlBool = 6;  // kDLBool of DLPack >= 0.8; torch and numpy rea
 DlpackType ToDlpackType(Dtype d) {
   const uint8_t bits = static_cast<uint8_t>(DtypeBits(d));
   switch (d) {
-    case Dtype::kBool: return {kDlBool, 8, 1};
-    case Dtype::kU8: case Dtype::kU16: case Dtype::kU32: case Dtype::kU64:
+    case Dtype::kBool:
+      return {kDlBool, 8, 1};
+    case Dtype::kU8:
+    case Dtype::kU16:
+    case Dtype::kU32:
+    case Dtype::kU64:
       return {kDLUInt, bits, 1};
-    case Dtype::kI8: case Dtype::kI16: case Dtype::kI32: case Dtype::kI64:
+    case Dtype::kI8:
+    case Dtype::kI16:
+    case Dtype::kI32:
+    case Dtype::kI64:
       return {kDLInt, bits, 1};
-    case Dtype::kF16: case Dtype::kF32: case Dtype::kF64:
+    case Dtype::kF16:
+    case Dtype::kF32:
+    case Dtype::kF64:
       return {kDLFloat, bits, 1};
-    case Dtype::kBF16: return {kDLBfloat, 16, 1};
-    case Dtype::kC64: return {kDLComplex, 64, 1};
+    case Dtype::kBF16:
+      return {kDLBfloat, 16, 1};
+    case Dtype::kC64:
+      return {kDLComplex, 64, 1};
     default:
       // fp8/fp6/fp4: raw storage bytes.
       return {kDLUInt, 8, 1};
@@ -65,8 +76,14 @@ DlpackType ToDlpackType(Dtype d) {
 
 bool DlpackIsExact(Dtype d) {
   switch (d) {
-    case Dtype::kF8E5M2: case Dtype::kF8E4M3: case Dtype::kF8E8M0: case Dtype::kF8E4M3Fnuz:
-    case Dtype::kF8E5M2Fnuz: case Dtype::kF6E2M3: case Dtype::kF6E3M2: case Dtype::kF4:
+    case Dtype::kF8E5M2:
+    case Dtype::kF8E4M3:
+    case Dtype::kF8E8M0:
+    case Dtype::kF8E4M3Fnuz:
+    case Dtype::kF8E5M2Fnuz:
+    case Dtype::kF6E2M3:
+    case Dtype::kF6E3M2:
+    case Dtype::kF4:
       return false;
     default:
       return true;

@@ -1,8 +1,8 @@
 #include "flashload/source.h"
 
-#include <vector>
-
 #include <fmt/format.h>
+
+#include <vector>
 
 namespace flashload {
 

@@ -1,11 +1,11 @@
 #include "engine/engine.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
 #include <mutex>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "engine/staging_budget.h"
 
@@ -91,8 +91,8 @@ struct Slot {
 std::string DescribeOffset(const FilePlan& file, uint64_t offset) {
   const TensorInfo* t = TensorAtFileOffset(file, offset);
   if (t == nullptr) return fmt::format("{} at byte offset {}", file.path, offset);
-  return fmt::format("{} at byte offset {} (tensor '{}', data bytes [{}, {}) of the file)", file.path,
-                     offset, t->name, file.header.data_offset() + t->data_begin,
+  return fmt::format("{} at byte offset {} (tensor '{}', data bytes [{}, {}) of the file)",
+                     file.path, offset, t->name, file.header.data_offset() + t->data_begin,
                      file.header.data_offset() + t->data_end);
 }
 
@@ -100,7 +100,12 @@ class FileDriver {
  public:
   FileDriver(uint32_t index, const FilePlan& file, Source& source, sink::Sink& sink, RunState& run,
              const EngineOptions& options, uint32_t queue_depth)
-      : index_(index), file_(file), source_(source), sink_(sink), run_(run), options_(options),
+      : index_(index),
+        file_(file),
+        source_(source),
+        sink_(sink),
+        run_(run),
+        options_(options),
         slots_(std::max<uint32_t>(queue_depth, 1)) {}
 
   // Reads the whole file; failures go to run_.Fail().
@@ -190,7 +195,8 @@ class FileDriver {
   uint64_t Complete(const ReadResult& r, std::vector<ReadRequest>& resubmit) {
     --in_flight_;
     if (r.tag >= slots_.size() || !slots_[r.tag].busy) {
-      run_.Fail(InternalError(fmt::format("{}: completion for unknown request {}", file_.path, r.tag)));
+      run_.Fail(
+          InternalError(fmt::format("{}: completion for unknown request {}", file_.path, r.tag)));
       return 0;
     }
     Slot& slot = slots_[r.tag];
@@ -199,7 +205,8 @@ class FileDriver {
     if (!r.status.ok()) {
       Release(slot);
       if (r.status.code() != StatusCode::kCancelled || !run_.stopping()) {
-        run_.Fail(r.status.WithContext(fmt::format("reading {}", DescribeOffset(file_, req_offset))));
+        run_.Fail(
+            r.status.WithContext(fmt::format("reading {}", DescribeOffset(file_, req_offset))));
       }
       return 0;
     }
@@ -229,8 +236,8 @@ class FileDriver {
       return 0;
     }
     ++short_read_retries_;
-    // Resume from an aligned offset so direct-I/O sources accept the request; re-reading a few bytes
-    // lands them at the same place.
+    // Resume from an aligned offset so direct-I/O sources accept the request; re-reading a few
+    // bytes lands them at the same place.
     const uint64_t align = std::max<uint32_t>(source_.caps().alignment, 1);
     const uint64_t resume = (end / align) * align;
     slot.done = std::max(resume, c.offset) - c.offset;
@@ -264,8 +271,8 @@ Status RunPlan(const LoadPlan& plan, std::vector<std::unique_ptr<Source>>& sourc
   auto drive = [&] {
     for (uint32_t i = run.NextFile(); i < plan.files.size(); i = run.NextFile()) {
       if (run.stopping()) break;
-      const uint32_t qd = i < queue_depths.size() && queue_depths[i] > 0 ? queue_depths[i]
-                                                                         : options.queue_depth;
+      const uint32_t qd =
+          i < queue_depths.size() && queue_depths[i] > 0 ? queue_depths[i] : options.queue_depth;
       FileDriver driver(i, plan.files[i], *sources[i], sink, run, options, qd);
       timings[i] = driver.Run();
       retries += driver.short_read_retries();

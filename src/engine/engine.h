@@ -1,12 +1,13 @@
-// Engine: executes a LoadPlan — keeps every source saturated, bounds memory in flight, stops cleanly
-// on the first error.
+// Engine: executes a LoadPlan — keeps every source saturated, bounds memory in flight, stops
+// cleanly on the first error.
 //
-// Files are read by up to `parallel_files` driver threads, one file each at a time, so storage stays
-// busy across file boundaries. A driver keeps up to `queue_depth` chunks of its file in flight, each
-// holding its bytes of the shared StagingBudget until committed to the sink. A completion with fewer
-// bytes than asked before the end of the file is resubmitted for the rest; one that makes no progress
-// is an error. The first error (or a cancel) stops every driver: each cancels its source, reaps what it
-// had in flight, and the engine returns that error, naming the file, the tensor and the byte offset.
+// Files are read by up to `parallel_files` driver threads, one file each at a time, so storage
+// stays busy across file boundaries. A driver keeps up to `queue_depth` chunks of its file in
+// flight, each holding its bytes of the shared StagingBudget until committed to the sink. A
+// completion with fewer bytes than asked before the end of the file is resubmitted for the rest;
+// one that makes no progress is an error. The first error (or a cancel) stops every driver: each
+// cancels its source, reaps what it had in flight, and the engine returns that error, naming the
+// file, the tensor and the byte offset.
 #ifndef FLASHLOAD_ENGINE_ENGINE_H_
 #define FLASHLOAD_ENGINE_ENGINE_H_
 
@@ -24,7 +25,7 @@
 namespace flashload::engine {
 
 struct EngineOptions {
-  uint32_t queue_depth = 8;            // chunks in flight per file
+  uint32_t queue_depth = 8;  // chunks in flight per file
   uint64_t memory_budget = 256ull << 20;
   uint32_t parallel_files = 2;
   uint32_t max_short_read_retries = 16;

@@ -1,5 +1,6 @@
 #include "flashload/loader.h"
 
+#include <fmt/format.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -7,8 +8,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-
-#include <fmt/format.h>
 
 #include "engine/engine.h"
 #include "engine/plan.h"
@@ -28,7 +27,8 @@ constexpr uint64_t kPrefixBytes = 64 << 10;  // first read: length prefix and, u
 
 struct AlignedBuffer {
   explicit AlignedBuffer(size_t n) : size(n) {
-    data = static_cast<std::byte*>(std::aligned_alloc(4096, std::max<size_t>((n + 4095) & ~size_t{4095}, 4096)));
+    data = static_cast<std::byte*>(
+        std::aligned_alloc(4096, std::max<size_t>((n + 4095) & ~size_t{4095}, 4096)));
   }
   ~AlignedBuffer() { std::free(data); }
   AlignedBuffer(const AlignedBuffer&) = delete;
@@ -65,8 +65,8 @@ Result<Header> ReadHeaderFrom(const Source& source, const ParseOptions& options)
   } else {
     FL_ASSIGN_OR_RETURN(json_bytes, ReadRange(source, 8, n));
     if (json_bytes.size() != n) {
-      return DataLossError(fmt::format("{}: file shrank while reading its {}-byte header",
-                                       source.name(), n));
+      return DataLossError(
+          fmt::format("{}: file shrank while reading its {}-byte header", source.name(), n));
     }
     json = std::string_view(reinterpret_cast<const char*>(json_bytes.data()), n);
   }
@@ -75,10 +75,14 @@ Result<Header> ReadHeaderFrom(const Source& source, const ParseOptions& options)
 
 std::string_view StrategyName(Strategy s) {
   switch (s) {
-    case Strategy::kAuto: return "auto";
-    case Strategy::kDirect: return "direct";
-    case Strategy::kBuffered: return "buffered";
-    case Strategy::kMmap: return "mmap";
+    case Strategy::kAuto:
+      return "auto";
+    case Strategy::kDirect:
+      return "direct";
+    case Strategy::kBuffered:
+      return "buffered";
+    case Strategy::kMmap:
+      return "mmap";
   }
   return "?";
 }
@@ -100,7 +104,8 @@ Result<Header> ReadHeader(const std::string& path, const ParseOptions& options) 
 
 namespace {
 
-// Everything decided before the first data byte is read: layout, sources, headers, strategies, plan.
+// Everything decided before the first data byte is read: layout, sources, headers, strategies,
+// plan.
 struct PreparedLoad {
   LoadedModel model;
   std::vector<std::unique_ptr<Source>> sources;
@@ -109,7 +114,8 @@ struct PreparedLoad {
   engine::LoadPlan plan;
 };
 
-Result<std::unique_ptr<Source>> OpenWithStrategy(const std::string& file, const LoadOptions& options,
+Result<std::unique_ptr<Source>> OpenWithStrategy(const std::string& file,
+                                                 const LoadOptions& options,
                                                  engine::FileStrategy& strategy) {
   strategy = engine::ChooseStrategy(file, options);
   Result<std::unique_ptr<Source>> src = OpenSource(file, strategy.open);
@@ -152,8 +158,8 @@ Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& opt
       std::vector<std::string>& names = shard_tensors[f.path];
       for (const TensorInfo& t : model.headers.at(f.path).tensors) names.push_back(t.name);
     }
-    const std::string index = component.empty() ? model.layout.root
-                                                : model.layout.root + "/" + component;
+    const std::string index =
+        component.empty() ? model.layout.root : model.layout.root + "/" + component;
     FL_RETURN_IF_ERROR(CheckWeightMap(index, weight_map, shard_tensors));
   }
 

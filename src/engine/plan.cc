@@ -1,8 +1,8 @@
 #include "engine/plan.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 namespace flashload::engine {
 
@@ -51,8 +51,8 @@ Result<LoadPlan> BuildPlan(const ModelLayout& layout, const std::map<std::string
     return InvalidArgumentError(fmt::format("plan alignment {} is not a power of two", a));
   }
   if (options.chunk_bytes == 0 || options.chunk_bytes % a != 0) {
-    return InvalidArgumentError(
-        fmt::format("chunk size {} is not a positive multiple of the alignment {}", options.chunk_bytes, a));
+    return InvalidArgumentError(fmt::format(
+        "chunk size {} is not a positive multiple of the alignment {}", options.chunk_bytes, a));
   }
   LoadPlan plan;
   plan.files.reserve(layout.files.size());
@@ -94,9 +94,9 @@ std::string DescribePlan(const LoadPlan& plan) {
   std::string out;
   for (const FilePlan& f : plan.files) {
     out += fmt::format("{}{}{}: {} tensors, data [{}, {}) ({} bytes), read [{}, {}) in {} chunks\n",
-                       f.component, f.component.empty() ? "" : ": ", f.path, f.header.tensors.size(),
-                       f.header.data_offset(), f.header.file_size, f.data_bytes(), f.read_begin,
-                       f.read_end, f.chunks.size());
+                       f.component, f.component.empty() ? "" : ": ", f.path,
+                       f.header.tensors.size(), f.header.data_offset(), f.header.file_size,
+                       f.data_bytes(), f.read_begin, f.read_end, f.chunks.size());
   }
   out += fmt::format("total: {} files, {} tensors, {} data bytes, {} bytes of host memory\n",
                      plan.files.size(), plan.tensor_count(), plan.data_bytes(), plan.arena_bytes());

@@ -1,9 +1,10 @@
 // LoadPlan: what a load reads, as data, built before any tensor byte is read.
 //
-// For every file the plan reads one contiguous range, the data section widened to the plan's alignment
-// (so O_DIRECT reads are aligned and land at aligned addresses), cut into chunks sized for the source.
-// The host memory of a file (its arena) mirrors that range: the byte at file offset `o` lands at arena
-// offset `o - read_begin`, so a tensor's data is at arena + (data_offset - read_begin) + data_begin.
+// For every file the plan reads one contiguous range, the data section widened to the plan's
+// alignment (so O_DIRECT reads are aligned and land at aligned addresses), cut into chunks sized
+// for the source. The host memory of a file (its arena) mirrors that range: the byte at file offset
+// `o` lands at arena offset `o - read_begin`, so a tensor's data is at arena + (data_offset -
+// read_begin) + data_begin.
 #ifndef FLASHLOAD_ENGINE_PLAN_H_
 #define FLASHLOAD_ENGINE_PLAN_H_
 
@@ -19,18 +20,18 @@
 namespace flashload::engine {
 
 struct Chunk {
-  uint32_t file = 0;         // index into LoadPlan::files
-  uint64_t offset = 0;       // file offset of the first byte
-  uint64_t length = 0;       // bytes to read (the last chunk may run past EOF up to the alignment)
-  uint64_t arena_offset = 0; // where the first byte lands in the file's arena
+  uint32_t file = 0;          // index into LoadPlan::files
+  uint64_t offset = 0;        // file offset of the first byte
+  uint64_t length = 0;        // bytes to read (the last chunk may run past EOF up to the alignment)
+  uint64_t arena_offset = 0;  // where the first byte lands in the file's arena
 };
 
 struct FilePlan {
   std::string path;
   std::string component;
   Header header;
-  uint64_t read_begin = 0;   // aligned down data_offset
-  uint64_t read_end = 0;     // aligned up file_size
+  uint64_t read_begin = 0;  // aligned down data_offset
+  uint64_t read_end = 0;    // aligned up file_size
   std::vector<Chunk> chunks;
 
   uint64_t arena_size() const { return read_end - read_begin; }

@@ -1,9 +1,9 @@
 #include "engine/strategy.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "io/page_cache.h"
 
@@ -82,8 +82,8 @@ FileStrategy ChooseStrategy(const std::string& path, const LoadOptions& options)
 }
 
 std::string DescribeStrategy(const FileStrategy& s, std::string_view backend) {
-  return fmt::format("{} ({}, {} MiB x {})", StrategyName(s.strategy), backend,
-                     s.chunk_bytes >> 20, s.queue_depth);
+  return fmt::format("{} ({}, {} MiB x {})", StrategyName(s.strategy), backend, s.chunk_bytes >> 20,
+                     s.queue_depth);
 }
 
 }  // namespace flashload::engine

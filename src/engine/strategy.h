@@ -1,9 +1,10 @@
 // Strategy: how each file of a load is read, chosen before reading (DESIGN.md "Engine").
 //
 // auto: a file mostly in the page cache (≥ 50 % of its pages resident, probed with mincore) is read
-// with parallel buffered preads, which copy from the cache at memory speed; a cold file is read with
-// io_uring + O_DIRECT in large aligned chunks, keeping the device queue full without polluting the
-// cache or copying twice. A file system that refuses O_DIRECT gets buffered reads, with the reason.
+// with parallel buffered preads, which copy from the cache at memory speed; a cold file is read
+// with io_uring + O_DIRECT in large aligned chunks, keeping the device queue full without polluting
+// the cache or copying twice. A file system that refuses O_DIRECT gets buffered reads, with the
+// reason.
 #ifndef FLASHLOAD_ENGINE_STRATEGY_H_
 #define FLASHLOAD_ENGINE_STRATEGY_H_
 

@@ -1,11 +1,10 @@
 #include "sink/host_arena.h"
 
+#include <fmt/format.h>
 #include <sys/mman.h>
 
 #include <cerrno>
 #include <cstring>
-
-#include <fmt/format.h>
 
 namespace flashload::sink {
 
@@ -21,7 +20,8 @@ Result<std::shared_ptr<HostArena>> HostArena::Allocate(uint64_t size) {
     const int err = errno;
     return ResourceExhaustedError(fmt::format(
         "cannot allocate {} bytes of host memory for tensors: {} (errno {}); free memory or load "
-        "fewer tensors", size, std::strerror(err), err));
+        "fewer tensors",
+        size, std::strerror(err), err));
   }
   // Large arenas: fewer, larger page faults. Best effort.
   if (mapped >= (4ull << 20)) (void)madvise(p, mapped, MADV_HUGEPAGE);

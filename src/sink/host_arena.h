@@ -1,8 +1,9 @@
 // HostArena: one aligned block of host memory holding a file's tensors.
 //
-// Ownership: held by shared_ptr; every Tensor cut from it holds a share, so the memory lives until the
-// last tensor (or exported DLPack tensor) is gone. Alignment: 4096 bytes (page), backed by an anonymous
-// mapping with transparent huge pages requested, so large arenas fault in 2 MiB at a time.
+// Ownership: held by shared_ptr; every Tensor cut from it holds a share, so the memory lives until
+// the last tensor (or exported DLPack tensor) is gone. Alignment: 4096 bytes (page), backed by an
+// anonymous mapping with transparent huge pages requested, so large arenas fault in 2 MiB at a
+// time.
 #ifndef FLASHLOAD_SINK_HOST_ARENA_H_
 #define FLASHLOAD_SINK_HOST_ARENA_H_
 
@@ -25,7 +26,8 @@ class HostArena {
   uint64_t size() const { return size_; }
 
  private:
-  HostArena(std::byte* data, uint64_t size, uint64_t mapped) : data_(data), size_(size), mapped_(mapped) {}
+  HostArena(std::byte* data, uint64_t size, uint64_t mapped)
+      : data_(data), size_(size), mapped_(mapped) {}
   std::byte* data_;
   uint64_t size_;
   uint64_t mapped_;

@@ -38,12 +38,13 @@ Result<TensorMap> HostSink::Finish() {
     const engine::FilePlan& f = plan_->files[i];
     const std::shared_ptr<HostArena>& arena = arenas_[i];
     for (const TensorInfo& t : f.header.tensors) {
-      std::byte* data = arena->data() == nullptr ? nullptr : arena->data() + f.tensor_arena_offset(t);
+      std::byte* data =
+          arena->data() == nullptr ? nullptr : arena->data() + f.tensor_arena_offset(t);
       std::string name = QualifiedTensorName(f.component, t.name);
       Tensor tensor(name, t.dtype, t.shape, Device{}, data, t.byte_size(), arena);
       if (!out.emplace(name, std::move(tensor)).second) {
-        return DataLossError(fmt::format("tensor '{}' appears twice in the model ({} and another file)",
-                                         name, f.path));
+        return DataLossError(fmt::format(
+            "tensor '{}' appears twice in the model ({} and another file)", name, f.path));
       }
     }
   }

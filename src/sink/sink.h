@@ -1,13 +1,14 @@
 // Sink: where the bytes of a load land.
 //
-// The engine asks the sink for the memory of each chunk (Acquire), has the source fill it, then hands
-// it back (Commit); Finish() waits for everything the sink started and returns the final tensors.
-// A host sink returns the final memory itself (reads land in place, no second copy); a device sink
-// returns pinned staging memory and copies to the device on Commit.
+// The engine asks the sink for the memory of each chunk (Acquire), has the source fill it, then
+// hands it back (Commit); Finish() waits for everything the sink started and returns the final
+// tensors. A host sink returns the final memory itself (reads land in place, no second copy); a
+// device sink returns pinned staging memory and copies to the device on Commit.
 //
 // Thread-safety: Acquire() and Commit() may be called concurrently from several engine threads, for
 // different chunks. Prepare() and Finish() are called once, by one thread, before and after them.
-// Errors: after a failed load the engine calls Abort() instead of Finish(); the sink frees everything.
+// Errors: after a failed load the engine calls Abort() instead of Finish(); the sink frees
+// everything.
 #ifndef FLASHLOAD_SINK_SINK_H_
 #define FLASHLOAD_SINK_SINK_H_
 

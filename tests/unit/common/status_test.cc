@@ -32,7 +32,8 @@ TEST(StatusTest, OkAndErrors) {
 
 TEST(StatusTest, ErrnoMapsToCodesWithWhereAndWhat) {
   Status s = ErrnoToStatus(EIO, "pread", "/m/a.safetensors", 4096);
-  EXPECT_THAT(s, StatusIs(StatusCode::kIoError, HasSubstr("pread /m/a.safetensors at byte offset 4096")));
+  EXPECT_THAT(
+      s, StatusIs(StatusCode::kIoError, HasSubstr("pread /m/a.safetensors at byte offset 4096")));
   EXPECT_THAT(ErrnoToStatus(EINTR, "read", "f"), StatusIs(StatusCode::kUnavailable));
   EXPECT_THAT(ErrnoToStatus(ENOENT, "open", "f"), StatusIs(StatusCode::kNotFound));
   EXPECT_THAT(ErrnoToStatus(ENOMEM, "mmap", "f"), StatusIs(StatusCode::kResourceExhausted));

@@ -77,8 +77,9 @@ void ExpectTensorsMatch(const MemoryModel& m, const TensorMap& tensors, uint64_t
   for (const TensorInfo& t : m.header.tensors) {
     const Tensor& got = tensors.at(t.name);
     ASSERT_EQ(got.byte_size(), t.byte_size());
-    EXPECT_EQ(testing::FirstPositionMismatch(got.bytes(), m.header.data_offset() + t.data_begin, seed),
-              -1)
+    EXPECT_EQ(
+        testing::FirstPositionMismatch(got.bytes(), m.header.data_offset() + t.data_begin, seed),
+        -1)
         << t.name;
   }
 }
@@ -90,7 +91,7 @@ struct RunOutcome {
 };
 
 RunOutcome RunLoad(const MemoryModel& m, std::unique_ptr<Source> source, uint64_t chunk,
-               EngineOptions options = {}) {
+                   EngineOptions options = {}) {
   LoadPlan plan = PlanFor(m, chunk);
   sink::HostSink sink;
   RunOutcome out;
@@ -137,8 +138,9 @@ TEST(EngineTest, InFlightBytesStayWithinBudget) {
   EngineOptions o;
   o.queue_depth = 64;
   o.memory_budget = 3 * 16384;
-  RunOutcome r = RunLoad(m, NewLatencySource(NewMemorySource(m.file, Named()), {std::chrono::microseconds(200), 0}),
-                     16384, o);
+  RunOutcome r = RunLoad(
+      m, NewLatencySource(NewMemorySource(m.file, Named()), {std::chrono::microseconds(200), 0}),
+      16384, o);
   FL_ASSERT_OK(r.status);
   ExpectTensorsMatch(m, r.tensors);
   EXPECT_LE(r.stats.peak_in_flight_bytes, o.memory_budget);
@@ -192,8 +194,8 @@ TEST(EngineTest, ShortReadsAreResumedWithIdenticalBytes) {
 
 TEST(EngineTest, EveryFaultKindAtEverySeedNeverYieldsWrongBytesSilently) {
   MemoryModel m = MakeModel(12, 9'000);
-  for (FaultKind kind : {FaultKind::kIoError, FaultKind::kShortRead, FaultKind::kInterrupted,
-                         FaultKind::kCorrupt}) {
+  for (FaultKind kind :
+       {FaultKind::kIoError, FaultKind::kShortRead, FaultKind::kInterrupted, FaultKind::kCorrupt}) {
     for (uint64_t seed = 1; seed <= 8; ++seed) {
       FaultOptions f;
       f.kind = kind;
@@ -207,9 +209,9 @@ TEST(EngineTest, EveryFaultKindAtEverySeedNeverYieldsWrongBytesSilently) {
       // Success is allowed only when the fault was recovered (short reads) ...
       bool identical = true;
       for (const TensorInfo& t : m.header.tensors) {
-        identical = identical && testing::FirstPositionMismatch(r.tensors.at(t.name).bytes(),
-                                                                m.header.data_offset() + t.data_begin,
-                                                                7) == -1;
+        identical = identical &&
+                    testing::FirstPositionMismatch(r.tensors.at(t.name).bytes(),
+                                                   m.header.data_offset() + t.data_begin, 7) == -1;
       }
       if (kind == FaultKind::kCorrupt) {
         // ... or, for silent corruption (no checksums in the format), it must be visible to a
@@ -289,8 +291,8 @@ TEST(EngineTest, SeveralFilesInParallelWithSlowSources) {
   for (size_t i = 0; i < models.size(); ++i) {
     for (const TensorInfo& t : models[i].header.tensors) {
       const Tensor& got = tensors.at("c" + std::to_string(i) + "/" + t.name);
-      EXPECT_EQ(testing::FirstPositionMismatch(got.bytes(), models[i].header.data_offset() + t.data_begin,
-                                               i + 1),
+      EXPECT_EQ(testing::FirstPositionMismatch(
+                    got.bytes(), models[i].header.data_offset() + t.data_begin, i + 1),
                 -1);
     }
   }

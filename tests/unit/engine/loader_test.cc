@@ -28,13 +28,16 @@ std::vector<TensorToWrite> Tensors(int count, uint64_t elements, uint64_t seed) 
     t.dtype = i % 3 == 0 ? Dtype::kF32 : Dtype::kBF16;
     t.shape = {elements + static_cast<uint64_t>(i) * 17, 3};
     const uint64_t key = seed * 1000 + i;
-    t.fill = [key](std::span<std::byte> dst, uint64_t off) { testing::FillPositional(dst, off, key); };
+    t.fill = [key](std::span<std::byte> dst, uint64_t off) {
+      testing::FillPositional(dst, off, key);
+    };
     ts.push_back(std::move(t));
   }
   return ts;
 }
 
-void ExpectPositional(const TensorMap& tensors, const std::string& prefix, int count, uint64_t seed) {
+void ExpectPositional(const TensorMap& tensors, const std::string& prefix, int count,
+                      uint64_t seed) {
   for (int i = 0; i < count; ++i) {
     const std::string name = prefix + "blocks." + std::to_string(i) + ".weight";
     auto it = tensors.find(name);
@@ -61,7 +64,8 @@ TEST_F(LoaderTest, EveryStrategyLoadsIdenticalBytes) {
     EXPECT_EQ(m.tensors.size(), 37u);
     ExpectPositional(m.tensors, "", 37, 1);
     ASSERT_EQ(m.report.files.size(), 1u);
-    EXPECT_THAT(m.report.files[0].strategy, HasSubstr(StrategyName(s == Strategy::kAuto ? Strategy::kBuffered : s)))
+    EXPECT_THAT(m.report.files[0].strategy,
+                HasSubstr(StrategyName(s == Strategy::kAuto ? Strategy::kBuffered : s)))
         << "a freshly written file is in the page cache";
   }
 }
@@ -102,9 +106,7 @@ TEST_F(LoaderTest, TensorsOutliveTheModelAndExportThroughDlpack) {
   dl->deleter(dl);
 }
 
-void WriteText(const std::string& path, const std::string& text) {
-  std::ofstream(path) << text;
-}
+void WriteText(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
 TEST_F(LoaderTest, ShardedCheckpointLoadsAsOneModel) {
   FL_ASSERT_OK(WriteSafetensors(dir_.File("a.safetensors"), Tensors(3, 100, 4)));
@@ -132,12 +134,15 @@ TEST_F(LoaderTest, DiffusersFolderNamesTensorsByComponent) {
   std::filesystem::create_directories(dir_.File("unet"));
   std::filesystem::create_directories(dir_.File("vae"));
   std::filesystem::create_directories(dir_.File("scheduler"));
-  WriteText(dir_.File("model_index.json"),
-            R"({"_class_name":"StableDiffusionPipeline","unet":["diffusers","UNet2DConditionModel"],)"
-            R"("vae":["diffusers","AutoencoderKL"],"scheduler":["diffusers","PNDMScheduler"]})");
+  WriteText(
+      dir_.File("model_index.json"),
+      R"({"_class_name":"StableDiffusionPipeline","unet":["diffusers","UNet2DConditionModel"],)"
+      R"("vae":["diffusers","AutoencoderKL"],"scheduler":["diffusers","PNDMScheduler"]})");
   WriteText(dir_.File("scheduler/scheduler_config.json"), "{}");
-  FL_ASSERT_OK(WriteSafetensors(dir_.File("unet/diffusion_pytorch_model.safetensors"), Tensors(4, 50, 5)));
-  FL_ASSERT_OK(WriteSafetensors(dir_.File("vae/diffusion_pytorch_model.safetensors"), Tensors(2, 50, 6)));
+  FL_ASSERT_OK(
+      WriteSafetensors(dir_.File("unet/diffusion_pytorch_model.safetensors"), Tensors(4, 50, 5)));
+  FL_ASSERT_OK(
+      WriteSafetensors(dir_.File("vae/diffusion_pytorch_model.safetensors"), Tensors(2, 50, 6)));
   FL_ASSERT_OK_AND_ASSIGN(LoadedModel m, Load(dir_.path()));
   EXPECT_EQ(m.tensors.size(), 6u);
   ExpectPositional(m.tensors, "unet/", 4, 5);

@@ -48,8 +48,8 @@ MATCHER_P2(StatusIs, code, message_matcher,
 #define FL_ASSERT_OK_AND_ASSIGN(lhs, rexpr) \
   FL_ASSERT_OK_AND_ASSIGN_IMPL_(FL_STATUS_CONCAT_(fl_test_result_, __LINE__), lhs, rexpr)
 #define FL_ASSERT_OK_AND_ASSIGN_IMPL_(r, lhs, rexpr) \
-  auto r = (rexpr);                                   \
-  ASSERT_THAT(r.status(), ::flashload::IsOk());       \
+  auto r = (rexpr);                                  \
+  ASSERT_THAT(r.status(), ::flashload::IsOk());      \
   lhs = std::move(r).value()
 
 }  // namespace flashload
