@@ -163,6 +163,16 @@ uint32_t DefaultThreads(uint32_t requested) {
   return std::max(4u, 2 * std::max(1u, std::thread::hardware_concurrency()));
 }
 
+Result<size_t> LocalReadAt(const LocalFile& file, const LocalFd& buffered, bool direct,
+                           uint64_t offset, std::span<std::byte> dst, const std::string& name) {
+  const uint32_t a = file.direct_alignment;
+  if (direct && IsAligned(offset, a) && IsAligned(dst.size(), a) &&
+      IsAligned(reinterpret_cast<uintptr_t>(dst.data()), a)) {
+    return PreadFully(file.fd.get(), offset, dst, a, name);
+  }
+  return PreadFully(direct ? buffered.get() : file.fd.get(), offset, dst, 1, name);
+}
+
 }  // namespace io_internal
 
 Result<std::unique_ptr<Source>> OpenLocalFile(const std::string& path,

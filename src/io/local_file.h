@@ -56,6 +56,12 @@ uint32_t DirectIoAlignment(int fd);
 Result<size_t> PreadFully(int fd, uint64_t offset, std::span<std::byte> dst, uint32_t alignment,
                           const std::string& name);
 
+// Source::ReadAt() of a local file opened `direct` or not: an aligned request goes through the
+// O_DIRECT descriptor `file.fd`; an unaligned one through `buffered` (a plain descriptor of the
+// same file).
+Result<size_t> LocalReadAt(const LocalFile& file, const LocalFd& buffered, bool direct,
+                           uint64_t offset, std::span<std::byte> dst, const std::string& name);
+
 // Checks a batch against the batch contract: non-null buffers, and with `caps.direct_io`, offset,
 // length and buffer multiples of caps.alignment. kInvalidArgument names the first bad request.
 Status ValidateBatch(std::span<const ReadRequest> requests, const SourceCaps& caps,

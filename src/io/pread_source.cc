@@ -44,13 +44,7 @@ class PreadSource final : public Source {
 
   Result<size_t> ReadAt(uint64_t offset, std::span<std::byte> dst,
                         const ReadOptions& options) const override {
-    const uint32_t a = file_.direct_alignment;
-    if (direct_ && io_internal::IsAligned(offset, a) && io_internal::IsAligned(dst.size(), a) &&
-        io_internal::IsAligned(reinterpret_cast<uintptr_t>(dst.data()), a)) {
-      return io_internal::PreadFully(file_.fd.get(), offset, dst, a, name_);
-    }
-    return io_internal::PreadFully(direct_ ? buffered_.get() : file_.fd.get(), offset, dst, 1,
-                                   name_);
+    return io_internal::LocalReadAt(file_, buffered_, direct_, offset, dst, name_);
   }
 
   Status Submit(std::span<const ReadRequest> requests) override {
