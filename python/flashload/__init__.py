@@ -1,0 +1,234 @@
+"""flashload: load safetensors weights as fast as the storage allows.
+
+A drop-in for the `safetensors` API:
+
+    from flashload import safe_open
+    with safe_open("model.safetensors", framework="pt") as f:
+        weight = f.get_tensor("embed.weight")
+
+    from flashload.torch import load_file      # or flashload.numpy
+    state_dict = load_file("model.safetensors")
+
+Contracts shared by the whole package:
+- A file is loaded whole, once, by flashload's engine when it is opened (GIL released; Ctrl-C
+  cancels the load with KeyboardInterrupt). Engine options are keyword arguments whose defaults need
+  no tuning: ``strategy`` ("auto", "direct", "buffered", "mmap"), ``threads`` (0: automatic) and
+  ``budget_mib`` (memory for reads in flight).
+- Tensors are zero-copy views of the loaded memory, handed over through DLPack. They stay valid
+  after the file is closed and garbage collected; flashload never writes to them afterwards.
+- Errors in the file raise :class:`SafetensorError` (an ``Exception``) with flashload's diagnosis
+  (file, tensor, byte offset, and what the file really is); a missing file raises
+  ``FileNotFoundError``, a folder ``IsADirectoryError``.
+"""
+
+from __future__ import annotations
+
+import errno
+import operator
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from flashload._core import File as _File
+from flashload._core import SafetensorError
+
+__all__ = ["SafetensorError", "safe_open", "__version__"]
+__version__ = "0.1.0"
+
+_NUMPY_NAMES = ("np", "numpy")
+_TORCH_NAMES = ("pt", "torch", "pytorch")
+
+
+def _engine_options(strategy: str, threads: int, budget_mib: int) -> Dict[str, Any]:
+    return {"strategy": strategy, "threads": int(threads), "budget_mib": int(budget_mib)}
+
+
+def _open_file(filename: Union[str, "os.PathLike[str]"], strategy: str = "auto", threads: int = 0,
+               budget_mib: int = 256) -> _File:
+    """Loads one safetensors file with the engine. Raises as described in the module docstring."""
+    path = os.fspath(filename)
+    if not isinstance(path, str):
+        raise TypeError(f"argument 'filename': '{type(path).__name__}' object is not an instance "
+                        "of 'str'")
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a safetensors file", path)
+    return _File.open(path, **_engine_options(strategy, threads, budget_mib))
+
+
+class _Framework:
+    """Turns flashload arrays into one framework's tensors on one device."""
+
+    def __init__(self, framework: str, device: Any) -> None:
+        if not isinstance(framework, str):
+            raise TypeError(f"framework must be a string, got {type(framework).__name__}")
+        if framework in _NUMPY_NAMES:
+            from flashload import numpy as module
+            if device not in ("cpu", None):
+                raise SafetensorError(f"Device {device} is not supported for framework numpy "
+                                      "(numpy arrays live on the host: use device='cpu')")
+            self.name = "numpy"
+        elif framework in _TORCH_NAMES:
+            from flashload import torch as module
+            module._require_torch()
+            self.name = "pytorch"
+        else:
+            raise SafetensorError(
+                f"framework {framework} is invalid: flashload supports {', '.join(_TORCH_NAMES)} "
+                f"(PyTorch) and {', '.join(_NUMPY_NAMES)} (numpy)")
+        self._module = module
+        self.device = device
+
+    def convert(self, file: _File, name: str) -> Any:
+        return self._module._from_file(file, name, self.device)
+
+
+class safe_open:  # noqa: N801 (the reference's name)
+    """Opens a safetensors file; use as a context manager.
+
+    Args:
+        filename: path of the file (``str`` or ``os.PathLike``).
+        framework: "pt"/"torch"/"pytorch" for torch tensors, "np"/"numpy" for numpy arrays.
+        device: where tensors are returned; "cpu" for numpy; for torch anything ``torch.device``
+            accepts (tensors are loaded to host memory, then moved).
+        strategy, threads, budget_mib: engine options (keyword only); the defaults need no tuning.
+
+    The whole file is loaded when the object is created. After the context exits, keys(),
+    get_tensor() etc. raise SafetensorError("File is closed"); tensors already returned stay valid.
+    """
+
+    def __init__(self, filename: Union[str, "os.PathLike[str]"], framework: str,
+                 device: Any = "cpu", *, strategy: str = "auto", threads: int = 0,
+                 budget_mib: int = 256) -> None:
+        self._framework = _Framework(framework, device)
+        self._file: Optional[_File] = _open_file(filename, strategy, threads, budget_mib)
+
+    def __enter__(self) -> "safe_open":
+        return self
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        self._file = None
+
+    def _opened(self) -> _File:
+        if self._file is None:
+            raise SafetensorError("File is closed")
+        return self._file
+
+    def keys(self) -> List[str]:
+        """Tensor names, sorted."""
+        return self._opened().keys()
+
+    def offset_keys(self) -> List[str]:
+        """Tensor names in the order of their data in the file."""
+        return self._opened().offset_keys()
+
+    def metadata(self) -> Optional[Dict[str, str]]:
+        """The header's ``__metadata__``, or None when it has none."""
+        return self._opened().metadata()
+
+    def get_tensor(self, name: str) -> Any:
+        """The tensor ``name`` in the chosen framework (zero-copy on the host).
+
+        Raises SafetensorError when the file has no tensor of that name.
+        """
+        return self._framework.convert(self._opened(), name)
+
+    def get_tensors(self) -> Dict[str, Any]:
+        """Every tensor, keyed by name, in file order."""
+        file = self._opened()
+        return {name: self._framework.convert(file, name) for name in file.offset_keys()}
+
+    def get_slice(self, name: str) -> "_SafeSlice":
+        """A sliceable handle on tensor ``name``: get_shape(), get_dtype(), and indexing."""
+        file = self._opened()
+        if name not in file:
+            raise SafetensorError(f"File {file.name} does not contain tensor {name}")
+        return _SafeSlice(file, name, self._framework)
+
+
+class _SafeSlice:
+    """One tensor of an open file, indexed like the reference's PySafeSlice.
+
+    Indexing accepts ints (negative counts from the end), ``start:stop:step`` slices with a positive
+    step, and one ``...``, on the leading dimensions. Out-of-range indices raise SafetensorError as
+    the reference does (a slice's stop beyond the dimension is an error, not clipped). Unlike the
+    reference, negative slice bounds count from the end (the reference raises OverflowError).
+    """
+
+    def __init__(self, file: _File, name: str, framework: _Framework) -> None:
+        self._file = file
+        self._name = name
+        self._framework = framework
+        array = file.get(name)
+        self._shape = [int(d) for d in array.shape]
+        self._dtype = array.dtype
+
+    def get_shape(self) -> List[int]:
+        """The tensor's shape."""
+        return list(self._shape)
+
+    def get_dtype(self) -> str:
+        """The safetensors dtype name, e.g. "F32"."""
+        return self._dtype
+
+    def __getitem__(self, index: Any) -> Any:
+        key = _normalize_index(index, self._shape)
+        return self._framework.convert(self._file, self._name)[key]
+
+
+def _describe(items: Sequence[Any]) -> str:
+    def one(item: Any) -> str:
+        if isinstance(item, slice):
+            parts = ["" if v is None else str(v) for v in (item.start, item.stop)]
+            text = ":".join(parts)
+            return text if item.step is None else f"{text}:{item.step}"
+        return "..." if item is Ellipsis else str(item)
+    return "[" + ", ".join(one(i) for i in items) + "]"
+
+
+def _normalize_index(index: Any, shape: Sequence[int]) -> Tuple[Any, ...]:
+    """Checks ``index`` against ``shape`` with the reference's rules; returns an in-range key."""
+    items = tuple(index) if isinstance(index, tuple) else (index,)
+    if isinstance(index, list):
+        raise SafetensorError("Non empty lists are not implemented" if index else
+                              "Empty lists are not implemented")
+    if sum(1 for i in items if i is Ellipsis) > 1:
+        raise SafetensorError("Only one ellipsis (...) is allowed in slice index")
+    where = f"Error during slicing {_describe(items)} with shape {list(shape)}"
+    explicit = [i for i in items if i is not Ellipsis]
+    if len(explicit) > len(shape):
+        raise SafetensorError(f"{where}: more slicing indexes than dimensions in tensor")
+    key: List[Any] = []
+    dim = 0
+    for position, item in enumerate(items):
+        if item is Ellipsis:
+            skipped = len(shape) - len(explicit)
+            key.extend([slice(None)] * skipped)
+            dim += skipped
+            continue
+        size = shape[dim]
+        if isinstance(item, slice):
+            step = 1 if item.step is None else operator.index(item.step)
+            if step <= 0:
+                raise SafetensorError(f"Slice step must be a positive integer, got {step}")
+            start = 0 if item.start is None else operator.index(item.start)
+            stop = size if item.stop is None else operator.index(item.stop)
+            start = start + size if start < 0 else start
+            stop = stop + size if stop < 0 else stop
+            for bound in (start, stop):
+                if bound < 0 or bound > size:
+                    raise SafetensorError(f"{where}: index {bound} out of bounds for tensor "
+                                          f"dimension #{dim} of size {size}")
+            key.append(slice(start, max(start, stop), step))
+        else:
+            try:
+                value = operator.index(item)
+            except TypeError:
+                raise SafetensorError(f"Unsupported slice index at position {position}: expected "
+                                      "slice, int, or ellipsis") from None
+            if value < -size:
+                raise SafetensorError(f"Invalid index {value} for dimension {dim} of size {size}")
+            if value >= size:
+                raise SafetensorError(f"{where}: index {value} out of bounds for tensor dimension "
+                                      f"#{dim} of size {size}")
+            key.append(value + size if value < 0 else value)
+        dim += 1
+    return tuple(key)
