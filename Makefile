@@ -38,7 +38,10 @@ unit: build
 integration: build venv
 	@FLASHLOAD_BIN=$(abspath $(BUILD))/flashload bash tests/integration/run.sh
 
+# Builds and installs the Python package (scikit-build-core + nanobind) into the venv, then runs the
+# differential suites against the reference safetensors package.
 python: build venv
+	@$(VENV)/bin/pip install -q --disable-pip-version-check --no-build-isolation .
 	@FLASHLOAD_BIN=$(abspath $(BUILD))/flashload $(VENV)/bin/python -m pytest -q tests/python
 
 # The unit suite under ASan+UBSan; the engine and I/O suites under TSan.

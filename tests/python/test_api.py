@@ -25,7 +25,7 @@ import safetensors
 import safetensors.numpy as ref_np
 from safetensors import safe_open as ref_safe_open
 
-flashload = pytest.importorskip("flashload")
+import flashload  # noqa: E402  (make python installs it; a missing package is an error, not a skip)
 import flashload.numpy as fl_np  # noqa: E402
 from flashload import SafetensorError, safe_open  # noqa: E402
 
@@ -397,12 +397,32 @@ def test_malformed_files_raise_where_the_reference_raises(path):
         assert path.name in message  # the message names the file
 
 
+def header_offsets(path) -> Dict[str, int]:
+    """Start offset of every tensor, read straight from the file's header."""
+    import json
+    import struct
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    out = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry["data_offsets"] if isinstance(entry, dict) else entry[2]
+        out[name] = offsets[0]
+    return out
+
+
 @pytest.mark.parametrize("path", [p for p in corpus_files() if p.name.startswith("ok_")],
                          ids=lambda p: p.name)
 def test_valid_corpus_files_match_the_reference(path):
     with ref_safe_open(path, "np") as ref, safe_open(path, "np") as ours:
         assert ours.keys() == ref.keys()
-        assert ours.offset_keys() == ref.offset_keys()
+        # Tensors that share a start offset (empty ones) come out of the reference in hash-map order,
+        # which changes from run to run: compare the offsets in order, and the names as a set.
+        offsets = header_offsets(path)
+        assert [offsets[k] for k in ours.offset_keys()] == [offsets[k] for k in ref.offset_keys()]
+        assert sorted(ours.offset_keys()) == sorted(ref.offset_keys())
         assert ours.metadata() == ref.metadata()
         for name in ref.keys():
             if ours.get_slice(name).get_dtype() not in fl_np._NATIVE:
