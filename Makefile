@@ -47,7 +47,7 @@ python: build venv
 # The unit suite under ASan+UBSan; the engine and I/O suites under TSan.
 asan: deps
 	@cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFLASHLOAD_SANITIZE=address,undefined >/dev/null
-	@cmake --build $(BUILD)-asan -j $(JOBS) --target unit_format unit_io unit_engine unit_sink unit_cli
+	@cmake --build $(BUILD)-asan -j $(JOBS) --target unit_common unit_format unit_io unit_engine unit_sink unit_cli
 	@cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS)
 
 tsan: deps
