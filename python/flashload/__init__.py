@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from flashload._core import File as _File
 from flashload._core import SafetensorError
 
-__all__ = ["SafetensorError", "safe_open", "__version__"]
+__all__ = ["SafetensorError", "safe_open", "patch", "unpatch", "__version__"]
 __version__ = "0.1.0"
 
 _NUMPY_NAMES = ("np", "numpy")
@@ -232,3 +232,6 @@ def _normalize_index(index: Any, shape: Sequence[int]) -> Tuple[Any, ...]:
             key.append(value + size if value < 0 else value)
         dim += 1
     return tuple(key)
+
+
+from flashload._patch import is_patched, patch, unpatch  # noqa: E402  (needs the names above)
