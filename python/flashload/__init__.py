@@ -30,8 +30,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from flashload._core import File as _File
 from flashload._core import SafetensorError
+from flashload._core import load_model as _load_model
 
-__all__ = ["SafetensorError", "safe_open", "patch", "unpatch", "__version__"]
+__all__ = ["SafetensorError", "safe_open", "load_model_dir", "patch", "unpatch", "__version__"]
 __version__ = "0.1.0"
 
 _NUMPY_NAMES = ("np", "numpy")
@@ -142,6 +143,30 @@ class safe_open:  # noqa: N801 (the reference's name)
         if name not in file:
             raise SafetensorError(f"File {file.name} does not contain tensor {name}")
         return _SafeSlice(file, name, self._framework)
+
+
+def load_model_dir(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", framework: str = "pt",
+                   *, variant: Optional[str] = None, strategy: str = "auto", threads: int = 0,
+                   budget_mib: int = 256) -> Dict[str, Dict[str, Any]]:
+    """Loads a whole model in one engine run: one dict of tensors per component.
+
+    Args:
+        path: a diffusers folder (``model_index.json`` + component folders), a folder with a
+            ``*.safetensors.index.json`` sharded checkpoint or one ``.safetensors`` file, or a file.
+        device, framework: as for :class:`safe_open` ("pt" by default, or "np").
+        variant: diffusers variant, e.g. "fp16" for ``*.fp16.safetensors``.
+        strategy, threads, budget_mib: engine options; the defaults need no tuning.
+
+    Returns:
+        ``{component: {tensor name: tensor}}``: "unet", "vae", "text_encoder"... for a diffusers
+        folder, a single "model" otherwise; tensors in file order. Sharded checkpoints are checked
+        against their index (missing, extra or misplaced tensors raise SafetensorError).
+    """
+    fw = _Framework(framework, device)
+    files = _load_model(os.fspath(path), **_engine_options(strategy, threads, budget_mib),
+                        variant=variant or "")
+    return {component: {name: fw.convert(file, name) for name in file.offset_keys()}
+            for component, file in files.items()}
 
 
 class _SafeSlice:

@@ -61,6 +61,11 @@ class File:
     @property
     def header_length(self) -> int: ...
 
+def load_model(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, variant: str = '') -> dict[str, File]:
+    """
+    Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: File} ('model' for a model without components). GIL released; Ctrl-C cancels.
+    """
+
 def serialize(tensors: list, metadata: Mapping[str, str] | None = None) -> bytes:
     """
     safetensors bytes of [(name, dtype, shape, buffer)], laid out as the reference does.

@@ -41,6 +41,7 @@
 #include "flashload/dtype.h"
 #include "flashload/header.h"
 #include "flashload/loader.h"
+#include "flashload/model.h"
 #include "flashload/status.h"
 #include "flashload/tensor.h"
 #include "flashload/writer.h"
@@ -143,7 +144,22 @@ Result<LoadedModel> LoadInterruptibly(const std::string& path, LoadOptions optio
   return load.get();
 }
 
-// One loaded safetensors file.
+// Engine options from the Python keyword arguments; ValueError for bad ones.
+LoadOptions MakeLoadOptions(const std::string& strategy, uint32_t threads, uint64_t budget_mib) {
+  LoadOptions options;
+  const std::optional<Strategy> parsed = ParseStrategy(strategy);
+  if (!parsed) {
+    throw nb::value_error(
+        ("unknown strategy '" + strategy + "' (expected auto, direct, buffered or mmap)").c_str());
+  }
+  if (budget_mib == 0) throw nb::value_error("budget_mib must be at least 1");
+  options.strategy = *parsed;
+  options.threads = threads;
+  options.memory_budget = budget_mib << 20;
+  return options;
+}
+
+// One loaded safetensors file (or one component of a model: its shards' tensors in file order).
 class File {
  public:
   File(std::string name, Header header, TensorMap tensors)
@@ -151,18 +167,8 @@ class File {
 
   static File Open(const std::string& path, const std::string& strategy, uint32_t threads,
                    uint64_t budget_mib) {
-    LoadOptions options;
-    const std::optional<Strategy> parsed = ParseStrategy(strategy);
-    if (!parsed) {
-      throw nb::value_error(
-          ("unknown strategy '" + strategy + "' (expected auto, direct, buffered or mmap)")
-              .c_str());
-    }
-    if (budget_mib == 0) throw nb::value_error("budget_mib must be at least 1");
-    options.strategy = *parsed;
-    options.threads = threads;
-    options.memory_budget = budget_mib << 20;
-    Result<LoadedModel> model = LoadInterruptibly(path, std::move(options));
+    Result<LoadedModel> model =
+        LoadInterruptibly(path, MakeLoadOptions(strategy, threads, budget_mib));
     if (!model.ok()) ThrowStatus(model.status());
     if (model->headers.size() != 1) {
       throw SafetensorError(path + ": expected one safetensors file, found " +
@@ -233,6 +239,37 @@ class File {
   Header header_;
   TensorMap tensors_;
 };
+
+// Loads a whole model (file, sharded checkpoint or diffusers folder) in one engine run and returns
+// one File per component ("model" for a model without components), tensor names unprefixed.
+std::map<std::string, File> LoadModel(const std::string& path, const std::string& strategy,
+                                      uint32_t threads, uint64_t budget_mib,
+                                      const std::string& variant) {
+  LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib);
+  options.variant = variant;
+  Result<LoadedModel> model = LoadInterruptibly(path, std::move(options));
+  if (!model.ok()) ThrowStatus(model.status());
+  std::map<std::string, Header> headers;
+  std::map<std::string, TensorMap> tensors;
+  for (const ModelFile& f : model->layout.files) {
+    const Header& h = model->headers.at(f.path);
+    Header& merged = headers[f.component];
+    merged.tensors.insert(merged.tensors.end(), h.tensors.begin(), h.tensors.end());
+    if (!merged.metadata) merged.metadata = h.metadata;
+    TensorMap& out = tensors[f.component];
+    for (const TensorInfo& t : h.tensors) {
+      const std::string qualified = f.component.empty() ? t.name : f.component + "/" + t.name;
+      out.emplace(t.name, model->tensors.at(qualified));
+    }
+  }
+  std::map<std::string, File> files;
+  for (auto& [component, header] : headers) {
+    const std::string key = component.empty() ? "model" : component;
+    files.emplace(key, File(component.empty() ? path : path + "/" + component, std::move(header),
+                            std::move(tensors[component])));
+  }
+  return files;
+}
 
 // Holds a C-contiguous buffer of a Python object for as long as it lives.
 class HeldBuffer {
@@ -363,6 +400,10 @@ NB_MODULE(_core, m) {
       .def_prop_ro("name", &File::name)
       .def_prop_ro("header_length", &File::header_length);
 
+  m.def("load_model", &flashload::python::LoadModel, nb::arg("path"), nb::arg("strategy") = "auto",
+        nb::arg("threads") = 0, nb::arg("budget_mib") = 256, nb::arg("variant") = "",
+        "Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: "
+        "File} ('model' for a model without components). GIL released; Ctrl-C cancels.");
   m.def("serialize", &flashload::python::Serialize, nb::arg("tensors"),
         nb::arg("metadata") = nb::none(),
         "safetensors bytes of [(name, dtype, shape, buffer)], laid out as the reference does.");
