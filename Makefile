@@ -11,7 +11,9 @@ PYTHON ?= python3
 CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build venv demo test unit integration python asan tsan fuzz format clean
+VENV_TORCH ?= .venv-torch
+
+.PHONY: all deps build venv demo test unit integration python python-torch asan tsan fuzz format clean
 
 all: build
 
@@ -44,6 +46,21 @@ python: build venv
 	@$(VENV)/bin/pip install -q --disable-pip-version-check --no-build-isolation .
 	@FLASHLOAD_BIN=$(abspath $(BUILD))/flashload $(VENV)/bin/python -m pytest -q tests/python
 
+# The same Python suites with PyTorch: Debian's CPU torch in a venv on the system Python (numpy < 2,
+# the ABI that torch was built against), the package built in its own folder.
+$(VENV_TORCH)/.installed: tests/python/requirements.txt
+	@scripts/install-deps.sh torch
+	@/usr/bin/python3 -m venv --system-site-packages $(VENV_TORCH)
+	@$(VENV_TORCH)/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt "numpy<2"
+	@touch $@
+
+python-torch: build $(VENV_TORCH)/.installed
+	@$(VENV_TORCH)/bin/pip install -q --disable-pip-version-check --no-build-isolation \
+		--config-settings=build-dir=build-python/system .
+	@$(VENV_TORCH)/bin/python -c "import torch; print('torch', torch.__version__)"
+	@FLASHLOAD_BIN=$(abspath $(BUILD))/flashload $(VENV_TORCH)/bin/python -m pytest -q \
+		tests/python/test_api.py tests/python/test_patch.py tests/python/test_model_dir.py
+
 # The unit suite under ASan+UBSan; the engine and I/O suites under TSan.
 asan: deps
 	@cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFLASHLOAD_SANITIZE=address,undefined >/dev/null
@@ -62,7 +79,7 @@ fuzz: deps
 	@mkdir -p $(BUILD)-fuzz/corpus && cp -n tests/fuzz/corpus/header/* $(BUILD)-fuzz/corpus/ 2>/dev/null || true
 	@$(BUILD)-fuzz/header_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)-fuzz/corpus tests/fuzz/corpus/header 2>&1 | tail -n 12
 
-test: build venv unit integration python asan tsan fuzz
+test: build venv unit integration python python-torch asan tsan fuzz
 	@echo "make test: all suites passed"
 
 format:
