@@ -29,7 +29,7 @@ FLASHLOAD_BIN = os.environ.get("FLASHLOAD_BIN", str(REPO / "build" / "flashload"
 
 CHILD = r"""
 import sys, time, numpy as np
-method, files = sys.argv[1], sys.argv[2:]
+method, warm, files = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def touch(arrays):
     total = 0
     for a in arrays:
@@ -48,6 +48,10 @@ module = importlib.import_module(method)  # imports (torch: ~1 s) stay outside t
 touch_fn = touch_torch if method.endswith("torch") else touch
 if method.endswith("torch"):
     import torch
+# Touch memory right before the clock (after the imports, which take long enough for the host of a
+# VM to reclaim memory the parent warmed): every method starts with the same warm memory.
+warmed = np.ones(warm, dtype=np.uint8)
+del warmed
 t0 = time.perf_counter()
 out = [v for f in files for v in module.load_file(f).values()]
 touch_fn(out)
@@ -62,8 +66,9 @@ def drop_caches() -> None:
 
 
 def warm_memory(nbytes: int) -> None:
+    """Touches and frees `nbytes`: the next process reuses warm pages."""
     import numpy as np
-    a = np.ones(nbytes, dtype=np.uint8)  # touched, then freed: the next process reuses warm pages
+    a = np.ones(nbytes, dtype=np.uint8)
     del a
 
 
@@ -74,12 +79,12 @@ def read_all(files) -> None:
                 pass
 
 
-def run(method: str, files, model_dir: str) -> float:
+def run(method: str, files, model_dir: str, warm: int) -> float:
     if method == "flashload CLI":
         out = subprocess.run([FLASHLOAD_BIN, "load", "--json", model_dir], check=True,
                              capture_output=True, text=True)
         return json.loads(out.stdout)["seconds"]
-    out = subprocess.run([sys.executable, "-c", CHILD, method, *files], check=True,
+    out = subprocess.run([sys.executable, "-c", CHILD, method, str(warm), *files], check=True,
                          capture_output=True, text=True)
     return float(out.stdout.strip())
 
@@ -108,8 +113,9 @@ def main() -> None:
                     drop_caches()
                 else:
                     read_all(files)
-                warm_memory(total + (256 << 20))
-                samples[m].append(total / run(m, files, args.model_dir) / 1e9)
+                warm = total + (256 << 20)
+                warm_memory(warm)
+                samples[m].append(total / run(m, files, args.model_dir, warm) / 1e9)
         results[phase] = {m: {"median": statistics.median(v), "min": min(v), "max": max(v),
                               "runs": v} for m, v in samples.items()}
     print(f"python load_file benchmark: {args.model_dir}: {len(files)} files, {total / 1e9:.2f} GB, "
