@@ -169,7 +169,31 @@ std::string MachineDescription(const std::string& path) {
 struct PhaseResult {
   std::string name;
   std::vector<Method> methods;
+  bool cold = false;
 };
+
+// The goals of flashload's core issue: cold ≥ 95 % of the storage limit and ≥ 3× mmap + copy; hot
+// ≥ 90 % of the memory limit and never slower than mmap + copy.
+void PrintGoals(const PhaseResult& p, const Stat& flashload, const Stat& limit) {
+  const double want_limit = p.cold ? 0.95 : 0.90;
+  const double want_mmap = p.cold ? 3.0 : 1.0;
+  auto verdict = [](bool met) { return met ? "met" : "BELOW GOAL"; };
+  std::string line;
+  if (limit.median > 0) {
+    const double f = flashload.median / limit.median;
+    line += fmt::format("≥ {:.0f}% of the limit: {} ({:.0f}%)", want_limit * 100,
+                        verdict(f >= want_limit), f * 100);
+  }
+  for (const Method& m : p.methods) {
+    if (m.role != "baseline" || m.name.rfind("mmap", 0) != 0) continue;
+    const Stat b = GbpsStat(m.samples);
+    if (b.median <= 0) continue;
+    const double x = flashload.median / b.median;
+    line += fmt::format("{}≥ {:.0f}x mmap + copy: {} ({:.2f}x)", line.empty() ? "" : "; ",
+                        want_mmap, verdict(x >= want_mmap), x);
+  }
+  if (!line.empty()) fmt::print("  goals: {}\n", line);
+}
 
 void PrintPhase(const PhaseResult& p, uint64_t model_bytes, uint64_t budget) {
   const Method* limit = nullptr;
@@ -209,6 +233,7 @@ void PrintPhase(const PhaseResult& p, uint64_t model_bytes, uint64_t budget) {
     fmt::print("  flashload peak RSS {} vs model {} + budget {}: {}\n",
                HumanBytes(std::max<int64_t>(rss, 0)), HumanBytes(model_bytes), HumanBytes(budget),
                rss >= 0 && uint64_t(rss) <= model_bytes + budget ? "within" : "ABOVE");
+    PrintGoals(p, GbpsStat(fl->samples), lim);
   }
 }
 
@@ -318,7 +343,7 @@ int RunBench(const BenchArgs& a) {
 
   std::vector<PhaseResult> phases;
   auto run_phase = [&](const std::string& name, bool cold, std::vector<Method> methods) {
-    PhaseResult p{name, std::move(methods)};
+    PhaseResult p{name, std::move(methods), cold};
     ProgressBar bar(name);
     const int total = a.runs * static_cast<int>(p.methods.size());
     int done = 0;
