@@ -101,7 +101,8 @@ RunOutcome RunLoad(const MemoryModel& m, std::unique_ptr<Source> source, uint64_
   std::vector<std::unique_ptr<Source>> sources;
   sources.push_back(std::move(source));
   out.status = RunPlan(plan, sources, sink, options, {}, &out.stats);
-  if (auto* faulty = dynamic_cast<FaultSource*>(sources[0].get())) out.injected = faulty->injected();
+  if (auto* faulty = dynamic_cast<FaultSource*>(sources[0].get()))
+    out.injected = faulty->injected();
   sources.clear();
   if (!out.status.ok()) {
     sink.Abort();
