@@ -129,25 +129,10 @@ double MaxResidency(const std::vector<Sample>& samples) {
   return m;
 }
 
-double Residency(const std::vector<std::string>& files) {
-  double total = 0;
-  uint64_t bytes = 0;
-  for (const std::string& f : files) {
-    std::error_code ec;
-    const uint64_t size = std::filesystem::file_size(f, ec);
-    Result<double> r = ResidentFraction(f);
-    if (ec || !r.ok()) continue;
-    total += *r * size;
-    bytes += size;
-  }
-  return bytes ? total / bytes : 0;
-}
-
 // Makes the files cold: drops the whole page cache when allowed (root), else evicts each file.
 Status MakeCold(const std::vector<std::string>& files) {
   if (DropAllCaches().ok()) return Status();
-  for (const std::string& f : files) FL_RETURN_IF_ERROR(EvictFromPageCache(f));
-  return Status();
+  return EvictFiles(files).status();
 }
 
 Status MakeHot(const std::vector<std::string>& files) {
@@ -354,7 +339,8 @@ int RunBench(const BenchArgs& a) {
         Method& m = p.methods[(k + static_cast<size_t>(r)) % count];
         Status prep = cold ? MakeCold(files) : MakeHot(files);
         if (prep.ok()) prep = WarmFreshMemory(warm_bytes).status();
-        const double resident = Residency(files);
+        const Result<double> residency = ResidentFractionOf(files);
+        const double resident = residency.ok() ? *residency : -1;
         Sample s;
         if (!prep.ok()) {
           std::snprintf(s.error, sizeof(s.error), "%s", prep.ToString().c_str());

@@ -45,6 +45,10 @@ Result<std::vector<std::byte>> ReadRange(const Source& source, uint64_t offset, 
   const uint64_t begin = offset / a * a;
   const uint64_t end = (offset + length + a - 1) / a * a;
   AlignedBuffer buf(end - begin);
+  if (buf.data == nullptr) {
+    return ResourceExhaustedError(
+        fmt::format("{}: cannot allocate {} bytes to read its header", source.name(), end - begin));
+  }
   FL_ASSIGN_OR_RETURN(size_t n, source.ReadAt(begin, {buf.data, static_cast<size_t>(end - begin)}));
   if (n <= offset - begin) return std::vector<std::byte>();
   const size_t avail = std::min<uint64_t>(n - (offset - begin), length);

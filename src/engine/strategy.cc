@@ -13,13 +13,19 @@ namespace {
 
 uint32_t Cores() { return std::max(1u, std::thread::hardware_concurrency()); }
 
-void SetBuffered(FileStrategy& s, const LoadOptions& o) {
-  s.strategy = Strategy::kBuffered;
-  s.open.backend = LocalBackend::kThreadPool;
+// Buffered pread pool or mmap: worker threads copying through the page cache.
+void SetPooled(FileStrategy& s, const LoadOptions& o, Strategy strategy, LocalBackend backend,
+               uint64_t default_chunk) {
+  s.strategy = strategy;
+  s.open.backend = backend;
   s.open.direct = false;
   s.open.threads = o.threads > 0 ? o.threads : std::max(2u, Cores());
-  s.chunk_bytes = o.chunk_bytes > 0 ? o.chunk_bytes : (4ull << 20);
+  s.chunk_bytes = o.chunk_bytes > 0 ? o.chunk_bytes : default_chunk;
   s.queue_depth = o.queue_depth > 0 ? o.queue_depth : s.open.threads * 2;
+}
+
+void SetBuffered(FileStrategy& s, const LoadOptions& o) {
+  SetPooled(s, o, Strategy::kBuffered, LocalBackend::kThreadPool, 4ull << 20);
 }
 
 void SetDirect(FileStrategy& s, const LoadOptions& o) {
@@ -34,12 +40,7 @@ void SetDirect(FileStrategy& s, const LoadOptions& o) {
 }
 
 void SetMmap(FileStrategy& s, const LoadOptions& o) {
-  s.strategy = Strategy::kMmap;
-  s.open.backend = LocalBackend::kMmap;
-  s.open.direct = false;
-  s.open.threads = o.threads > 0 ? o.threads : std::max(2u, Cores());
-  s.chunk_bytes = o.chunk_bytes > 0 ? o.chunk_bytes : (8ull << 20);
-  s.queue_depth = o.queue_depth > 0 ? o.queue_depth : s.open.threads * 2;
+  SetPooled(s, o, Strategy::kMmap, LocalBackend::kMmap, 8ull << 20);
 }
 
 }  // namespace
