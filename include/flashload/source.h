@@ -20,9 +20,9 @@
 // - Short reads: a completion with status OK may carry fewer bytes than requested only when the
 // read
 //   reached the end of the object. Backends handle EINTR, EAGAIN and partial transfers themselves.
-// - Errors: a failed request completes with a non-OK status naming the object and byte offset;
-// bytes in
-//   `dst` are then unspecified. A failure of Submit() itself means none of the batch was queued.
+// - Errors: a failed request completes with a non-OK status naming the object and byte offset.
+//   Its `bytes` then counts the leading bytes at `dst` that did arrive intact (0 when unknown), so
+//   a retry may resume after them; the rest of `dst` is unspecified. A failure of Submit() itself means none of the batch was queued.
 // - Cancellation: Cancel() asks every request in flight to complete soon (possibly with
 // kCancelled);
 //   the caller must still Reap() every submitted request before freeing their buffers.
@@ -65,7 +65,7 @@ struct ReadRequest {
 
 struct ReadResult {
   uint64_t tag = 0;
-  uint64_t bytes = 0;  // bytes placed at dst
+  uint64_t bytes = 0;  // bytes placed at dst (on error: the intact leading bytes, see above)
   Status status;
 };
 
