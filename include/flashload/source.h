@@ -22,7 +22,8 @@
 //   reached the end of the object. Backends handle EINTR, EAGAIN and partial transfers themselves.
 // - Errors: a failed request completes with a non-OK status naming the object and byte offset.
 //   Its `bytes` then counts the leading bytes at `dst` that did arrive intact (0 when unknown), so
-//   a retry may resume after them; the rest of `dst` is unspecified. A failure of Submit() itself means none of the batch was queued.
+//   a retry may resume after them; the rest of `dst` is unspecified. A failure of Submit() itself
+//   means none of the batch was queued.
 // - Cancellation: Cancel() asks every request in flight to complete soon (possibly with
 // kCancelled);
 //   the caller must still Reap() every submitted request before freeing their buffers.
@@ -152,6 +153,9 @@ struct LocalOpenOptions {
   uint32_t threads = 0;  // thread pool size (0: 2 × cores, at least 4)
   uint32_t queue_depth = 0;  // io_uring ring entries / requests in flight (0: 32)
   bool fallback = true;      // kIoUring: fall back to kThreadPool when the kernel refuses io_uring
+  // posix_fadvise(POSIX_FADV_SEQUENTIAL) on every descriptor: larger read-ahead, for network file
+  // systems where each request costs a round trip.
+  bool sequential_hint = false;
 };
 
 // Opens a local file. `path` is a plain path (no scheme).

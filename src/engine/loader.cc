@@ -87,12 +87,15 @@ std::string_view StrategyName(Strategy s) {
       return "buffered";
     case Strategy::kMmap:
       return "mmap";
+    case Strategy::kNetwork:
+      return "network";
   }
   return "?";
 }
 
 std::optional<Strategy> ParseStrategy(std::string_view name) {
-  for (Strategy s : {Strategy::kAuto, Strategy::kDirect, Strategy::kBuffered, Strategy::kMmap}) {
+  for (Strategy s : {Strategy::kAuto, Strategy::kDirect, Strategy::kBuffered, Strategy::kMmap,
+                     Strategy::kNetwork}) {
     if (StrategyName(s) == name) return s;
   }
   return std::nullopt;
