@@ -57,7 +57,8 @@ struct LoadOptions {
   uint64_t memory_budget = 256ull << 20;  // bytes of reads in flight plus staging
   uint32_t parallel_files = 2;  // files read at once (keeps storage busy across file boundaries)
   uint64_t header_limit = kDefaultHeaderLimit;
-  std::string variant;  // diffusers variant ("fp16")
+  std::string variant;       // diffusers variant ("fp16")
+  RemoteOpenOptions remote;  // http(s):// and s3:// sources (connections, TLS, S3 endpoint...)
   // Called about every 64 MiB and at the end; returning false cancels the load (kCancelled).
   std::function<bool(const Progress&)> progress;
   // Set to true from any thread to cancel the load.
