@@ -688,7 +688,7 @@ def main(argv=None):
     sys.stdout.write("listening %s:%d\n" % (LOOPBACK, port))
     sys.stdout.flush()
     try:
-        server.serve_forever(poll_interval=0.2)
+        server.serve_forever(poll_interval=0.05)
     finally:
         server.server_close()
     return 0
