@@ -9,7 +9,7 @@ raise SafetensorError.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from flashload import SafetensorError, _open_file
 from flashload._core import File as _File
@@ -51,18 +51,27 @@ def _torch_dtype(torch: Any, name: str) -> Any:
     return found
 
 
-def _from_file(file: _File, name: str, device: Any = "cpu") -> Any:
-    """Tensor `name` of a loaded file as a torch tensor on `device` (zero-copy on "cpu")."""
+def _check_dtype(name: str) -> None:
+    """Raises SafetensorError when the installed torch has no dtype for `name`."""
+    _torch_dtype(_require_torch(), name)
+
+
+def _from_array(get: Callable[[bool], Any], dtype_name: str, device: Any = "cpu") -> Any:
+    """The array `get(raw)` returns as a torch tensor on `device` (zero-copy on "cpu")."""
     torch = _require_torch()
-    dtype_name = file.get(name).dtype
     dtype = _torch_dtype(torch, dtype_name)
     if dtype_name in _EXACT:
-        tensor = torch.from_dlpack(file.get(name))
+        tensor = torch.from_dlpack(get(False))
     else:
-        tensor = torch.from_dlpack(file.get(name, raw=True)).view(dtype)
+        tensor = torch.from_dlpack(get(True)).view(dtype)
     if device is not None and device != "cpu":
         tensor = tensor.to(device)
     return tensor
+
+
+def _from_file(file: _File, name: str, device: Any = "cpu") -> Any:
+    """Tensor `name` of a file as a torch tensor on `device` (loads the file if not loaded yet)."""
+    return _from_array(lambda raw: file.get(name, raw), file.info(name)[0], device)
 
 
 def _storage_key(tensor: Any) -> Tuple[int, int]:

@@ -163,17 +163,110 @@ BAD_SLICES = [5, -6, slice(0, 6), slice(6, 7), slice(None, None, -1), (0, 0, 0, 
 CUBE_SLICES = [1, (1, 2), (slice(0, 2), 1, slice(1, 3)), (Ellipsis, 3), (0, Ellipsis, slice(2, 4))]
 
 
+@pytest.mark.parametrize("loaded", [False, True], ids=["partial-read", "from-memory"])
 @pytest.mark.parametrize("index", SLICES, ids=repr)
-def test_get_slice_matches_the_reference(native_file, index):
+def test_get_slice_matches_the_reference(native_file, index, loaded):
     with ref_safe_open(native_file, "np") as ref, safe_open(native_file, "np") as ours:
+        if loaded:
+            ours.get_tensors()
         for name in ("float32.matrix", "int64.matrix", "uint8.matrix", "bool.matrix"):
             assert_same(ours.get_slice(name)[index], ref.get_slice(name)[index])
+        assert ours._file.loaded == loaded
 
 
+@pytest.mark.parametrize("loaded", [False, True], ids=["partial-read", "from-memory"])
 @pytest.mark.parametrize("index", CUBE_SLICES, ids=repr)
-def test_get_slice_of_a_3d_tensor_matches_the_reference(native_file, index):
+def test_get_slice_of_a_3d_tensor_matches_the_reference(native_file, index, loaded):
     with ref_safe_open(native_file, "np") as ref, safe_open(native_file, "np") as ours:
+        if loaded:
+            ours.get_tensor("float32.cube")
         assert_same(ours.get_slice("float32.cube")[index], ref.get_slice("float32.cube")[index])
+
+
+ROWS, COLUMNS = 1000, 256
+
+
+@pytest.fixture(scope="module")
+def tall_file(tmp_path_factory) -> Path:
+    """A 1000-row float32 matrix between two other tensors."""
+    path = tmp_path_factory.mktemp("tall") / "tall.safetensors"
+    ref_np.save_file({"before": sample(np.float32, (64, 64), 1),
+                      "tall": sample(np.float32, (ROWS, COLUMNS), 2),
+                      "vector": sample(np.int16, (ROWS,), 3)}, path)
+    return path
+
+
+# (index, rows read) on the tall matrix: the rows that cover the leading index, nothing more.
+PARTIAL_READS = [(slice(10, 12), 2), (7, 1), (-1, 1), (slice(3, 9, 3), 4), (slice(998, None), 2),
+                 ((slice(500, 501), slice(3, 7)), 1), ((5, Ellipsis), 1), (slice(4, 4), 0),
+                 ((Ellipsis, 5), ROWS), ((slice(None), slice(0, 2)), ROWS)]
+
+
+@pytest.mark.parametrize("index, rows", PARTIAL_READS, ids=repr)
+def test_get_slice_reads_only_the_rows_it_needs(tall_file, index, rows):
+    row_bytes = COLUMNS * 4
+    with ref_safe_open(tall_file, "np") as ref, safe_open(tall_file, "np") as ours:
+        assert ours._file.bytes_read == 0  # opening read the header only
+        assert_same(ours.get_slice("tall")[index], ref.get_slice("tall")[index])
+        assert ours._file.bytes_read == rows * row_bytes
+        assert not ours._file.loaded
+
+
+def test_get_slice_of_a_vector_reads_its_elements(tall_file):
+    with ref_safe_open(tall_file, "np") as ref, safe_open(tall_file, "np") as ours:
+        assert_same(ours.get_slice("vector")[100:140], ref.get_slice("vector")[100:140])
+        assert ours._file.bytes_read == 40 * 2
+        assert_same(ours.get_slice("vector")[-3], ref.get_slice("vector")[-3])
+        assert ours._file.bytes_read == 41 * 2
+
+
+def test_get_tensor_loads_the_file_once_then_everything_comes_from_memory(tall_file):
+    data_bytes = os.path.getsize(tall_file) - 8 - ours_header_length(tall_file)
+    with ref_safe_open(tall_file, "np") as ref, safe_open(tall_file, "np") as ours:
+        ours.get_slice("tall")[0]
+        assert ours._file.bytes_read == COLUMNS * 4
+        assert_same(ours.get_tensor("before"), ref.get_tensor("before"))
+        assert ours._file.loaded
+        loaded = ours._file.bytes_read
+        assert loaded == COLUMNS * 4 + data_bytes  # one whole-file load
+        assert_same(ours.get_tensor("tall"), ref.get_tensor("tall"))
+        assert_same(ours.get_slice("tall")[20:30, 1], ref.get_slice("tall")[20:30, 1])
+        assert list(ours.get_tensors()) == ref.offset_keys()
+        assert ours._file.bytes_read == loaded  # nothing read again
+
+
+def ours_header_length(path) -> int:
+    import struct
+    with open(path, "rb") as f:
+        return struct.unpack("<Q", f.read(8))[0]
+
+
+def test_slices_read_before_loading_survive_closing(tall_file):
+    want = ref_np.load_file(tall_file)["tall"]
+    with safe_open(tall_file, "np") as f:
+        piece = f.get_slice("tall")[40:43]
+    del f
+    gc.collect()
+    assert_same(piece, want[40:43])
+
+
+def test_a_file_that_changed_after_opening_raises_when_loaded(tmp_path):
+    path = tmp_path / "changing.safetensors"
+    ref_np.save_file({"a": np.zeros((4, 4), np.float32)}, path)
+    with safe_open(path, "np") as f:
+        ref_np.save_file({"a": np.zeros((2, 4), np.float32)}, path)
+        with pytest.raises(SafetensorError, match="changed"):
+            f.get_tensor("a")
+
+
+def test_a_malformed_file_raises_at_open_not_at_first_use(tmp_path):
+    path = tmp_path / "truncated.safetensors"
+    ref_np.save_file({"a": np.ones(100, np.float32)}, path)
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(safetensors.SafetensorError):
+        ref_safe_open(path, "np")
+    with pytest.raises(SafetensorError, match="truncated.safetensors"):
+        safe_open(path, "np")
 
 
 @pytest.mark.parametrize("index", BAD_SLICES, ids=repr)
