@@ -609,11 +609,108 @@ def test_torch_signatures_extend_the_reference(torch):
     import safetensors.torch as ref_pt
 
     import flashload.torch as fl_pt
-    for name in ("load_file", "save_file", "load", "save"):
+    for name in ("load_file", "save_file", "load", "save", "save_model", "load_model"):
         ours = list(inspect.signature(getattr(fl_pt, name)).parameters.values())
         ref = list(inspect.signature(getattr(ref_pt, name)).parameters.values())
         assert [(p.name, p.kind, p.default) for p in ours[:len(ref)]] == [
             (p.name, p.kind, p.default) for p in ref]
+
+
+def tied_model(torch, seed: int) -> Any:
+    """A small language-model-like module whose output head shares the embedding's weight."""
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(11, 6)
+            self.hidden = torch.nn.Linear(6, 6)
+            self.head = torch.nn.Linear(6, 11, bias=False)
+            self.head.weight = self.embed.weight
+            self.register_buffer("scale", torch.tensor([2.0, 3.0]))
+
+    torch.manual_seed(seed)
+    return Tied()
+
+
+def assert_same_state(torch, a: Any, b: Any) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sorted(sa) == sorted(sb)
+    for name in sa:
+        assert torch.equal(sa[name], sb[name]), name
+
+
+@pytest.mark.parametrize("saver, loader", [("ours", "reference"), ("reference", "ours"),
+                                           ("ours", "ours")])
+def test_tied_weights_round_trip_with_the_reference(torch, tmp_path, saver, loader):
+    import safetensors.torch as ref_pt
+
+    import flashload.torch as fl_pt
+    save = {"ours": fl_pt.save_model, "reference": ref_pt.save_model}[saver]
+    load = {"ours": fl_pt.load_model, "reference": ref_pt.load_model}[loader]
+    source, target = tied_model(torch, 1), tied_model(torch, 2)
+    path = tmp_path / "tied.safetensors"
+    save(source, path)
+    with ref_safe_open(path, "pt") as f:  # the shared weight is stored once, under one name
+        assert f.keys() == ["embed.weight", "hidden.bias", "hidden.weight", "scale"]
+        assert f.metadata() == {"head.weight": "embed.weight"}
+    missing, unexpected = load(target, path)
+    assert (missing, unexpected) == (set(), [])
+    assert_same_state(torch, source, target)
+    assert target.head.weight.data_ptr() == target.embed.weight.data_ptr()  # still tied
+
+
+def test_save_model_writes_the_same_bytes_as_the_reference(torch, tmp_path):
+    import safetensors.torch as ref_pt
+
+    import flashload.torch as fl_pt
+    model = tied_model(torch, 3)
+    fl_pt.save_model(model, tmp_path / "ours.safetensors", metadata={"format": "pt"})
+    ref_pt.save_model(model, tmp_path / "ref.safetensors", metadata={"format": "pt"})
+    with ref_safe_open(tmp_path / "ours.safetensors", "pt") as ours, \
+            ref_safe_open(tmp_path / "ref.safetensors", "pt") as ref:
+        assert ours.metadata() == ref.metadata() == {"format": "pt", "head.weight": "embed.weight"}
+        assert ours.offset_keys() == ref.offset_keys()
+    model.head.weight = torch.nn.Parameter(model.embed.weight.detach().clone())  # no longer tied
+    fl_pt.save_model(model, tmp_path / "ours.safetensors")
+    ref_pt.save_model(model, tmp_path / "ref.safetensors")
+    assert (tmp_path / "ours.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+
+
+def test_load_model_reports_missing_and_unexpected_like_the_reference(torch, tmp_path):
+    import safetensors.torch as ref_pt
+
+    import flashload.torch as fl_pt
+    path = tmp_path / "partial.safetensors"
+    state = tied_model(torch, 4).state_dict()
+    ref_pt.save_file({"embed.weight": state["embed.weight"].clone(), "extra": torch.ones(2),
+                      "hidden.bias": state["hidden.bias"].clone()}, path)
+    for strict in (False, True):
+        outcomes = []
+        for load in (ref_pt.load_model, fl_pt.load_model):
+            try:
+                outcomes.append(load(tied_model(torch, 5), path, strict=strict))
+            except RuntimeError as error:
+                outcomes.append(str(error))
+        assert outcomes[0] == outcomes[1]
+    assert outcomes[1].startswith("Error(s) in loading state_dict for Tied:")  # strict raised
+
+
+def test_shared_tensors_that_no_name_covers_are_refused(torch, tmp_path):
+    import safetensors.torch as ref_pt
+
+    import flashload.torch as fl_pt
+
+    class Overlapping(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            base = torch.arange(10, dtype=torch.float32)
+            self.register_buffer("low", base[0:6])
+            self.register_buffer("high", base[4:10])
+
+    with pytest.raises(RuntimeError):
+        ref_pt.save_model(Overlapping(), tmp_path / "ref.safetensors")
+    with pytest.raises(RuntimeError, match=r"\['high', 'low'\].*none of them covers the entire"):
+        fl_pt.save_model(Overlapping(), tmp_path / "ours.safetensors")
+    assert not (tmp_path / "ours.safetensors").exists()
 
 
 # ---- packaging ----------------------------------------------------------------------------------
@@ -629,3 +726,4 @@ def test_shipped_type_stub_matches_the_module(tmp_path):
                     str(out)], check=True, capture_output=True)
     shipped = REPO / "python" / "flashload" / "_core.pyi"
     assert out.read_text() == shipped.read_text(), "regenerate with nanobind.stubgen"
+
