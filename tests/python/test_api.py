@@ -727,3 +727,11 @@ def test_shipped_type_stub_matches_the_module(tmp_path):
     shipped = REPO / "python" / "flashload" / "_core.pyi"
     assert out.read_text() == shipped.read_text(), "regenerate with nanobind.stubgen"
 
+
+def test_the_installed_package_ships_its_type_information():
+    """PEP 561: py.typed and the native module's stub are in the wheel, so type checkers use them."""
+    from importlib.metadata import files
+    shipped = {str(p) for p in files("flashload") or []}
+    assert {"flashload/py.typed", "flashload/_core.pyi", "flashload/__init__.py"} <= shipped
+    package = Path(flashload.__file__).parent
+    assert (package / "py.typed").is_file() and (package / "_core.pyi").is_file()
