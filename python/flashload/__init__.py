@@ -55,9 +55,15 @@ def _open_file(filename: Union[str, "os.PathLike[str]"], strategy: str = "auto",
     if not isinstance(path, str):
         raise TypeError(f"argument 'filename': '{type(path).__name__}' object is not an instance "
                         "of 'str'")
-    if os.path.isdir(path):
+    if not _is_uri(path) and os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a safetensors file", path)
     return _File.open(path, **_engine_options(strategy, threads, budget_mib), lazy=lazy)
+
+
+def _is_uri(path: str) -> bool:
+    """A URI ("s3://...", "https://...", "file://...") goes to the native layer unchanged: it
+    knows the schemes, and answers an unknown one with SafetensorError naming the URI."""
+    return "://" in path
 
 
 class _Framework:
@@ -97,7 +103,9 @@ class safe_open:  # noqa: N801 (the reference's name)
     """Opens a safetensors file; use as a context manager.
 
     Args:
-        filename: path of the file (``str`` or ``os.PathLike``).
+        filename: path of the file (``str`` or ``os.PathLike``), or a URI string
+            (``file://``, and the remote schemes flashload was built with: ``http(s)://``,
+            ``s3://``) passed to the native layer unchanged.
         framework: "pt"/"torch"/"pytorch" for torch tensors, "np"/"numpy" for numpy arrays.
         device: where tensors are returned; "cpu" for numpy; for torch anything ``torch.device``
             accepts (tensors are loaded to host memory, then moved).
@@ -168,7 +176,8 @@ def load_model_dir(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", fr
 
     Args:
         path: a diffusers folder (``model_index.json`` + component folders), a folder with a
-            ``*.safetensors.index.json`` sharded checkpoint or one ``.safetensors`` file, or a file.
+            ``*.safetensors.index.json`` sharded checkpoint or one ``.safetensors`` file, or a file;
+            or the URI string of one file ("scheme://..."), passed to the native layer unchanged.
         device, framework: as for :class:`safe_open` ("pt" by default, or "np").
         variant: diffusers variant, e.g. "fp16" for ``*.fp16.safetensors``.
         strategy, threads, budget_mib: engine options; the defaults need no tuning.

@@ -449,10 +449,16 @@ class File {
 };
 
 // Loads a whole model (file, sharded checkpoint or diffusers folder) in one engine run and returns
-// one File per component ("model" for a model without components), tensor names unprefixed.
+// one File per component ("model" for a model without components), tensor names unprefixed. A URI
+// ("scheme://...") is one safetensors file, opened through the source registry.
 std::map<std::string, File> LoadModel(const std::string& path, const std::string& strategy,
                                       uint32_t threads, uint64_t budget_mib,
                                       const std::string& variant, uint32_t test_delay_ms) {
+  std::map<std::string, File> files;
+  if (IsUri(path)) {  // one remote file (the engine resolves folders and indexes of local paths)
+    files.emplace("model", File::Open(path, strategy, threads, budget_mib, false, test_delay_ms));
+    return files;
+  }
   LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib);
   options.variant = variant;
   Result<LoadedModel> model = LoadInterruptibly(path, std::move(options), test_delay_ms);
@@ -470,7 +476,6 @@ std::map<std::string, File> LoadModel(const std::string& path, const std::string
       out.emplace(t.name, model->tensors.at(qualified));
     }
   }
-  std::map<std::string, File> files;
   for (auto& [component, header] : headers) {
     const std::string key = component.empty() ? "model" : component;
     uint64_t bytes = 0;

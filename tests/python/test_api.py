@@ -453,6 +453,46 @@ def test_bytes_filename_is_a_type_error_like_the_reference(native_file):
         safe_open(os.fsencode(native_file), "np")
 
 
+UNKNOWN_URI = "bogus://example.com/models/model.safetensors"
+
+
+def loaders_of_a_path():
+    return {"safe_open": lambda p: safe_open(p, "np"), "numpy.load_file": fl_np.load_file,
+            "load_model_dir": lambda p: flashload.load_model_dir(p, framework="np")}
+
+
+@pytest.mark.parametrize("loader", ["safe_open", "numpy.load_file", "load_model_dir"])
+def test_an_unknown_uri_scheme_raises_safetensor_error_naming_the_uri(loader, monkeypatch):
+    def no_local_checks(path, *args, **kwargs):
+        raise AssertionError(f"a URI went through os.path: {path}")
+    for name in ("isdir", "exists", "isfile"):
+        monkeypatch.setattr(os.path, name, no_local_checks)
+    with pytest.raises(SafetensorError, match="bogus") as error:
+        loaders_of_a_path()[loader](UNKNOWN_URI)
+    assert UNKNOWN_URI in str(error.value)
+
+
+@pytest.mark.parametrize("loader", ["safe_open", "numpy.load_file", "load_model_dir"])
+def test_a_file_uri_loads_the_same_tensors_as_the_path(native_file, loader):
+    uri = "file://" + str(Path(native_file).resolve())
+    got = loaders_of_a_path()[loader](uri)
+    if loader == "safe_open":
+        assert got.keys() == sorted(native_tensors())
+        assert got._file.bytes_read == 0
+        got = got.get_tensors()
+    elif loader == "load_model_dir":
+        got = got["model"]
+    want = native_tensors()
+    assert list(got) == list(ref_np.load_file(native_file))
+    for name in want:
+        assert_same(got[name], want[name])
+
+
+def test_a_missing_file_behind_a_file_uri_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        safe_open("file://" + str(tmp_path / "missing.safetensors"), "np")
+
+
 def corpus_files():
     return sorted(p for p in CORPUS.glob("*.safetensors"))
 
