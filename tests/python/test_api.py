@@ -259,6 +259,41 @@ def test_a_file_that_changed_after_opening_raises_when_loaded(tmp_path):
             f.get_tensor("a")
 
 
+def test_a_slice_of_a_file_truncated_after_opening_raises(tmp_path):
+    path = tmp_path / "shrinking.safetensors"
+    ref_np.save_file({"a": np.ones((64, 16), np.float32)}, path)
+    with safe_open(path, "np") as f:
+        os.truncate(path, os.path.getsize(path) - 1024)
+        assert_same(f.get_slice("a")[0:2], np.ones((2, 16), np.float32))  # still on storage
+        with pytest.raises(SafetensorError, match="shrinking.safetensors"):
+            f.get_slice("a")[60:64]
+
+
+def test_threads_sharing_a_lazy_file_load_it_once(tall_file):
+    import threading
+    want = ref_np.load_file(tall_file)
+    with safe_open(tall_file, "np") as f:
+        results, errors = {}, []
+
+        def work(i: int) -> None:
+            try:
+                results[i] = (f.get_slice("tall")[i], f.get_tensor("tall"))
+            except Exception as error:  # reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        data_bytes = os.path.getsize(tall_file) - 8 - ours_header_length(tall_file)
+        assert f._file.bytes_read <= data_bytes + 8 * COLUMNS * 4  # one whole load at most
+    for i, (row, whole) in results.items():
+        assert_same(row, want["tall"][i])
+        assert_same(whole, want["tall"])
+
+
 def test_a_malformed_file_raises_at_open_not_at_first_use(tmp_path):
     path = tmp_path / "truncated.safetensors"
     ref_np.save_file({"a": np.ones(100, np.float32)}, path)
