@@ -14,7 +14,7 @@ Contracts shared by the whole package:
   load with KeyboardInterrupt). ``safe_open`` reads and validates only the header when it opens;
   the first ``get_tensor``/``get_tensors`` loads the whole file once through the engine, and a
   ``get_slice`` before that reads only the rows it needs. Engine options are keyword arguments whose defaults need
-  no tuning: ``strategy`` ("auto", "direct", "buffered", "mmap"), ``threads`` (0: automatic) and
+  no tuning: ``strategy`` ("auto", "direct", "buffered", "mmap", "network"), ``threads`` (0: automatic) and
   ``budget_mib`` (memory for reads in flight).
 - Tensors are zero-copy views of the loaded memory, handed over through DLPack. They stay valid
   after the file is closed and garbage collected; flashload never writes to them afterwards.

@@ -166,9 +166,6 @@ Result<LoadedModel> LoadInterruptibly(const std::string& path, LoadOptions optio
   return load.get();
 }
 
-// A URI ("scheme://...") rather than a local path: opened through the source registry only.
-bool IsUri(const std::string& path) { return path.find("://") != std::string::npos; }
-
 // An uninitialized 4096-byte aligned host buffer of `size` bytes (at least one byte allocated),
 // shared by the tensors cut from it.
 std::shared_ptr<std::byte> AllocateAligned(uint64_t size) {
@@ -201,7 +198,8 @@ LoadOptions MakeLoadOptions(const std::string& strategy, uint32_t threads, uint6
   const std::optional<Strategy> parsed = ParseStrategy(strategy);
   if (!parsed) {
     throw nb::value_error(
-        ("unknown strategy '" + strategy + "' (expected auto, direct, buffered or mmap)").c_str());
+        ("unknown strategy '" + strategy + "' (expected auto, direct, buffered, mmap or network)")
+            .c_str());
   }
   if (budget_mib == 0) throw nb::value_error("budget_mib must be at least 1");
   options.strategy = *parsed;
@@ -226,11 +224,7 @@ class File {
   static File Open(const std::string& path, const std::string& strategy, uint32_t threads,
                    uint64_t budget_mib, bool lazy, uint32_t test_delay_ms) {
     LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib);
-    if (lazy || IsUri(path)) {
-      File file = OpenHeader(path, std::move(options), test_delay_ms);
-      if (!lazy) file.LoadAll();
-      return file;
-    }
+    if (lazy) return OpenHeader(path, std::move(options), test_delay_ms);
     Result<LoadedModel> model = LoadInterruptibly(path, std::move(options), test_delay_ms);
     if (!model.ok()) ThrowStatus(model.status());
     if (model->headers.size() != 1) {
@@ -351,10 +345,6 @@ class File {
   void LoadAll() {
     std::unique_lock<std::mutex> lock = Lock();
     if (state_->tensors) return;
-    if (IsUri(name_)) {
-      LoadThroughSource();
-      return;
-    }
     Result<LoadedModel> model = LoadInterruptibly(name_, state_->options, state_->test_delay_ms);
     if (!model.ok()) ThrowStatus(model.status());
     if (model->headers.size() != 1 || !SameLayout(model->headers.begin()->second, header_)) {
@@ -403,27 +393,6 @@ class File {
     return File(path, std::move(header).value(), std::move(state));
   }
 
-  // A URI the engine cannot resolve as a model yet: the data section in one read of the source.
-  void LoadThroughSource() {
-    const uint64_t size = header_.data_size();
-    std::shared_ptr<std::byte> buffer = AllocateAligned(size);
-    Status status;
-    {
-      nb::gil_scoped_release release;
-      status = ReadExact(*state_->source, header_.data_offset(),
-                         {buffer.get(), static_cast<size_t>(size)});
-    }
-    if (!status.ok()) ThrowStatus(status);
-    TensorMap tensors;
-    for (const TensorInfo& info : header_.tensors) {
-      tensors.emplace(info.name, Tensor(info.name, info.dtype, info.shape, Device{},
-                                        buffer.get() + info.data_begin, info.byte_size(), buffer));
-    }
-    state_->bytes_read += size;
-    state_->tensors = std::move(tensors);
-    state_->source.reset();
-  }
-
   const TensorInfo& Find(const std::string& name) const {
     const TensorInfo* info = header_.Find(name);
     if (info == nullptr) {
@@ -449,16 +418,12 @@ class File {
 };
 
 // Loads a whole model (file, sharded checkpoint or diffusers folder) in one engine run and returns
-// one File per component ("model" for a model without components), tensor names unprefixed. A URI
-// ("scheme://...") is one safetensors file, opened through the source registry.
+// one File per component ("model" for a model without components), tensor names unprefixed. Local
+// paths and URIs alike (http(s)://, s3:// folders and indexes resolve as local ones do).
 std::map<std::string, File> LoadModel(const std::string& path, const std::string& strategy,
                                       uint32_t threads, uint64_t budget_mib,
                                       const std::string& variant, uint32_t test_delay_ms) {
   std::map<std::string, File> files;
-  if (IsUri(path)) {  // one remote file (the engine resolves folders and indexes of local paths)
-    files.emplace("model", File::Open(path, strategy, threads, budget_mib, false, test_delay_ms));
-    return files;
-  }
   LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib);
   options.variant = variant;
   Result<LoadedModel> model = LoadInterruptibly(path, std::move(options), test_delay_ms);

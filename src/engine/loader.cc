@@ -174,7 +174,9 @@ Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& opt
   open.remote = options.remote;
   FL_ASSIGN_OR_RETURN(std::unique_ptr<ModelStore> remote_store, OpenModelStore(path, open));
   const ModelStore& store = remote_store ? *remote_store : LocalModelStore();
-  FL_ASSIGN_OR_RETURN(model.layout, ResolveModel(store, path, resolve));
+  std::string where = path;
+  if (!remote_store && FileUriPath(path).ok()) where = *FileUriPath(path);  // file:///a → /a
+  FL_ASSIGN_OR_RETURN(model.layout, ResolveModel(store, where, resolve));
 
   // Open every file with its strategy and read its header through the same source.
   ParseOptions parse;
