@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -292,6 +293,8 @@ struct Fp8Case {
   Dtype dtype;
   const Format* format;
 };
+
+void PrintTo(const Fp8Case& c, std::ostream* os) { *os << c.format->name; }
 
 class ConvertFp8Test : public ::testing::TestWithParam<Fp8Case> {};
 
