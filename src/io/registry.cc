@@ -9,6 +9,8 @@
 #include <mutex>
 #include <optional>
 
+#include "io/http_source.h"
+
 namespace flashload {
 namespace {
 
@@ -58,6 +60,7 @@ void RegisterSourceScheme(const std::string& scheme, SourceFactory factory) {
 }
 
 std::vector<std::string> RegisteredSourceSchemes() {
+  RegisterHttpSchemes();
   Registry& r = GlobalRegistry();
   std::lock_guard lock(r.mu);
   std::vector<std::string> out;
@@ -83,6 +86,9 @@ Result<std::string> FileUriPath(const std::string& uri) {
 
 Result<std::unique_ptr<Source>> OpenSource(const std::string& uri,
                                            const LocalOpenOptions& options) {
+  // The remote backends register here, not from static initializers, which a static library may
+  // drop at link time.
+  RegisterHttpSchemes();
   if (uri.empty()) return InvalidArgumentError("empty path or URI");
   bool has_slashes = false;
   std::optional<std::string> scheme = SchemeOf(uri, &has_slashes);
