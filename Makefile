@@ -13,7 +13,7 @@ FUZZ_SECONDS ?= 60
 
 VENV_TORCH ?= .venv-torch
 
-.PHONY: all deps build venv demo test unit integration python python-torch asan tsan fuzz format clean
+.PHONY: all deps build venv demo test unit integration storage python python-torch asan tsan fuzz format clean
 
 all: build
 
@@ -39,6 +39,13 @@ unit: build
 
 integration: build venv
 	@FLASHLOAD_BIN=$(abspath $(BUILD))/flashload bash tests/integration/run.sh
+
+# The test servers and file systems of tools/ (S3-like range server, moto with SigV4 checking,
+# the slow FUSE file system), and the CLI end to end on them (network file system, HTTP, S3).
+storage: build venv
+	@FLASHLOAD_BIN=$(abspath $(BUILD))/flashload \
+		FLASHLOAD_SLOWFS=$(abspath $(BUILD))/tools/slowfs/flashload_slowfs \
+		$(VENV)/bin/python -m pytest -q tests/tools tests/integration
 
 # Builds and installs the Python package (scikit-build-core + nanobind) into the venv, then runs the
 # differential suites against the reference safetensors package.
@@ -79,7 +86,7 @@ fuzz: deps
 	@mkdir -p $(BUILD)-fuzz/corpus && cp -n tests/fuzz/corpus/header/* $(BUILD)-fuzz/corpus/ 2>/dev/null || true
 	@$(BUILD)-fuzz/header_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)-fuzz/corpus tests/fuzz/corpus/header 2>&1 | tail -n 12
 
-test: build venv unit integration python python-torch asan tsan fuzz
+test: build venv unit integration storage python python-torch asan tsan fuzz
 	@echo "make test: all suites passed"
 
 format:

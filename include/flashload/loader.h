@@ -35,6 +35,9 @@ enum class Strategy {
   kDirect,    // io_uring + O_DIRECT (falls back to a pread pool with O_DIRECT without io_uring)
   kBuffered,  // parallel buffered pread, one descriptor per worker
   kMmap,      // map and copy
+  // Network file systems (FUSE, NFS, CIFS, 9p, Lustre): never maps; many workers, each with its own
+  // descriptor, reading large contiguous ranges with sequential read-ahead.
+  kNetwork,
 };
 std::string_view StrategyName(Strategy s);
 std::optional<Strategy> ParseStrategy(std::string_view name);
@@ -47,14 +50,15 @@ struct Progress {
 };
 
 struct LoadOptions {
-  Strategy strategy = Strategy::kAuto;
+  Strategy strategy = Strategy::kAuto;    // auto picks kNetwork on network file systems
   uint32_t threads = 0;                   // pread workers (0: auto)
   uint32_t queue_depth = 0;               // reads in flight per file (0: the source's preference)
   uint64_t chunk_bytes = 0;               // bytes per read (0: the source's preference)
   uint64_t memory_budget = 256ull << 20;  // bytes of reads in flight plus staging
   uint32_t parallel_files = 2;  // files read at once (keeps storage busy across file boundaries)
   uint64_t header_limit = kDefaultHeaderLimit;
-  std::string variant;  // diffusers variant ("fp16")
+  std::string variant;       // diffusers variant ("fp16")
+  RemoteOpenOptions remote;  // http(s):// and s3:// sources (connections, TLS, S3 endpoint...)
   // Called about every 64 MiB and at the end; returning false cancels the load (kCancelled).
   std::function<bool(const Progress&)> progress;
   // Set to true from any thread to cancel the load.

@@ -38,6 +38,34 @@ struct ModelLayout {
   std::map<std::string, std::map<std::string, std::string>> weight_maps;
 };
 
+// Where a model's files live: the local file system, or a remote store (an S3 prefix). Paths are
+// '/'-separated; a remote store's paths are URIs ("s3://bucket/model/unet").
+// Thread-safety: every method may be called concurrently.
+class ModelStore {
+ public:
+  enum class EntryKind { kMissing, kFile, kFolder };
+  struct Entry {
+    std::string name;  // within the folder listed, no '/'
+    EntryKind kind = EntryKind::kMissing;
+  };
+  virtual ~ModelStore() = default;
+  // kMissing for nothing there (not an error); errors for failures to find out.
+  virtual Result<EntryKind> Stat(const std::string& path) const = 0;
+  // The files and folders directly inside `folder`, in no particular order.
+  virtual Result<std::vector<Entry>> List(const std::string& folder) const = 0;
+  // The whole content of a small file (an index or model_index.json).
+  virtual Result<std::string> ReadText(const std::string& path) const = 0;
+  // The form in which a file path appears in ModelLayout::files (absolute and normal for local
+  // files; unchanged for URIs).
+  virtual std::string Canonical(const std::string& path) const = 0;
+};
+
+// The local file system.
+const ModelStore& LocalModelStore();
+
+// `name` (relative, '/'-separated) inside `folder`.
+std::string JoinModelPath(const std::string& folder, const std::string& name);
+
 struct ResolveOptions {
   // Diffusers variant ("fp16" picks diffusion_pytorch_model.fp16.safetensors); empty: the plain
   // file.
@@ -46,6 +74,9 @@ struct ResolveOptions {
 
 // Resolves what `path` names into its files. Errors name the path and what is missing.
 Result<ModelLayout> ResolveModel(const std::string& path, const ResolveOptions& options = {});
+// The same in any store.
+Result<ModelLayout> ResolveModel(const ModelStore& store, const std::string& path,
+                                 const ResolveOptions& options = {});
 
 // Parses an index file's JSON: tensor name → shard file name (relative to the index's folder).
 // Errors (kDataLoss) for bad JSON, a missing or non-object `weight_map`, non-string values.

@@ -22,7 +22,8 @@
 //   reached the end of the object. Backends handle EINTR, EAGAIN and partial transfers themselves.
 // - Errors: a failed request completes with a non-OK status naming the object and byte offset.
 //   Its `bytes` then counts the leading bytes at `dst` that did arrive intact (0 when unknown), so
-//   a retry may resume after them; the rest of `dst` is unspecified. A failure of Submit() itself means none of the batch was queued.
+//   a retry may resume after them; the rest of `dst` is unspecified. A failure of Submit() itself
+//   means none of the batch was queued.
 // - Cancellation: Cancel() asks every request in flight to complete soon (possibly with
 // kCancelled);
 //   the caller must still Reap() every submitted request before freeing their buffers.
@@ -39,6 +40,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "flashload/deadline.h"
 #include "flashload/status.h"
@@ -152,13 +154,42 @@ struct LocalOpenOptions {
   uint32_t threads = 0;  // thread pool size (0: 2 × cores, at least 4)
   uint32_t queue_depth = 0;  // io_uring ring entries / requests in flight (0: 32)
   bool fallback = true;      // kIoUring: fall back to kThreadPool when the kernel refuses io_uring
+  // posix_fadvise(POSIX_FADV_SEQUENTIAL) on every descriptor: larger read-ahead, for network file
+  // systems where each request costs a round trip.
+  bool sequential_hint = false;
+};
+
+// How a remote object (http://, https://, s3://) is read. The defaults need no tuning; S3 fields
+// left empty come from the environment and the AWS files (AWS_ENDPOINT_URL, AWS_REGION,
+// AWS_PROFILE...).
+struct RemoteOpenOptions {
+  uint32_t connections = 0;  // ranged GETs in flight (0: 16)
+  uint64_t chunk_bytes = 0;  // bytes per ranged GET (0: 8 MiB)
+  std::string ca_bundle;     // PEM file of trusted certificate authorities (empty: the system's)
+  bool verify_tls = true;
+  std::vector<std::string> headers;  // extra request headers "Name: value"; never logged
+  std::string endpoint;              // S3 endpoint URL, e.g. http://127.0.0.1:9000
+  std::string region;                // S3 region
+  int path_style = -1;               // S3 addressing: 1 path-style, 0 virtual-hosted, -1 auto
+  bool anonymous = false;            // S3: unsigned requests (public buckets)
+  uint32_t max_attempts = 3;         // per range, first try included
+  uint32_t retry_base_ms = 100;      // full-jitter exponential backoff: base and cap
+  uint32_t retry_cap_ms = 20000;
+};
+
+struct OpenOptions {
+  LocalOpenOptions local;
+  RemoteOpenOptions remote;
 };
 
 // Opens a local file. `path` is a plain path (no scheme).
 Result<std::unique_ptr<Source>> OpenLocalFile(const std::string& path,
                                               const LocalOpenOptions& options);
 
-// Opens any supported URI through the registry (a path or file:// today).
+// Opens any supported URI through the registry: a path, file://, and the schemes registered by
+// remote backends (http://, https://, s3://).
+Result<std::unique_ptr<Source>> OpenSource(const std::string& uri, const OpenOptions& options);
+// The same with default remote options.
 Result<std::unique_ptr<Source>> OpenSource(const std::string& uri,
                                            const LocalOpenOptions& options = {});
 

@@ -10,8 +10,10 @@ A drop-in for the `safetensors` API:
     state_dict = load_file("model.safetensors")
 
 Contracts shared by the whole package:
-- A file is loaded whole, once, by flashload's engine when it is opened (GIL released; Ctrl-C
-  cancels the load with KeyboardInterrupt). Engine options are keyword arguments whose defaults need
+- ``load_file`` loads a file whole, once, by flashload's engine (GIL released; Ctrl-C cancels the
+  load with KeyboardInterrupt). ``safe_open`` reads and validates only the header when it opens;
+  the first ``get_tensor``/``get_tensors`` loads the whole file once through the engine, and a
+  ``get_slice`` before that reads only the rows it needs. Engine options are keyword arguments whose defaults need
   no tuning: ``strategy`` ("auto", "direct", "buffered", "mmap"), ``threads`` (0: automatic) and
   ``budget_mib`` (memory for reads in flight).
 - Tensors are zero-copy views of the loaded memory, handed over through DLPack. They stay valid
@@ -44,15 +46,24 @@ def _engine_options(strategy: str, threads: int, budget_mib: int) -> Dict[str, A
 
 
 def _open_file(filename: Union[str, "os.PathLike[str]"], strategy: str = "auto", threads: int = 0,
-               budget_mib: int = 256) -> _File:
-    """Loads one safetensors file with the engine. Raises as described in the module docstring."""
+               budget_mib: int = 256, lazy: bool = False) -> _File:
+    """Loads one safetensors file with the engine, or with ``lazy`` reads only its header.
+
+    Raises as described in the module docstring.
+    """
     path = os.fspath(filename)
     if not isinstance(path, str):
         raise TypeError(f"argument 'filename': '{type(path).__name__}' object is not an instance "
                         "of 'str'")
-    if os.path.isdir(path):
+    if not _is_uri(path) and os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a safetensors file", path)
-    return _File.open(path, **_engine_options(strategy, threads, budget_mib))
+    return _File.open(path, **_engine_options(strategy, threads, budget_mib), lazy=lazy)
+
+
+def _is_uri(path: str) -> bool:
+    """A URI ("s3://...", "https://...", "file://...") goes to the native layer unchanged: it
+    knows the schemes, and answers an unknown one with SafetensorError naming the URI."""
+    return "://" in path
 
 
 class _Framework:
@@ -81,26 +92,38 @@ class _Framework:
     def convert(self, file: _File, name: str) -> Any:
         return self._module._from_file(file, name, self.device)
 
+    def convert_rows(self, file: _File, name: str, dtype: str, start: int, stop: int) -> Any:
+        """Rows [start, stop) of tensor ``name`` (checks the dtype before reading anything)."""
+        self._module._check_dtype(dtype)
+        return self._module._from_array(lambda raw: file.rows(name, start, stop, raw), dtype,
+                                        self.device)
+
 
 class safe_open:  # noqa: N801 (the reference's name)
     """Opens a safetensors file; use as a context manager.
 
     Args:
-        filename: path of the file (``str`` or ``os.PathLike``).
+        filename: path of the file (``str`` or ``os.PathLike``), or a URI string
+            (``file://``, and the remote schemes flashload was built with: ``http(s)://``,
+            ``s3://``) passed to the native layer unchanged.
         framework: "pt"/"torch"/"pytorch" for torch tensors, "np"/"numpy" for numpy arrays.
         device: where tensors are returned; "cpu" for numpy; for torch anything ``torch.device``
             accepts (tensors are loaded to host memory, then moved).
         strategy, threads, budget_mib: engine options (keyword only); the defaults need no tuning.
 
-    The whole file is loaded when the object is created. After the context exits, keys(),
-    get_tensor() etc. raise SafetensorError("File is closed"); tensors already returned stay valid.
+    Opening reads and validates the header only (a malformed file raises here, as in the
+    reference). The first get_tensor()/get_tensors() loads the whole file once through the engine
+    and serves every later call from memory; get_slice(name)[...] on a file not loaded yet reads
+    only the rows it needs, in one read. After the context exits, keys(), get_tensor() etc. raise
+    SafetensorError("File is closed"); tensors already returned stay valid.
     """
 
     def __init__(self, filename: Union[str, "os.PathLike[str]"], framework: str,
                  device: Any = "cpu", *, strategy: str = "auto", threads: int = 0,
                  budget_mib: int = 256) -> None:
         self._framework = _Framework(framework, device)
-        self._file: Optional[_File] = _open_file(filename, strategy, threads, budget_mib)
+        self._file: Optional[_File] = _open_file(filename, strategy, threads, budget_mib,
+                                                 lazy=True)
 
     def __enter__(self) -> "safe_open":
         return self
@@ -133,8 +156,9 @@ class safe_open:  # noqa: N801 (the reference's name)
         return self._framework.convert(self._opened(), name)
 
     def get_tensors(self) -> Dict[str, Any]:
-        """Every tensor, keyed by name, in file order."""
+        """Every tensor, keyed by name, in file order (one engine load of the whole file)."""
         file = self._opened()
+        file.load_all()
         return {name: self._framework.convert(file, name) for name in file.offset_keys()}
 
     def get_slice(self, name: str) -> "_SafeSlice":
@@ -152,7 +176,8 @@ def load_model_dir(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", fr
 
     Args:
         path: a diffusers folder (``model_index.json`` + component folders), a folder with a
-            ``*.safetensors.index.json`` sharded checkpoint or one ``.safetensors`` file, or a file.
+            ``*.safetensors.index.json`` sharded checkpoint or one ``.safetensors`` file, or a file;
+            or the URI string of one file ("scheme://..."), passed to the native layer unchanged.
         device, framework: as for :class:`safe_open` ("pt" by default, or "np").
         variant: diffusers variant, e.g. "fp16" for ``*.fp16.safetensors``.
         strategy, threads, budget_mib: engine options; the defaults need no tuning.
@@ -182,9 +207,9 @@ class _SafeSlice:
         self._file = file
         self._name = name
         self._framework = framework
-        array = file.get(name)
-        self._shape = [int(d) for d in array.shape]
-        self._dtype = array.dtype
+        dtype, shape = file.info(name)
+        self._shape = [int(d) for d in shape]
+        self._dtype = dtype
 
     def get_shape(self) -> List[int]:
         """The tensor's shape."""
@@ -196,7 +221,26 @@ class _SafeSlice:
 
     def __getitem__(self, index: Any) -> Any:
         key = _normalize_index(index, self._shape)
-        return self._framework.convert(self._file, self._name)[key]
+        start, stop, rest = _leading_rows(key, self._shape)
+        rows = self._framework.convert_rows(self._file, self._name, self._dtype, start, stop)
+        return rows[rest]
+
+
+def _leading_rows(key: Tuple[Any, ...], shape: Sequence[int]) -> Tuple[int, int, Tuple[Any, ...]]:
+    """The rows [start, stop) of the first dimension that a normalized ``key`` touches, and the key
+    to apply to just those rows. A 0-d tensor is read whole."""
+    if not shape:
+        return 0, 0, key
+    if not key:
+        return 0, shape[0], key
+    first = key[0]
+    if isinstance(first, slice):
+        rows = range(*first.indices(shape[0]))
+        if not rows:
+            return 0, 0, (slice(0, 0),) + key[1:]
+        start, stop = rows[0], rows[-1] + 1
+        return start, stop, (slice(0, stop - start, rows.step),) + key[1:]
+    return first, first + 1, (0,) + key[1:]
 
 
 def _describe(items: Sequence[Any]) -> str:

@@ -31,11 +31,15 @@ class Array:
     def __dlpack_device__(self) -> tuple: ...
 
 class File:
-    """One safetensors file, loaded whole by flashload's engine."""
+    """
+    One safetensors file: loaded whole by flashload's engine, or opened lazily (header only) and loaded on first use.
+    """
 
     @staticmethod
-    def open(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256) -> File:
-        """Loads the file at `path` (GIL released; Ctrl-C cancels)."""
+    def open(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, lazy: bool = False, _test_delay_ms: int = 0) -> File:
+        """
+        Opens the file (or URI) at `path`: loads it whole (GIL released; Ctrl-C cancels), or with lazy=True reads and validates only its header. _test_delay_ms is for tests only: each engine progress report (about every 64 MiB and at the end) sleeps that long, to make a load slow on purpose.
+        """
 
     @staticmethod
     def from_bytes(data: bytes) -> File:
@@ -52,8 +56,21 @@ class File:
 
     def __contains__(self, arg: str, /) -> bool: ...
 
+    def info(self, name: str) -> tuple:
+        """(dtype name, shape) of tensor `name`, from the header; reads no data."""
+
     def get(self, name: str, raw: bool = False) -> Array:
-        """The tensor `name` (raw: as unsigned storage of the element width)."""
+        """
+        The tensor `name` (raw: as unsigned storage of the element width); loads the whole file first when it is not loaded yet.
+        """
+
+    def rows(self, name: str, start: int, stop: int, raw: bool = False) -> Array:
+        """
+        Rows [start, stop) of tensor `name` along its first dimension (a 0-d tensor: whole). Served from memory once the file is loaded, else by one read of just those bytes.
+        """
+
+    def load_all(self) -> None:
+        """Loads the whole file (once). GIL released; Ctrl-C cancels."""
 
     @property
     def name(self) -> str: ...
@@ -61,9 +78,19 @@ class File:
     @property
     def header_length(self) -> int: ...
 
-def load_model(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, variant: str = '') -> dict[str, File]:
+    @property
+    def loaded(self) -> bool:
+        """Whether the whole file is in memory."""
+
+    @property
+    def bytes_read(self) -> int:
+        """
+        Bytes of tensor data read from storage so far (header reads not counted).
+        """
+
+def load_model(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, variant: str = '', _test_delay_ms: int = 0) -> dict[str, File]:
     """
-    Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: File} ('model' for a model without components). GIL released; Ctrl-C cancels.
+    Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: File} ('model' for a model without components). GIL released; Ctrl-C cancels. _test_delay_ms: tests only, as in File.open.
     """
 
 def serialize(tensors: list, metadata: Mapping[str, str] | None = None) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -70,12 +70,21 @@ def _safetensors_dtype(dtype: np.dtype) -> str:
     raise SafetensorError(f'Unknown dtype "{dtype.name}". Supported dtypes: {_SUPPORTED}')
 
 
-def _from_file(file: _File, name: str, device: Any = "cpu") -> np.ndarray:
-    """Tensor `name` of a loaded file as a zero-copy numpy array (device must be the host)."""
-    array = file.get(name, raw=True)
-    dtype = _numpy_dtype(array.dtype)
-    storage = np.from_dlpack(array)
+def _check_dtype(name: str) -> None:
+    """Raises SafetensorError when numpy cannot hold the safetensors dtype `name`."""
+    _numpy_dtype(name)
+
+
+def _from_array(get: Callable[[bool], Any], dtype_name: str, device: Any = "cpu") -> np.ndarray:
+    """The array `get(raw)` returns as a zero-copy numpy array (device must be the host)."""
+    dtype = _numpy_dtype(dtype_name)
+    storage = np.from_dlpack(get(True))
     return storage.view(dtype)
+
+
+def _from_file(file: _File, name: str, device: Any = "cpu") -> np.ndarray:
+    """Tensor `name` of a file as a zero-copy numpy array (loads the file if not loaded yet)."""
+    return _from_array(lambda raw: file.get(name, raw), file.info(name)[0], device)
 
 
 def _to_write(tensor_dict: Dict[str, np.ndarray]) -> List[Tuple[str, str, List[int], np.ndarray]]:

@@ -9,14 +9,14 @@ raise SafetensorError.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from flashload import SafetensorError, _open_file
 from flashload._core import File as _File
 from flashload._core import serialize as _serialize
 from flashload._core import serialize_file as _serialize_file
 
-__all__ = ["load_file", "save_file", "load", "save"]
+__all__ = ["load_file", "save_file", "load", "save", "save_model", "load_model"]
 
 # safetensors dtype -> torch attribute; exported exactly through DLPack.
 _EXACT = {
@@ -51,23 +51,46 @@ def _torch_dtype(torch: Any, name: str) -> Any:
     return found
 
 
-def _from_file(file: _File, name: str, device: Any = "cpu") -> Any:
-    """Tensor `name` of a loaded file as a torch tensor on `device` (zero-copy on "cpu")."""
+def _check_dtype(name: str) -> None:
+    """Raises SafetensorError when the installed torch has no dtype for `name`."""
+    _torch_dtype(_require_torch(), name)
+
+
+def _from_array(get: Callable[[bool], Any], dtype_name: str, device: Any = "cpu") -> Any:
+    """The array `get(raw)` returns as a torch tensor on `device` (zero-copy on "cpu")."""
     torch = _require_torch()
-    dtype_name = file.get(name).dtype
     dtype = _torch_dtype(torch, dtype_name)
     if dtype_name in _EXACT:
-        tensor = torch.from_dlpack(file.get(name))
+        tensor = torch.from_dlpack(get(False))
     else:
-        tensor = torch.from_dlpack(file.get(name, raw=True)).view(dtype)
+        tensor = torch.from_dlpack(get(True)).view(dtype)
     if device is not None and device != "cpu":
         tensor = tensor.to(device)
     return tensor
 
 
+def _from_file(file: _File, name: str, device: Any = "cpu") -> Any:
+    """Tensor `name` of a file as a torch tensor on `device` (loads the file if not loaded yet)."""
+    return _from_array(lambda raw: file.get(name, raw), file.info(name)[0], device)
+
+
+def _storage(tensor: Any) -> Any:
+    return tensor.untyped_storage() if hasattr(tensor, "untyped_storage") else tensor.storage()
+
+
 def _storage_key(tensor: Any) -> Tuple[int, int]:
-    storage = tensor.untyped_storage() if hasattr(tensor, "untyped_storage") else tensor.storage()
-    return storage.data_ptr(), tensor.device.index or 0
+    return _storage(tensor).data_ptr(), tensor.device.index or 0
+
+
+def _storage_bytes(tensor: Any) -> int:
+    """Bytes of the storage under `tensor` (0 for meta tensors, which have none)."""
+    if tensor.device.type == "meta":
+        return 0
+    storage = _storage(tensor)
+    try:
+        return int(storage.nbytes())
+    except (AttributeError, NotImplementedError):
+        return int(storage.size()) * tensor.element_size()
 
 
 def _to_write(tensors: Dict[str, Any]) -> Tuple[List[Tuple[str, str, List[int], Any]], List[Any]]:
@@ -136,3 +159,131 @@ def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu"
     _require_torch()
     file = _open_file(filename, strategy, threads, budget_mib)
     return {name: _from_file(file, name, device) for name in file.offset_keys()}
+
+
+# ---- models with shared tensors (tied weights) ----------------------------------------------------
+
+def _shared_groups(state_dict: Dict[str, Any]) -> List[List[str]]:
+    """Names whose tensors overlap in memory, one sorted list per group (every tensor with storage
+    is in exactly one group; most groups have one name).
+
+    Tensors on the same device and storage belong together when their byte ranges overlap, directly
+    or through a chain of overlapping tensors.
+    """
+    by_storage: Dict[Tuple[str, int, int], List[str]] = {}
+    for name, tensor in state_dict.items():
+        if tensor.device.type == "meta":
+            continue
+        pointer, size = _storage(tensor).data_ptr(), _storage_bytes(tensor)
+        if pointer == 0 or size == 0:
+            continue
+        by_storage.setdefault((str(tensor.device), pointer, size), []).append(name)
+    groups: List[List[str]] = []
+    for names in by_storage.values():
+        areas = []
+        for name in names:
+            tensor = state_dict[name]
+            begin = tensor.data_ptr()
+            end = begin + tensor.numel() * tensor.element_size() if tensor.numel() else begin
+            areas.append((begin, end, name))
+        areas.sort()
+        group_end = None
+        for begin, end, name in areas:
+            if group_end is None or begin >= group_end:
+                groups.append([name])
+                group_end = end
+            else:
+                groups[-1].append(name)
+                group_end = max(group_end, end)
+    return [sorted(g) for g in groups]
+
+
+def _covers_its_storage(tensor: Any) -> bool:
+    return (tensor.data_ptr() == _storage(tensor).data_ptr()
+            and tensor.numel() * tensor.element_size() == _storage_bytes(tensor))
+
+
+def _names_to_drop(state_dict: Dict[str, Any], preferred: Optional[Any] = None) -> Dict[str, List[str]]:
+    """{name kept: [names dropped]} for every group of tensors sharing memory.
+
+    The name kept covers the whole storage: the first in sort order, or the first of `preferred`
+    (the names in a file being loaded) when one of them qualifies. Raises RuntimeError when no
+    tensor of a group covers its whole storage (saving would store more, or other, bytes than the
+    tensors hold).
+    """
+    preferred = set(preferred or ())
+    dropped: Dict[str, List[str]] = {}
+    for group in _shared_groups(state_dict):
+        complete = [name for name in group if _covers_its_storage(state_dict[name])]
+        if not complete:
+            raise RuntimeError(
+                f"Cannot save or load tensors {group} as one: they share memory, and none of them "
+                "covers the entire storage they live in, so no single name can stand for the "
+                "others (None is covering the entire storage). Make the shared tensor a whole "
+                "parameter (e.g. clone the views into their own storage) before saving; see "
+                "https://huggingface.co/docs/safetensors/torch_shared_tensors")
+        keep = ([n for n in complete if n in preferred] or complete)[0]
+        others = [name for name in group if name != keep]
+        if others:
+            dropped[keep] = others
+    return dropped
+
+
+def save_model(model: Any, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None,
+               force_contiguous: bool = True) -> None:
+    """Saves `model.state_dict()` to `filename`, each shared (tied) tensor once.
+
+    Of tensors sharing memory, one name is kept (one covering the whole storage, first in sort
+    order) and the others are dropped; each dropped name is recorded in the metadata as
+    ``{dropped: kept}`` unless `metadata` already has that key. With `force_contiguous` every tensor
+    is made contiguous first. Raises RuntimeError when tensors share memory but none covers the
+    whole storage, ValueError for a non-contiguous tensor without `force_contiguous`.
+    """
+    state_dict = model.state_dict()
+    for kept, dropped in _names_to_drop(state_dict).items():
+        for name in dropped:
+            metadata = {} if metadata is None else metadata
+            metadata.setdefault(name, kept)
+            del state_dict[name]
+    if force_contiguous:
+        state_dict = {name: tensor.contiguous() for name, tensor in state_dict.items()}
+    try:
+        save_file(state_dict, filename, metadata=metadata)
+    except ValueError as error:
+        raise ValueError(f"{error} Or use save_model(..., force_contiguous=True), read the docs "
+                         "for potential caveats.") from None
+
+
+def load_model(model: Any, filename: Union[str, os.PathLike], strict: bool = True,
+               device: Union[str, int] = "cpu", *, backend: str = "mmap", strategy: str = "auto",
+               threads: int = 0, budget_mib: int = 256) -> Tuple[Any, List[str]]:
+    """Loads `filename` into `model` with ``load_state_dict``, shared tensors included.
+
+    Names of `model` that share memory with a tensor in the file (tied weights saved once by
+    save_model) are restored through it and count neither as missing nor as unexpected.
+
+    Returns:
+        ``(missing, unexpected)`` as the reference returns them: the set of the model's names the
+        file did not provide, and the list of names in the file (or tied names) the model did not
+        take. With `strict`, either being non-empty raises RuntimeError listing them.
+    """
+    state_dict = load_file(filename, device=device, backend=backend, strategy=strategy,
+                           threads=threads, budget_mib=budget_mib)
+    dropped = _names_to_drop(model.state_dict(), preferred=state_dict.keys())
+    missing_keys, unexpected = model.load_state_dict(state_dict, strict=False)
+    missing = set(missing_keys)
+    for names in dropped.values():
+        for name in names:
+            if name in missing:
+                missing.remove(name)
+            else:
+                unexpected.append(name)
+    if strict and (missing or unexpected):
+        error = f"Error(s) in loading state_dict for {model.__class__.__name__}:"
+        if missing:
+            error += "\n    Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in sorted(missing))
+        if unexpected:
+            error += ("\n    Unexpected key(s) in state_dict: "
+                      + ", ".join(f'"{k}"' for k in sorted(unexpected)))
+        raise RuntimeError(error)
+    return missing, unexpected

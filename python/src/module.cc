@@ -1,8 +1,11 @@
 // flashload._core: the native half of the flashload Python package (nanobind).
 //
 // What it exposes (the Python package builds the safetensors-compatible API on top):
-//   File(path, strategy, threads, budget_mib)  one safetensors file, loaded whole by Load() when
-//                                               constructed; keys, offset keys, metadata, tensors.
+//   File.open(path, ..., lazy)                  one safetensors file. Eager: loaded whole by
+//   Load().
+//                                               Lazy: only its header is read and validated; the
+//                                               first get() loads the whole file once, and rows()
+//                                               before that reads only the rows asked for.
 //   Array                                      one tensor; exported through DLPack (__dlpack__,
 //                                               __dlpack_device__), optionally as raw storage.
 //   load_bytes(data)                           a File built from an in-memory safetensors image.
@@ -15,8 +18,10 @@
 // Ownership and lifetime: an Array holds a share of the allocation its tensor was cut from, and
 // each DLPack capsule holds its own share, so arrays and the framework tensors made from them stay
 // valid after the File is closed or collected. Nothing here writes to loaded memory.
-// Threading: loads and serialization run with the GIL released; a load runs on a worker thread
-// while the calling thread polls for signals, so Ctrl-C cancels it (KeyboardInterrupt).
+// Threading: loads, reads and serialization run with the GIL released; a load runs on a worker
+// thread while the calling thread polls for signals, so Ctrl-C cancels it (KeyboardInterrupt). A
+// File may be used from several Python threads: its lazy state is guarded by a mutex, which is
+// only ever waited for with the GIL released.
 #include <Python.h>
 #include <dlpack/dlpack.h>
 #include <nanobind/nanobind.h>
@@ -25,16 +30,19 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
 #include <future>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -42,6 +50,7 @@
 #include "flashload/header.h"
 #include "flashload/loader.h"
 #include "flashload/model.h"
+#include "flashload/source.h"
 #include "flashload/status.h"
 #include "flashload/tensor.h"
 #include "flashload/writer.h"
@@ -122,10 +131,23 @@ class Array {
 };
 
 // Runs Load() on a worker thread with the GIL released; the calling thread wakes every 50 ms to
-// let Python handle signals, and cancels the load when a handler raises (Ctrl-C).
-Result<LoadedModel> LoadInterruptibly(const std::string& path, LoadOptions options) {
+// let Python handle signals, and cancels the load when a handler raises (Ctrl-C). Requires the GIL.
+// `test_delay_ms` (tests only) makes every progress report of the engine (about every 64 MiB, and
+// at the end) sleep that long, ending early when the load is cancelled: a slow load on purpose.
+Result<LoadedModel> LoadInterruptibly(const std::string& path, LoadOptions options,
+                                      uint32_t test_delay_ms = 0) {
   std::atomic<bool> cancel{false};
   options.cancel = &cancel;
+  if (test_delay_ms > 0) {
+    options.progress = [&cancel, test_delay_ms](const Progress&) {
+      const auto until =
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(test_delay_ms);
+      while (!cancel.load() && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      return !cancel.load();
+    };
+  }
   auto load = std::async(std::launch::async, [&] { return Load(path, options); });
   for (;;) {
     {
@@ -144,6 +166,35 @@ Result<LoadedModel> LoadInterruptibly(const std::string& path, LoadOptions optio
   return load.get();
 }
 
+// A URI ("scheme://...") rather than a local path: opened through the source registry only.
+bool IsUri(const std::string& path) { return path.find("://") != std::string::npos; }
+
+// An uninitialized 4096-byte aligned host buffer of `size` bytes (at least one byte allocated),
+// shared by the tensors cut from it.
+std::shared_ptr<std::byte> AllocateAligned(uint64_t size) {
+  constexpr std::align_val_t kAlign{4096};
+  return std::shared_ptr<std::byte>(
+      static_cast<std::byte*>(::operator new(size == 0 ? 1 : size, kAlign)),
+      [](std::byte* p) { ::operator delete(p, kAlign); });
+}
+
+// Whether two headers describe the same tensors at the same offsets (the file did not change).
+bool SameLayout(const Header& a, const Header& b) {
+  if (a.file_size != b.file_size || a.header_length != b.header_length ||
+      a.tensors.size() != b.tensors.size() || a.metadata != b.metadata) {
+    return false;
+  }
+  for (size_t i = 0; i < a.tensors.size(); ++i) {
+    const TensorInfo& x = a.tensors[i];
+    const TensorInfo& y = b.tensors[i];
+    if (x.name != y.name || x.dtype != y.dtype || x.shape != y.shape ||
+        x.data_begin != y.data_begin || x.data_end != y.data_end) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // Engine options from the Python keyword arguments; ValueError for bad ones.
 LoadOptions MakeLoadOptions(const std::string& strategy, uint32_t threads, uint64_t budget_mib) {
   LoadOptions options;
@@ -159,33 +210,42 @@ LoadOptions MakeLoadOptions(const std::string& strategy, uint32_t threads, uint6
   return options;
 }
 
-// One loaded safetensors file (or one component of a model: its shards' tensors in file order).
+// One safetensors file (or one component of a model: its shards' tensors in file order), either
+// loaded whole or opened lazily (header read and validated, data not yet read).
 class File {
  public:
-  File(std::string name, Header header, TensorMap tensors)
-      : name_(std::move(name)), header_(std::move(header)), tensors_(std::move(tensors)) {}
+  // A File whose tensors are already in memory.
+  File(std::string name, Header header, TensorMap tensors, uint64_t bytes_read = 0)
+      : name_(std::move(name)), header_(std::move(header)), state_(std::make_unique<State>()) {
+    state_->tensors = std::move(tensors);
+    state_->bytes_read = bytes_read;
+  }
 
+  // Opens `path` (a path or URI). Eager: loads the whole file now. Lazy: reads and validates the
+  // header only; the data is read on first use.
   static File Open(const std::string& path, const std::string& strategy, uint32_t threads,
-                   uint64_t budget_mib) {
-    Result<LoadedModel> model =
-        LoadInterruptibly(path, MakeLoadOptions(strategy, threads, budget_mib));
+                   uint64_t budget_mib, bool lazy, uint32_t test_delay_ms) {
+    LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib);
+    if (lazy || IsUri(path)) {
+      File file = OpenHeader(path, std::move(options), test_delay_ms);
+      if (!lazy) file.LoadAll();
+      return file;
+    }
+    Result<LoadedModel> model = LoadInterruptibly(path, std::move(options), test_delay_ms);
     if (!model.ok()) ThrowStatus(model.status());
     if (model->headers.size() != 1) {
       throw SafetensorError(path + ": expected one safetensors file, found " +
                             std::to_string(model->headers.size()));
     }
     Header header = std::move(model->headers.begin()->second);
-    return File(path, std::move(header), std::move(model->tensors));
+    return File(path, std::move(header), std::move(model->tensors), model->report.bytes);
   }
 
   // A File over a copy of an in-memory safetensors image (`safetensors.*.load(bytes)`).
   static File FromBytes(nb::bytes data) {
     const size_t size = data.size();
     // 4096-aligned like the host arenas, so tensors keep the alignment the file laid out.
-    constexpr std::align_val_t kAlign{4096};
-    std::shared_ptr<std::byte> buffer(
-        static_cast<std::byte*>(::operator new(size == 0 ? 1 : size, kAlign)),
-        [](std::byte* p) { ::operator delete(p, kAlign); });
+    std::shared_ptr<std::byte> buffer = AllocateAligned(size);
     std::memcpy(buffer.get(), data.c_str(), size);
     Result<Header> header = [&] {
       nb::gil_scoped_release release;
@@ -203,9 +263,8 @@ class File {
 
   // Tensor names in name order.
   std::vector<std::string> Keys() const {
-    std::vector<std::string> keys;
-    keys.reserve(tensors_.size());
-    for (const auto& [name, tensor] : tensors_) keys.push_back(name);
+    std::vector<std::string> keys = OffsetKeys();
+    std::sort(keys.begin(), keys.end());
     return keys;
   }
 
@@ -221,33 +280,188 @@ class File {
     return header_.metadata;
   }
 
-  bool Contains(const std::string& name) const { return tensors_.contains(name); }
+  bool Contains(const std::string& name) const { return header_.Find(name) != nullptr; }
 
-  Array Get(const std::string& name, bool raw) const {
-    auto it = tensors_.find(name);
-    if (it == tensors_.end()) {
-      throw SafetensorError("File " + name_ + " does not contain tensor " + name);
+  // (dtype name, shape) of tensor `name`, from the header (reads nothing).
+  nb::tuple Info(const std::string& name) const {
+    const TensorInfo& info = Find(name);
+    return nb::make_tuple(std::string(DtypeName(info.dtype)), info.shape);
+  }
+
+  // The tensor `name`; loads the whole file first if it is not loaded yet.
+  Array Get(const std::string& name, bool raw) {
+    Find(name);
+    LoadAll();
+    return Array(state_->tensors->at(name), raw);
+  }
+
+  // Rows [start, stop) of tensor `name` along its first dimension (a 0-d tensor: the whole tensor;
+  // start and stop are ignored). From memory once the file is loaded; before that, one positional
+  // read of exactly those rows' bytes.
+  Array Rows(const std::string& name, uint64_t start, uint64_t stop, bool raw) {
+    const TensorInfo& info = Find(name);
+    std::vector<uint64_t> shape = info.shape;
+    uint64_t first = 0;
+    uint64_t length = info.byte_size();
+    if (!shape.empty()) {
+      if (start > stop || stop > shape[0]) {
+        throw nb::value_error(("rows " + std::to_string(start) + ".." + std::to_string(stop) +
+                               " out of range for tensor " + name + " with " +
+                               std::to_string(shape[0]) + " rows")
+                                  .c_str());
+      }
+      uint64_t row_elements = 1;
+      for (size_t i = 1; i < shape.size(); ++i) row_elements *= shape[i];
+      const uint64_t row_bits = row_elements * DtypeBits(info.dtype);
+      if (row_bits % 8 != 0) {
+        throw SafetensorError("File " + name_ + ": rows of tensor " + name + " (" +
+                              std::string(DtypeName(info.dtype)) + ", " +
+                              std::to_string(row_elements) +
+                              " elements per row) are not whole "
+                              "bytes; read it whole with get_tensor()");
+      }
+      first = start * (row_bits / 8);
+      length = (stop - start) * (row_bits / 8);
+      shape[0] = stop - start;
     }
-    return Array(it->second, raw);
+    std::unique_lock<std::mutex> lock = Lock();
+    if (state_->tensors) {
+      const Tensor& whole = state_->tensors->at(name);
+      std::byte* data = static_cast<std::byte*>(const_cast<void*>(whole.data())) + first;
+      return Array(
+          Tensor(name, info.dtype, std::move(shape), whole.device(), data, length, whole.owner()),
+          raw);
+    }
+    std::shared_ptr<std::byte> buffer = AllocateAligned(length);
+    const uint64_t offset = header_.data_offset() + info.data_begin + first;
+    Status status;
+    {
+      nb::gil_scoped_release release;
+      status = ReadExact(*state_->source, offset, {buffer.get(), static_cast<size_t>(length)});
+    }
+    if (!status.ok()) ThrowStatus(status);
+    state_->bytes_read += length;
+    std::byte* data = buffer.get();
+    return Array(
+        Tensor(name, info.dtype, std::move(shape), Device{}, data, length, std::move(buffer)), raw);
+  }
+
+  // Loads the whole file once (no-op when it is loaded). Raises when the file changed on storage
+  // since it was opened.
+  void LoadAll() {
+    std::unique_lock<std::mutex> lock = Lock();
+    if (state_->tensors) return;
+    if (IsUri(name_)) {
+      LoadThroughSource();
+      return;
+    }
+    Result<LoadedModel> model = LoadInterruptibly(name_, state_->options, state_->test_delay_ms);
+    if (!model.ok()) ThrowStatus(model.status());
+    if (model->headers.size() != 1 || !SameLayout(model->headers.begin()->second, header_)) {
+      throw SafetensorError("File " + name_ +
+                            " changed on storage since it was opened (its header is not the same "
+                            "any more); open it again");
+    }
+    state_->bytes_read += model->report.bytes;
+    state_->tensors = std::move(model->tensors);
+    state_->source.reset();
   }
 
   const std::string& name() const { return name_; }
   uint64_t header_length() const { return header_.header_length; }
+  uint64_t bytes_read() const { return state_->bytes_read; }
+  bool loaded() const { return state_->tensors.has_value(); }
 
  private:
+  struct State {
+    std::mutex mu;                     // guards the members below once the File is shared
+    std::unique_ptr<Source> source;    // lazy, not yet loaded: the file, header read
+    std::optional<TensorMap> tensors;  // set once loaded
+    LoadOptions options;               // for the whole-file load
+    uint32_t test_delay_ms = 0;
+    uint64_t bytes_read = 0;  // tensor data bytes read (header reads not counted)
+  };
+
+  File(std::string name, Header header, std::unique_ptr<State> state)
+      : name_(std::move(name)), header_(std::move(header)), state_(std::move(state)) {}
+
+  static File OpenHeader(const std::string& path, LoadOptions options, uint32_t test_delay_ms) {
+    ParseOptions parse;
+    parse.header_limit = options.header_limit;
+    auto state = std::make_unique<State>();
+    state->options = std::move(options);
+    state->test_delay_ms = test_delay_ms;
+    Result<Header> header = [&]() -> Result<Header> {
+      nb::gil_scoped_release release;
+      LocalOpenOptions open;
+      open.backend = LocalBackend::kThreadPool;
+      open.threads = 1;
+      FL_ASSIGN_OR_RETURN(state->source, OpenSource(path, open));
+      return ReadHeaderFrom(*state->source, parse);
+    }();
+    if (!header.ok()) ThrowStatus(header.status());
+    return File(path, std::move(header).value(), std::move(state));
+  }
+
+  // A URI the engine cannot resolve as a model yet: the data section in one read of the source.
+  void LoadThroughSource() {
+    const uint64_t size = header_.data_size();
+    std::shared_ptr<std::byte> buffer = AllocateAligned(size);
+    Status status;
+    {
+      nb::gil_scoped_release release;
+      status = ReadExact(*state_->source, header_.data_offset(),
+                         {buffer.get(), static_cast<size_t>(size)});
+    }
+    if (!status.ok()) ThrowStatus(status);
+    TensorMap tensors;
+    for (const TensorInfo& info : header_.tensors) {
+      tensors.emplace(info.name, Tensor(info.name, info.dtype, info.shape, Device{},
+                                        buffer.get() + info.data_begin, info.byte_size(), buffer));
+    }
+    state_->bytes_read += size;
+    state_->tensors = std::move(tensors);
+    state_->source.reset();
+  }
+
+  const TensorInfo& Find(const std::string& name) const {
+    const TensorInfo* info = header_.Find(name);
+    if (info == nullptr) {
+      throw SafetensorError("File " + name_ + " does not contain tensor " + name);
+    }
+    return *info;
+  }
+
+  // Locks the state, waiting with the GIL released (another thread may hold the lock while it
+  // needs the GIL to poll for signals).
+  std::unique_lock<std::mutex> Lock() {
+    std::unique_lock<std::mutex> lock(state_->mu, std::defer_lock);
+    if (!lock.try_lock()) {
+      nb::gil_scoped_release release;
+      lock.lock();
+    }
+    return lock;
+  }
+
   std::string name_;
   Header header_;
-  TensorMap tensors_;
+  std::unique_ptr<State> state_;
 };
 
 // Loads a whole model (file, sharded checkpoint or diffusers folder) in one engine run and returns
-// one File per component ("model" for a model without components), tensor names unprefixed.
+// one File per component ("model" for a model without components), tensor names unprefixed. A URI
+// ("scheme://...") is one safetensors file, opened through the source registry.
 std::map<std::string, File> LoadModel(const std::string& path, const std::string& strategy,
                                       uint32_t threads, uint64_t budget_mib,
-                                      const std::string& variant) {
+                                      const std::string& variant, uint32_t test_delay_ms) {
+  std::map<std::string, File> files;
+  if (IsUri(path)) {  // one remote file (the engine resolves folders and indexes of local paths)
+    files.emplace("model", File::Open(path, strategy, threads, budget_mib, false, test_delay_ms));
+    return files;
+  }
   LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib);
   options.variant = variant;
-  Result<LoadedModel> model = LoadInterruptibly(path, std::move(options));
+  Result<LoadedModel> model = LoadInterruptibly(path, std::move(options), test_delay_ms);
   if (!model.ok()) ThrowStatus(model.status());
   std::map<std::string, Header> headers;
   std::map<std::string, TensorMap> tensors;
@@ -262,11 +476,12 @@ std::map<std::string, File> LoadModel(const std::string& path, const std::string
       out.emplace(t.name, model->tensors.at(qualified));
     }
   }
-  std::map<std::string, File> files;
   for (auto& [component, header] : headers) {
     const std::string key = component.empty() ? "model" : component;
+    uint64_t bytes = 0;
+    for (const TensorInfo& t : header.tensors) bytes += t.byte_size();
     files.emplace(key, File(component.empty() ? path : path + "/" + component, std::move(header),
-                            std::move(tensors[component])));
+                            std::move(tensors[component]), bytes));
   }
   return files;
 }
@@ -385,25 +600,44 @@ NB_MODULE(_core, m) {
           "ignored (host memory, never copied).")
       .def("__dlpack_device__", &Array::DlpackDevice);
 
-  nb::class_<File>(m, "File", "One safetensors file, loaded whole by flashload's engine.")
+  nb::class_<File>(m, "File",
+                   "One safetensors file: loaded whole by flashload's engine, or opened lazily "
+                   "(header only) and loaded on first use.")
       .def_static("open", &File::Open, nb::arg("path"), nb::arg("strategy") = "auto",
-                  nb::arg("threads") = 0, nb::arg("budget_mib") = 256,
-                  "Loads the file at `path` (GIL released; Ctrl-C cancels).")
+                  nb::arg("threads") = 0, nb::arg("budget_mib") = 256, nb::arg("lazy") = false,
+                  nb::arg("_test_delay_ms") = 0,
+                  "Opens the file (or URI) at `path`: loads it whole (GIL released; Ctrl-C "
+                  "cancels), or with lazy=True reads and validates only its header. "
+                  "_test_delay_ms is for tests only: each engine progress report (about every 64 "
+                  "MiB and at the end) sleeps that long, to make a load slow on purpose.")
       .def_static("from_bytes", &File::FromBytes, nb::arg("data"),
                   "Parses and copies an in-memory safetensors image.")
       .def("keys", &File::Keys, "Tensor names, sorted.")
       .def("offset_keys", &File::OffsetKeys, "Tensor names in file order.")
       .def("metadata", &File::Metadata, "__metadata__, or None.")
       .def("__contains__", &File::Contains)
+      .def("info", &File::Info, nb::arg("name"),
+           "(dtype name, shape) of tensor `name`, from the header; reads no data.")
       .def("get", &File::Get, nb::arg("name"), nb::arg("raw") = false,
-           "The tensor `name` (raw: as unsigned storage of the element width).")
+           "The tensor `name` (raw: as unsigned storage of the element width); loads the whole "
+           "file first when it is not loaded yet.")
+      .def("rows", &File::Rows, nb::arg("name"), nb::arg("start"), nb::arg("stop"),
+           nb::arg("raw") = false,
+           "Rows [start, stop) of tensor `name` along its first dimension (a 0-d tensor: whole). "
+           "Served from memory once the file is loaded, else by one read of just those bytes.")
+      .def("load_all", &File::LoadAll, "Loads the whole file (once). GIL released; Ctrl-C cancels.")
       .def_prop_ro("name", &File::name)
-      .def_prop_ro("header_length", &File::header_length);
+      .def_prop_ro("header_length", &File::header_length)
+      .def_prop_ro("loaded", &File::loaded, "Whether the whole file is in memory.")
+      .def_prop_ro("bytes_read", &File::bytes_read,
+                   "Bytes of tensor data read from storage so far (header reads not counted).");
 
   m.def("load_model", &flashload::python::LoadModel, nb::arg("path"), nb::arg("strategy") = "auto",
         nb::arg("threads") = 0, nb::arg("budget_mib") = 256, nb::arg("variant") = "",
+        nb::arg("_test_delay_ms") = 0,
         "Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: "
-        "File} ('model' for a model without components). GIL released; Ctrl-C cancels.");
+        "File} ('model' for a model without components). GIL released; Ctrl-C cancels. "
+        "_test_delay_ms: tests only, as in File.open.");
   m.def("serialize", &flashload::python::Serialize, nb::arg("tensors"),
         nb::arg("metadata") = nb::none(),
         "safetensors bytes of [(name, dtype, shape, buffer)], laid out as the reference does.");

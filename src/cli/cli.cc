@@ -196,7 +196,8 @@ int LoadCommand(const LoadArgs& a) {
   LoadOptions o;
   std::optional<Strategy> st = ParseStrategy(a.strategy);
   if (!st) {
-    fmt::print(stderr, "flashload load: unknown strategy '{}' (auto, direct, buffered, mmap)\n",
+    fmt::print(stderr,
+               "flashload load: unknown strategy '{}' (auto, direct, buffered, mmap, network)\n",
                a.strategy);
     return 2;
   }
@@ -324,8 +325,9 @@ int RunCli(int argc, char** argv) {
   load->add_option("path", la.path, "a .safetensors file, an index.json, or a model folder")
       ->required();
   load->add_option("--strategy", la.strategy,
-                   "auto (default: buffered when in page cache, O_DIRECT when cold), direct, "
-                   "buffered, mmap");
+                   "auto (default: buffered when in page cache, O_DIRECT when cold, network on "
+                   "FUSE/NFS/CIFS/9p/Lustre), direct, buffered, mmap, network (many descriptors, "
+                   "16 MiB sequential ranges)");
   load->add_option("--threads", la.threads, "pread workers (0: auto)");
   load->add_option("--queue-depth", la.queue_depth, "reads in flight per file (0: auto)");
   load->add_option("--chunk-mib", la.chunk_mib, "MiB per read (0: auto)");

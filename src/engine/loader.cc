@@ -12,6 +12,7 @@
 #include "engine/engine.h"
 #include "engine/plan.h"
 #include "engine/strategy.h"
+#include "io/registry.h"
 #include "sink/host_sink.h"
 
 namespace flashload {
@@ -87,12 +88,15 @@ std::string_view StrategyName(Strategy s) {
       return "buffered";
     case Strategy::kMmap:
       return "mmap";
+    case Strategy::kNetwork:
+      return "network";
   }
   return "?";
 }
 
 std::optional<Strategy> ParseStrategy(std::string_view name) {
-  for (Strategy s : {Strategy::kAuto, Strategy::kDirect, Strategy::kBuffered, Strategy::kMmap}) {
+  for (Strategy s : {Strategy::kAuto, Strategy::kDirect, Strategy::kBuffered, Strategy::kMmap,
+                     Strategy::kNetwork}) {
     if (StrategyName(s) == name) return s;
   }
   return std::nullopt;
@@ -118,9 +122,34 @@ struct PreparedLoad {
   engine::LoadPlan plan;
 };
 
+// A remote object (http(s)://, s3://): many ranged GETs in flight, sized from the source's caps.
+Result<std::unique_ptr<Source>> OpenRemote(const std::string& uri, const LoadOptions& options,
+                                           engine::FileStrategy& strategy) {
+  if (options.strategy != Strategy::kAuto && options.strategy != Strategy::kNetwork) {
+    return InvalidArgumentError(fmt::format(
+        "{}: strategy '{}' applies to local files; remote objects are read with ranged requests "
+        "(use auto or network)",
+        uri, StrategyName(options.strategy)));
+  }
+  OpenOptions open;
+  open.remote = options.remote;
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, OpenSource(uri, open));
+  const SourceCaps caps = source->caps();
+  strategy = engine::FileStrategy();
+  strategy.strategy = Strategy::kNetwork;
+  strategy.resident_fraction = -1;
+  strategy.chunk_bytes = options.chunk_bytes > 0 ? options.chunk_bytes : caps.preferred_chunk;
+  strategy.queue_depth =
+      options.queue_depth > 0 ? options.queue_depth : std::max<uint32_t>(caps.max_in_flight, 1);
+  strategy.reason = fmt::format("remote object: {} requests of {} MiB in flight",
+                                strategy.queue_depth, strategy.chunk_bytes >> 20);
+  return source;
+}
+
 Result<std::unique_ptr<Source>> OpenWithStrategy(const std::string& file,
                                                  const LoadOptions& options,
                                                  engine::FileStrategy& strategy) {
+  if (!RemoteScheme(file).empty()) return OpenRemote(file, options, strategy);
   strategy = engine::ChooseStrategy(file, options);
   Result<std::unique_ptr<Source>> src = OpenSource(file, strategy.open);
   if (src.ok() || !strategy.open.direct || src.status().code() == StatusCode::kNotFound) return src;
@@ -141,7 +170,11 @@ Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& opt
   LoadedModel& model = p.model;
   ResolveOptions resolve;
   resolve.variant = options.variant;
-  FL_ASSIGN_OR_RETURN(model.layout, ResolveModel(path, resolve));
+  OpenOptions open;
+  open.remote = options.remote;
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<ModelStore> remote_store, OpenModelStore(path, open));
+  const ModelStore& store = remote_store ? *remote_store : LocalModelStore();
+  FL_ASSIGN_OR_RETURN(model.layout, ResolveModel(store, path, resolve));
 
   // Open every file with its strategy and read its header through the same source.
   ParseOptions parse;

@@ -43,6 +43,29 @@ void SetMmap(FileStrategy& s, const LoadOptions& o) {
   SetPooled(s, o, Strategy::kMmap, LocalBackend::kMmap, 8ull << 20);
 }
 
+// Network file systems answer each request after a round trip, and some (GCSFuse) serve one
+// descriptor's requests one at a time: throughput comes from many descriptors, each reading large
+// contiguous ranges with a wide read-ahead. Never mapped: page faults there cost a round trip per
+// page.
+void SetNetwork(FileStrategy& s, const LoadOptions& o) {
+  s.strategy = Strategy::kNetwork;
+  s.open.backend = LocalBackend::kThreadPool;
+  s.open.direct = false;
+  s.open.sequential_hint = true;
+  s.open.threads = o.threads > 0 ? o.threads : kNetworkThreads;
+  s.chunk_bytes = o.chunk_bytes > 0 ? o.chunk_bytes : kNetworkChunk;
+  s.queue_depth = o.queue_depth > 0 ? o.queue_depth : s.open.threads;
+}
+
+// FUSE counts as a network file system here: GCSFuse, s3fs and their kind are the FUSE file
+// systems that hold models.
+bool IsNetworkFileSystem(const std::string& path, std::string* name) {
+  Result<FileSystemInfo> fs = FileSystemKind(path);
+  if (!fs.ok()) return false;
+  *name = std::string(fs->name);
+  return fs->network || fs->type == FileSystemType::kFuse;
+}
+
 }  // namespace
 
 FileStrategy ChooseStrategy(const std::string& path, const LoadOptions& options) {
@@ -61,8 +84,17 @@ FileStrategy ChooseStrategy(const std::string& path, const LoadOptions& options)
       SetDirect(s, options);
       s.reason = "forced";
       return s;
+    case Strategy::kNetwork:
+      SetNetwork(s, options);
+      s.reason = "forced";
+      return s;
     case Strategy::kAuto:
       break;
+  }
+  if (std::string fs_name; IsNetworkFileSystem(path, &fs_name)) {
+    SetNetwork(s, options);
+    s.reason = fmt::format("{} is a network file system", fs_name);
+    return s;
   }
   Result<double> resident = SampledResidentFraction(path);
   s.resident_fraction = resident.ok() ? *resident : 0.0;

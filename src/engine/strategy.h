@@ -4,7 +4,8 @@
 // with parallel buffered preads, which copy from the cache at memory speed; a cold file is read
 // with io_uring + O_DIRECT in large aligned chunks, keeping the device queue full without polluting
 // the cache or copying twice. A file system that refuses O_DIRECT gets buffered reads, with the
-// reason.
+// reason. A network file system (FUSE, NFS, CIFS, 9p, Lustre; statfs) gets kNetwork whatever its
+// residency: one descriptor per worker, 16 MiB contiguous ranges, sequential read-ahead, no mmap.
 #ifndef FLASHLOAD_ENGINE_STRATEGY_H_
 #define FLASHLOAD_ENGINE_STRATEGY_H_
 
@@ -27,6 +28,9 @@ struct FileStrategy {
 
 // Residency at or above which auto reads through the page cache.
 inline constexpr double kHotResidency = 0.5;
+// Network file systems: workers (one descriptor each) and bytes per read.
+inline constexpr uint32_t kNetworkThreads = 16;
+inline constexpr uint64_t kNetworkChunk = 16ull << 20;
 
 // Picks the strategy for one local file.
 FileStrategy ChooseStrategy(const std::string& path, const LoadOptions& options);

@@ -24,16 +24,42 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
-Result<std::string> ReadText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return ErrnoToStatus(errno, "open", path.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return ErrnoToStatus(errno, "read", path.string());
-  return ss.str();
-}
-
-std::string Absolute(const fs::path& p) { return fs::absolute(p).lexically_normal().string(); }
+// The local file system.
+class LocalStore final : public ModelStore {
+ public:
+  Result<EntryKind> Stat(const std::string& path) const override {
+    std::error_code ec;
+    const fs::file_status st = fs::status(path, ec);
+    if (ec || !fs::exists(st)) return EntryKind::kMissing;
+    if (fs::is_regular_file(st)) return EntryKind::kFile;
+    if (fs::is_directory(st)) return EntryKind::kFolder;
+    return InvalidArgumentError(fmt::format("{}: not a file or folder", path));
+  }
+  Result<std::vector<Entry>> List(const std::string& folder) const override {
+    std::vector<Entry> out;
+    std::error_code ec;
+    for (const fs::directory_entry& e : fs::directory_iterator(folder, ec)) {
+      std::error_code kind_ec;
+      const EntryKind kind = e.is_regular_file(kind_ec) ? EntryKind::kFile
+                             : e.is_directory(kind_ec)  ? EntryKind::kFolder
+                                                        : EntryKind::kMissing;
+      if (kind != EntryKind::kMissing) out.push_back({e.path().filename().string(), kind});
+    }
+    if (ec) return ErrnoToStatus(ec.value(), "list", folder);
+    return out;
+  }
+  Result<std::string> ReadText(const std::string& path) const override {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return ErrnoToStatus(errno, "open", path);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    if (in.bad()) return ErrnoToStatus(errno, "read", path);
+    return ss.str();
+  }
+  std::string Canonical(const std::string& path) const override {
+    return fs::absolute(path).lexically_normal().string();
+  }
+};
 
 // Index files of a folder for a variant: "<x>.safetensors.index.json", or for variant "fp16"
 // "<x>.safetensors.index.fp16.json".
@@ -58,22 +84,33 @@ std::string Listing(const std::vector<std::string>& names) {
   return fmt::format("{}", fmt::join(names, ", "));
 }
 
-Status AddIndex(const fs::path& index, const std::string& component, ModelLayout& layout) {
-  FL_ASSIGN_OR_RETURN(const std::string text, ReadText(index));
-  FL_ASSIGN_OR_RETURN(auto weight_map, ParseIndexJson(text, index.string()));
+std::string Parent(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
+}
+
+std::string BaseName(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+Status AddIndex(const ModelStore& store, const std::string& index, const std::string& component,
+                ModelLayout& layout) {
+  FL_ASSIGN_OR_RETURN(const std::string text, store.ReadText(index));
+  FL_ASSIGN_OR_RETURN(auto weight_map, ParseIndexJson(text, index));
   std::set<std::string> shards;
   auto& abs_map = layout.weight_maps[component];
-  const fs::path dir = index.parent_path();
+  const std::string dir = Parent(index);
   for (const auto& [tensor, shard] : weight_map) {
-    const std::string abs = Absolute(dir / shard);
+    const std::string abs = store.Canonical(JoinModelPath(dir, shard));
     shards.insert(abs);
     abs_map.emplace(tensor, abs);
   }
   for (const std::string& shard : shards) {
-    std::error_code ec;
-    if (!fs::is_regular_file(shard, ec)) {
-      return NotFoundError(fmt::format("{}: names shard {}, which is missing", index.string(),
-                                       Quote(fs::path(shard).filename().string())));
+    FL_ASSIGN_OR_RETURN(const ModelStore::EntryKind kind, store.Stat(shard));
+    if (kind != ModelStore::EntryKind::kFile) {
+      return NotFoundError(
+          fmt::format("{}: names shard {}, which is missing", index, Quote(BaseName(shard))));
     }
     layout.files.push_back({component, shard});
   }
@@ -82,13 +119,14 @@ Status AddIndex(const fs::path& index, const std::string& component, ModelLayout
 
 // Resolves a folder holding one index or one weights file. Returns false (no error) when the folder
 // holds no weights at all and `allow_empty`.
-Result<bool> ResolveFolder(const fs::path& dir, const std::string& component,
-                           const std::string& variant, bool allow_empty, ModelLayout& layout) {
+Result<bool> ResolveFolder(const ModelStore& store, const std::string& dir,
+                           const std::string& component, const std::string& variant,
+                           bool allow_empty, ModelLayout& layout) {
   std::vector<std::string> indexes, weights, others;
-  std::error_code ec;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (!e.is_regular_file()) continue;
+  FL_ASSIGN_OR_RETURN(const std::vector<ModelStore::Entry> entries, store.List(dir));
+  for (const ModelStore::Entry& e : entries) {
+    const std::string& name = e.name;
+    if (e.kind != ModelStore::EntryKind::kFile) continue;
     if (IsIndexName(name, variant)) {
       indexes.push_back(name);
     } else if (IsWeightsName(name, variant)) {
@@ -98,7 +136,6 @@ Result<bool> ResolveFolder(const fs::path& dir, const std::string& component,
       others.push_back(name);
     }
   }
-  if (ec) return ErrnoToStatus(ec.value(), "list", dir.string());
   std::sort(indexes.begin(), indexes.end());
   std::sort(weights.begin(), weights.end());
   std::sort(others.begin(), others.end());
@@ -114,24 +151,24 @@ Result<bool> ResolveFolder(const fs::path& dir, const std::string& component,
       }
     }
     if (indexes.size() > 1) {
-      return InvalidArgumentError(fmt::format("{}: several indexes ({}); name the one to load",
-                                              dir.string(), Listing(indexes)));
+      return InvalidArgumentError(
+          fmt::format("{}: several indexes ({}); name the one to load", dir, Listing(indexes)));
     }
   }
   if (indexes.size() == 1) {
-    FL_RETURN_IF_ERROR(AddIndex(dir / indexes[0], component, layout));
+    FL_RETURN_IF_ERROR(AddIndex(store, JoinModelPath(dir, indexes[0]), component, layout));
     return true;
   }
   if (weights.size() == 1) {
-    layout.files.push_back({component, Absolute(dir / weights[0])});
+    layout.files.push_back({component, store.Canonical(JoinModelPath(dir, weights[0]))});
     return true;
   }
   const std::string what =
       variant.empty() ? std::string("*.safetensors") : fmt::format("*.{}.safetensors", variant);
   if (weights.size() > 1) {
     return NotFoundError(fmt::format(
-        "{}: {} {} files ({}) but no *.safetensors.index.json saying which tensor is in which",
-        dir.string(), weights.size(), what, Listing(weights)));
+        "{}: {} {} files ({}) but no *.safetensors.index.json saying which tensor is in which", dir,
+        weights.size(), what, Listing(weights)));
   }
   if (allow_empty && others.empty()) return false;
   std::string hint;
@@ -139,17 +176,18 @@ Result<bool> ResolveFolder(const fs::path& dir, const std::string& component,
                   [](const std::string& n) { return !EndsWith(n, kWeightsSuffix); })) {
     hint = ": PyTorch checkpoints must be converted to safetensors first";
   }
-  return NotFoundError(fmt::format("{}: no {} weights or index (found {}){}", dir.string(), what,
-                                   Listing(others), hint));
+  return NotFoundError(
+      fmt::format("{}: no {} weights or index (found {}){}", dir, what, Listing(others), hint));
 }
 
-Status ResolveDiffusers(const fs::path& root, const ResolveOptions& options, ModelLayout& layout) {
-  const fs::path index = root / "model_index.json";
-  FL_ASSIGN_OR_RETURN(const std::string text, ReadText(index));
+Status ResolveDiffusers(const ModelStore& store, const std::string& root,
+                        const ResolveOptions& options, ModelLayout& layout) {
+  const std::string index = JoinModelPath(root, "model_index.json");
+  FL_ASSIGN_OR_RETURN(const std::string text, store.ReadText(index));
   simdjson::dom::parser parser;
   simdjson::dom::object obj;
   if (parser.parse(text).get_object().get(obj) != simdjson::SUCCESS) {
-    return DataLossError(fmt::format("{}: not a JSON object", index.string()));
+    return DataLossError(fmt::format("{}: not a JSON object", index));
   }
   for (simdjson::dom::key_value_pair kv : obj) {
     if (kv.key.empty() || kv.key.front() == '_') continue;
@@ -157,51 +195,67 @@ Status ResolveDiffusers(const fs::path& root, const ResolveOptions& options, Mod
     if (kv.value.get_array().get(spec) != simdjson::SUCCESS || spec.size() != 2) continue;
     if ((*spec.begin()).is_null()) continue;  // an optional component left out
     const std::string component(kv.key);
-    const fs::path dir = root / component;
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec)) {
-      return NotFoundError(fmt::format("{}: lists component {} but the folder {} is missing",
-                                       index.string(), Quote(component), dir.string()));
+    const std::string dir = JoinModelPath(root, component);
+    FL_ASSIGN_OR_RETURN(const ModelStore::EntryKind kind, store.Stat(dir));
+    if (kind != ModelStore::EntryKind::kFolder) {
+      return NotFoundError(fmt::format("{}: lists component {} but the folder {} is missing", index,
+                                       Quote(component), dir));
     }
-    FL_RETURN_IF_ERROR(ResolveFolder(dir, component, options.variant, true, layout).status());
+    FL_RETURN_IF_ERROR(
+        ResolveFolder(store, dir, component, options.variant, true, layout).status());
   }
   if (layout.files.empty()) {
-    return NotFoundError(fmt::format(
-        "{}: no component folder holds safetensors weights{}", root.string(),
-        options.variant.empty() ? std::string()
-                                : fmt::format(" for variant {}", Quote(options.variant))));
+    return NotFoundError(fmt::format("{}: no component folder holds safetensors weights{}", root,
+                                     options.variant.empty()
+                                         ? std::string()
+                                         : fmt::format(" for variant {}", Quote(options.variant))));
   }
   return Status::Ok();
 }
 
 }  // namespace
 
+const ModelStore& LocalModelStore() {
+  static const LocalStore store;
+  return store;
+}
+
+std::string JoinModelPath(const std::string& folder, const std::string& name) {
+  if (folder.empty()) return name;
+  if (folder.back() == '/') return folder + name;
+  return folder + "/" + name;
+}
+
 Result<ModelLayout> ResolveModel(const std::string& path, const ResolveOptions& options) {
+  return ResolveModel(LocalModelStore(), path, options);
+}
+
+Result<ModelLayout> ResolveModel(const ModelStore& store, const std::string& path,
+                                 const ResolveOptions& options) {
   ModelLayout layout;
   layout.root = path;
-  std::error_code ec;
-  const fs::file_status st = fs::status(path, ec);
-  if (ec || !fs::exists(st)) {
+  FL_ASSIGN_OR_RETURN(const ModelStore::EntryKind kind, store.Stat(path));
+  if (kind == ModelStore::EntryKind::kMissing) {
     return NotFoundError(fmt::format("{}: no such file or folder", path));
   }
-  if (fs::is_regular_file(st)) {
+  if (kind == ModelStore::EntryKind::kFile) {
     if (EndsWith(path, ".json")) {
       layout.kind = ModelLayout::Kind::kShardedIndex;
-      FL_RETURN_IF_ERROR(AddIndex(path, "", layout));
+      FL_RETURN_IF_ERROR(AddIndex(store, path, "", layout));
     } else {
       layout.kind = ModelLayout::Kind::kSingleFile;
-      layout.files.push_back({"", Absolute(path)});
+      layout.files.push_back({"", store.Canonical(path)});
     }
     return layout;
   }
-  if (!fs::is_directory(st))
-    return InvalidArgumentError(fmt::format("{}: not a file or folder", path));
-  if (fs::is_regular_file(fs::path(path) / "model_index.json", ec)) {
+  FL_ASSIGN_OR_RETURN(const ModelStore::EntryKind index_kind,
+                      store.Stat(JoinModelPath(path, "model_index.json")));
+  if (index_kind == ModelStore::EntryKind::kFile) {
     layout.kind = ModelLayout::Kind::kDiffusers;
-    FL_RETURN_IF_ERROR(ResolveDiffusers(path, options, layout));
+    FL_RETURN_IF_ERROR(ResolveDiffusers(store, path, options, layout));
     return layout;
   }
-  FL_RETURN_IF_ERROR(ResolveFolder(path, "", options.variant, false, layout).status());
+  FL_RETURN_IF_ERROR(ResolveFolder(store, path, "", options.variant, false, layout).status());
   layout.kind =
       layout.weight_maps.empty() ? ModelLayout::Kind::kFolder : ModelLayout::Kind::kShardedIndex;
   return layout;

@@ -1,5 +1,7 @@
 #include "io/pread_source.h"
 
+#include <fcntl.h>
+
 #include <vector>
 
 #include "io/local_file.h"
@@ -82,6 +84,8 @@ Result<std::unique_ptr<Source>> OpenPreadSource(const std::string& path,
   fds.reserve(threads);
   for (uint32_t i = 0; i < threads; ++i) {
     FL_ASSIGN_OR_RETURN(LocalFd fd, io_internal::ReopenLocal(path, options.direct));
+    // Advisory only: a file system that ignores the hint reads as before.
+    if (options.sequential_hint) (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
     fds.push_back(std::move(fd));
   }
   return std::unique_ptr<Source>(new PreadSource(path, std::move(file), std::move(buffered),

@@ -17,15 +17,16 @@ namespace {
 struct Registry {
   std::mutex mu;
   std::map<std::string, SourceFactory> factories;
+  std::map<std::string, ModelStoreFactory> stores;
 };
 
 Registry& GlobalRegistry() {
   static Registry* registry = [] {
     auto* r = new Registry;
     r->factories["file"] = [](const std::string& uri,
-                              const LocalOpenOptions& options) -> Result<std::unique_ptr<Source>> {
+                              const OpenOptions& options) -> Result<std::unique_ptr<Source>> {
       FL_ASSIGN_OR_RETURN(std::string path, FileUriPath(uri));
-      return OpenLocalFile(path, options);
+      return OpenLocalFile(path, options.local);
     };
     return r;
   }();
@@ -59,6 +60,37 @@ void RegisterSourceScheme(const std::string& scheme, SourceFactory factory) {
   r.factories[scheme] = std::move(factory);
 }
 
+void RegisterModelStoreScheme(const std::string& scheme, ModelStoreFactory factory) {
+  Registry& r = GlobalRegistry();
+  std::lock_guard lock(r.mu);
+  r.stores[scheme] = std::move(factory);
+}
+
+std::string RemoteScheme(const std::string& uri) {
+  bool has_slashes = false;
+  std::optional<std::string> scheme = SchemeOf(uri, &has_slashes);
+  if (!scheme || !has_slashes || *scheme == "file") return "";
+  return *scheme;
+}
+
+Result<std::unique_ptr<ModelStore>> OpenModelStore(const std::string& uri,
+                                                   const OpenOptions& options) {
+  const std::string scheme = RemoteScheme(uri);
+  if (scheme.empty()) return std::unique_ptr<ModelStore>();
+  RegisterHttpSchemes();
+  ModelStoreFactory factory;
+  {
+    Registry& r = GlobalRegistry();
+    std::lock_guard lock(r.mu);
+    if (auto it = r.stores.find(scheme); it != r.stores.end()) factory = it->second;
+  }
+  if (!factory) {
+    return InvalidArgumentError(
+        fmt::format("{}: no store resolves models under the scheme '{}'", uri, scheme));
+  }
+  return factory(uri, options);
+}
+
 std::vector<std::string> RegisteredSourceSchemes() {
   RegisterHttpSchemes();
   Registry& r = GlobalRegistry();
@@ -86,6 +118,12 @@ Result<std::string> FileUriPath(const std::string& uri) {
 
 Result<std::unique_ptr<Source>> OpenSource(const std::string& uri,
                                            const LocalOpenOptions& options) {
+  OpenOptions all;
+  all.local = options;
+  return OpenSource(uri, all);
+}
+
+Result<std::unique_ptr<Source>> OpenSource(const std::string& uri, const OpenOptions& options) {
   // The remote backends register here, not from static initializers, which a static library may
   // drop at link time.
   RegisterHttpSchemes();
@@ -108,7 +146,7 @@ Result<std::unique_ptr<Source>> OpenSource(const std::string& uri,
                       uri, *scheme, fmt::join(known, ", ")));
     }
   }
-  return OpenLocalFile(uri, options);
+  return OpenLocalFile(uri, options.local);
 }
 
 }  // namespace flashload

@@ -14,16 +14,30 @@
 #include <string>
 #include <vector>
 
+#include "flashload/model.h"
 #include "flashload/source.h"
 
 namespace flashload {
 
-// Opens `uri` (the whole URI, scheme included) with the local options given to OpenSource().
-using SourceFactory = std::function<Result<std::unique_ptr<Source>>(
-    const std::string& uri, const LocalOpenOptions& options)>;
+// Opens `uri` (the whole URI, scheme included) with the options given to OpenSource().
+using SourceFactory = std::function<Result<std::unique_ptr<Source>>(const std::string& uri,
+                                                                    const OpenOptions& options)>;
+// Opens the store that resolves model layouts under `uri` (listing folders, reading index files).
+using ModelStoreFactory = std::function<Result<std::unique_ptr<ModelStore>>(
+    const std::string& uri, const OpenOptions& options)>;
 
 // Registers (or replaces) the factory for `scheme` (lower case, without "://"). Built in: "file".
 void RegisterSourceScheme(const std::string& scheme, SourceFactory factory);
+// Registers (or replaces) the model-store factory for `scheme`.
+void RegisterModelStoreScheme(const std::string& scheme, ModelStoreFactory factory);
+
+// The lower-case scheme of a "scheme://..." URI other than file://, or "" for a local path.
+std::string RemoteScheme(const std::string& uri);
+
+// The store for a remote `uri` (kInvalidArgument when its scheme has none), or nullptr for a local
+// path or file:// URI (use LocalModelStore()).
+Result<std::unique_ptr<ModelStore>> OpenModelStore(const std::string& uri,
+                                                   const OpenOptions& options);
 
 // The registered schemes, sorted.
 std::vector<std::string> RegisteredSourceSchemes();

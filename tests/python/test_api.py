@@ -163,17 +163,145 @@ BAD_SLICES = [5, -6, slice(0, 6), slice(6, 7), slice(None, None, -1), (0, 0, 0, 
 CUBE_SLICES = [1, (1, 2), (slice(0, 2), 1, slice(1, 3)), (Ellipsis, 3), (0, Ellipsis, slice(2, 4))]
 
 
+@pytest.mark.parametrize("loaded", [False, True], ids=["partial-read", "from-memory"])
 @pytest.mark.parametrize("index", SLICES, ids=repr)
-def test_get_slice_matches_the_reference(native_file, index):
+def test_get_slice_matches_the_reference(native_file, index, loaded):
     with ref_safe_open(native_file, "np") as ref, safe_open(native_file, "np") as ours:
+        if loaded:
+            ours.get_tensors()
         for name in ("float32.matrix", "int64.matrix", "uint8.matrix", "bool.matrix"):
             assert_same(ours.get_slice(name)[index], ref.get_slice(name)[index])
+        assert ours._file.loaded == loaded
 
 
+@pytest.mark.parametrize("loaded", [False, True], ids=["partial-read", "from-memory"])
 @pytest.mark.parametrize("index", CUBE_SLICES, ids=repr)
-def test_get_slice_of_a_3d_tensor_matches_the_reference(native_file, index):
+def test_get_slice_of_a_3d_tensor_matches_the_reference(native_file, index, loaded):
     with ref_safe_open(native_file, "np") as ref, safe_open(native_file, "np") as ours:
+        if loaded:
+            ours.get_tensor("float32.cube")
         assert_same(ours.get_slice("float32.cube")[index], ref.get_slice("float32.cube")[index])
+
+
+ROWS, COLUMNS = 1000, 256
+
+
+@pytest.fixture(scope="module")
+def tall_file(tmp_path_factory) -> Path:
+    """A 1000-row float32 matrix between two other tensors."""
+    path = tmp_path_factory.mktemp("tall") / "tall.safetensors"
+    ref_np.save_file({"before": sample(np.float32, (64, 64), 1),
+                      "tall": sample(np.float32, (ROWS, COLUMNS), 2),
+                      "vector": sample(np.int16, (ROWS,), 3)}, path)
+    return path
+
+
+# (index, rows read) on the tall matrix: the rows that cover the leading index, nothing more.
+PARTIAL_READS = [(slice(10, 12), 2), (7, 1), (-1, 1), (slice(3, 9, 3), 4), (slice(998, None), 2),
+                 ((slice(500, 501), slice(3, 7)), 1), ((5, Ellipsis), 1), (slice(4, 4), 0),
+                 ((Ellipsis, 5), ROWS), ((slice(None), slice(0, 2)), ROWS)]
+
+
+@pytest.mark.parametrize("index, rows", PARTIAL_READS, ids=repr)
+def test_get_slice_reads_only_the_rows_it_needs(tall_file, index, rows):
+    row_bytes = COLUMNS * 4
+    with ref_safe_open(tall_file, "np") as ref, safe_open(tall_file, "np") as ours:
+        assert ours._file.bytes_read == 0  # opening read the header only
+        assert_same(ours.get_slice("tall")[index], ref.get_slice("tall")[index])
+        assert ours._file.bytes_read == rows * row_bytes
+        assert not ours._file.loaded
+
+
+def test_get_slice_of_a_vector_reads_its_elements(tall_file):
+    with ref_safe_open(tall_file, "np") as ref, safe_open(tall_file, "np") as ours:
+        assert_same(ours.get_slice("vector")[100:140], ref.get_slice("vector")[100:140])
+        assert ours._file.bytes_read == 40 * 2
+        assert_same(ours.get_slice("vector")[-3], ref.get_slice("vector")[-3])
+        assert ours._file.bytes_read == 41 * 2
+
+
+def test_get_tensor_loads_the_file_once_then_everything_comes_from_memory(tall_file):
+    data_bytes = os.path.getsize(tall_file) - 8 - ours_header_length(tall_file)
+    with ref_safe_open(tall_file, "np") as ref, safe_open(tall_file, "np") as ours:
+        ours.get_slice("tall")[0]
+        assert ours._file.bytes_read == COLUMNS * 4
+        assert_same(ours.get_tensor("before"), ref.get_tensor("before"))
+        assert ours._file.loaded
+        loaded = ours._file.bytes_read
+        assert loaded == COLUMNS * 4 + data_bytes  # one whole-file load
+        assert_same(ours.get_tensor("tall"), ref.get_tensor("tall"))
+        assert_same(ours.get_slice("tall")[20:30, 1], ref.get_slice("tall")[20:30, 1])
+        assert list(ours.get_tensors()) == ref.offset_keys()
+        assert ours._file.bytes_read == loaded  # nothing read again
+
+
+def ours_header_length(path) -> int:
+    import struct
+    with open(path, "rb") as f:
+        return struct.unpack("<Q", f.read(8))[0]
+
+
+def test_slices_read_before_loading_survive_closing(tall_file):
+    want = ref_np.load_file(tall_file)["tall"]
+    with safe_open(tall_file, "np") as f:
+        piece = f.get_slice("tall")[40:43]
+    del f
+    gc.collect()
+    assert_same(piece, want[40:43])
+
+
+def test_a_file_that_changed_after_opening_raises_when_loaded(tmp_path):
+    path = tmp_path / "changing.safetensors"
+    ref_np.save_file({"a": np.zeros((4, 4), np.float32)}, path)
+    with safe_open(path, "np") as f:
+        ref_np.save_file({"a": np.zeros((2, 4), np.float32)}, path)
+        with pytest.raises(SafetensorError, match="changed"):
+            f.get_tensor("a")
+
+
+def test_a_slice_of_a_file_truncated_after_opening_raises(tmp_path):
+    path = tmp_path / "shrinking.safetensors"
+    ref_np.save_file({"a": np.ones((64, 16), np.float32)}, path)
+    with safe_open(path, "np") as f:
+        os.truncate(path, os.path.getsize(path) - 1024)
+        assert_same(f.get_slice("a")[0:2], np.ones((2, 16), np.float32))  # still on storage
+        with pytest.raises(SafetensorError, match="shrinking.safetensors"):
+            f.get_slice("a")[60:64]
+
+
+def test_threads_sharing_a_lazy_file_load_it_once(tall_file):
+    import threading
+    want = ref_np.load_file(tall_file)
+    with safe_open(tall_file, "np") as f:
+        results, errors = {}, []
+
+        def work(i: int) -> None:
+            try:
+                results[i] = (f.get_slice("tall")[i], f.get_tensor("tall"))
+            except Exception as error:  # reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        data_bytes = os.path.getsize(tall_file) - 8 - ours_header_length(tall_file)
+        assert f._file.bytes_read <= data_bytes + 8 * COLUMNS * 4  # one whole load at most
+    for i, (row, whole) in results.items():
+        assert_same(row, want["tall"][i])
+        assert_same(whole, want["tall"])
+
+
+def test_a_malformed_file_raises_at_open_not_at_first_use(tmp_path):
+    path = tmp_path / "truncated.safetensors"
+    ref_np.save_file({"a": np.ones(100, np.float32)}, path)
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(safetensors.SafetensorError):
+        ref_safe_open(path, "np")
+    with pytest.raises(SafetensorError, match="truncated.safetensors"):
+        safe_open(path, "np")
 
 
 @pytest.mark.parametrize("index", BAD_SLICES, ids=repr)
@@ -360,6 +488,46 @@ def test_bytes_filename_is_a_type_error_like_the_reference(native_file):
         safe_open(os.fsencode(native_file), "np")
 
 
+UNKNOWN_URI = "bogus://example.com/models/model.safetensors"
+
+
+def loaders_of_a_path():
+    return {"safe_open": lambda p: safe_open(p, "np"), "numpy.load_file": fl_np.load_file,
+            "load_model_dir": lambda p: flashload.load_model_dir(p, framework="np")}
+
+
+@pytest.mark.parametrize("loader", ["safe_open", "numpy.load_file", "load_model_dir"])
+def test_an_unknown_uri_scheme_raises_safetensor_error_naming_the_uri(loader, monkeypatch):
+    def no_local_checks(path, *args, **kwargs):
+        raise AssertionError(f"a URI went through os.path: {path}")
+    for name in ("isdir", "exists", "isfile"):
+        monkeypatch.setattr(os.path, name, no_local_checks)
+    with pytest.raises(SafetensorError, match="bogus") as error:
+        loaders_of_a_path()[loader](UNKNOWN_URI)
+    assert UNKNOWN_URI in str(error.value)
+
+
+@pytest.mark.parametrize("loader", ["safe_open", "numpy.load_file", "load_model_dir"])
+def test_a_file_uri_loads_the_same_tensors_as_the_path(native_file, loader):
+    uri = "file://" + str(Path(native_file).resolve())
+    got = loaders_of_a_path()[loader](uri)
+    if loader == "safe_open":
+        assert got.keys() == sorted(native_tensors())
+        assert got._file.bytes_read == 0
+        got = got.get_tensors()
+    elif loader == "load_model_dir":
+        got = got["model"]
+    want = native_tensors()
+    assert list(got) == list(ref_np.load_file(native_file))
+    for name in want:
+        assert_same(got[name], want[name])
+
+
+def test_a_missing_file_behind_a_file_uri_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        safe_open("file://" + str(tmp_path / "missing.safetensors"), "np")
+
+
 def corpus_files():
     return sorted(p for p in CORPUS.glob("*.safetensors"))
 
@@ -516,11 +684,108 @@ def test_torch_signatures_extend_the_reference(torch):
     import safetensors.torch as ref_pt
 
     import flashload.torch as fl_pt
-    for name in ("load_file", "save_file", "load", "save"):
+    for name in ("load_file", "save_file", "load", "save", "save_model", "load_model"):
         ours = list(inspect.signature(getattr(fl_pt, name)).parameters.values())
         ref = list(inspect.signature(getattr(ref_pt, name)).parameters.values())
         assert [(p.name, p.kind, p.default) for p in ours[:len(ref)]] == [
             (p.name, p.kind, p.default) for p in ref]
+
+
+def tied_model(torch, seed: int) -> Any:
+    """A small language-model-like module whose output head shares the embedding's weight."""
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(11, 6)
+            self.hidden = torch.nn.Linear(6, 6)
+            self.head = torch.nn.Linear(6, 11, bias=False)
+            self.head.weight = self.embed.weight
+            self.register_buffer("scale", torch.tensor([2.0, 3.0]))
+
+    torch.manual_seed(seed)
+    return Tied()
+
+
+def assert_same_state(torch, a: Any, b: Any) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sorted(sa) == sorted(sb)
+    for name in sa:
+        assert torch.equal(sa[name], sb[name]), name
+
+
+@pytest.mark.parametrize("saver, loader", [("ours", "reference"), ("reference", "ours"),
+                                           ("ours", "ours")])
+def test_tied_weights_round_trip_with_the_reference(torch, tmp_path, saver, loader):
+    import safetensors.torch as ref_pt
+
+    import flashload.torch as fl_pt
+    save = {"ours": fl_pt.save_model, "reference": ref_pt.save_model}[saver]
+    load = {"ours": fl_pt.load_model, "reference": ref_pt.load_model}[loader]
+    source, target = tied_model(torch, 1), tied_model(torch, 2)
+    path = tmp_path / "tied.safetensors"
+    save(source, path)
+    with ref_safe_open(path, "pt") as f:  # the shared weight is stored once, under one name
+        assert f.keys() == ["embed.weight", "hidden.bias", "hidden.weight", "scale"]
+        assert f.metadata() == {"head.weight": "embed.weight"}
+    missing, unexpected = load(target, path)
+    assert (missing, unexpected) == (set(), [])
+    assert_same_state(torch, source, target)
+    assert target.head.weight.data_ptr() == target.embed.weight.data_ptr()  # still tied
+
+
+def test_save_model_writes_the_same_bytes_as_the_reference(torch, tmp_path):
+    import safetensors.torch as ref_pt
+
+    import flashload.torch as fl_pt
+    model = tied_model(torch, 3)
+    fl_pt.save_model(model, tmp_path / "ours.safetensors", metadata={"format": "pt"})
+    ref_pt.save_model(model, tmp_path / "ref.safetensors", metadata={"format": "pt"})
+    with ref_safe_open(tmp_path / "ours.safetensors", "pt") as ours, \
+            ref_safe_open(tmp_path / "ref.safetensors", "pt") as ref:
+        assert ours.metadata() == ref.metadata() == {"format": "pt", "head.weight": "embed.weight"}
+        assert ours.offset_keys() == ref.offset_keys()
+    model.head.weight = torch.nn.Parameter(model.embed.weight.detach().clone())  # no longer tied
+    fl_pt.save_model(model, tmp_path / "ours.safetensors")
+    ref_pt.save_model(model, tmp_path / "ref.safetensors")
+    assert (tmp_path / "ours.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+
+
+def test_load_model_reports_missing_and_unexpected_like_the_reference(torch, tmp_path):
+    import safetensors.torch as ref_pt
+
+    import flashload.torch as fl_pt
+    path = tmp_path / "partial.safetensors"
+    state = tied_model(torch, 4).state_dict()
+    ref_pt.save_file({"embed.weight": state["embed.weight"].clone(), "extra": torch.ones(2),
+                      "hidden.bias": state["hidden.bias"].clone()}, path)
+    for strict in (False, True):
+        outcomes = []
+        for load in (ref_pt.load_model, fl_pt.load_model):
+            try:
+                outcomes.append(load(tied_model(torch, 5), path, strict=strict))
+            except RuntimeError as error:
+                outcomes.append(str(error))
+        assert outcomes[0] == outcomes[1]
+    assert outcomes[1].startswith("Error(s) in loading state_dict for Tied:")  # strict raised
+
+
+def test_shared_tensors_that_no_name_covers_are_refused(torch, tmp_path):
+    import safetensors.torch as ref_pt
+
+    import flashload.torch as fl_pt
+
+    class Overlapping(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            base = torch.arange(10, dtype=torch.float32)
+            self.register_buffer("low", base[0:6])
+            self.register_buffer("high", base[4:10])
+
+    with pytest.raises(RuntimeError):
+        ref_pt.save_model(Overlapping(), tmp_path / "ref.safetensors")
+    with pytest.raises(RuntimeError, match=r"\['high', 'low'\].*none of them covers the entire"):
+        fl_pt.save_model(Overlapping(), tmp_path / "ours.safetensors")
+    assert not (tmp_path / "ours.safetensors").exists()
 
 
 # ---- packaging ----------------------------------------------------------------------------------
@@ -536,3 +801,12 @@ def test_shipped_type_stub_matches_the_module(tmp_path):
                     str(out)], check=True, capture_output=True)
     shipped = REPO / "python" / "flashload" / "_core.pyi"
     assert out.read_text() == shipped.read_text(), "regenerate with nanobind.stubgen"
+
+
+def test_the_installed_package_ships_its_type_information():
+    """PEP 561: py.typed and the native module's stub are in the wheel, so type checkers use them."""
+    from importlib.metadata import files
+    shipped = {str(p) for p in files("flashload") or []}
+    assert {"flashload/py.typed", "flashload/_core.pyi", "flashload/__init__.py"} <= shipped
+    package = Path(flashload.__file__).parent
+    assert (package / "py.typed").is_file() and (package / "_core.pyi").is_file()

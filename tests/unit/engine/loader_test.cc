@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/strategy.h"
 #include "flashload/writer.h"
 #include "support/status_matchers.h"
 #include "support/test_files.h"
@@ -56,7 +57,8 @@ class LoaderTest : public ::testing::Test {
 TEST_F(LoaderTest, EveryStrategyLoadsIdenticalBytes) {
   const std::string path = dir_.File("model.safetensors");
   FL_ASSERT_OK(WriteSafetensors(path, Tensors(37, 5000, 1)));
-  for (Strategy s : {Strategy::kAuto, Strategy::kDirect, Strategy::kBuffered, Strategy::kMmap}) {
+  for (Strategy s : {Strategy::kAuto, Strategy::kDirect, Strategy::kBuffered, Strategy::kMmap,
+                     Strategy::kNetwork}) {
     LoadOptions o;
     o.strategy = s;
     o.chunk_bytes = 64 << 10;
@@ -175,6 +177,24 @@ TEST_F(LoaderTest, MetadataOnlyFileLoadsNoTensors) {
     EXPECT_TRUE(m.tensors.empty());
     EXPECT_EQ(m.headers.at(path).metadata->at("format"), "pt");
   }
+}
+
+TEST_F(LoaderTest, NetworkStrategyReadsLargeRangesWithOneDescriptorPerWorkerAndNoMapping) {
+  const std::string path = dir_.File("n.safetensors");
+  FL_ASSERT_OK(WriteSafetensors(path, Tensors(3, 1000, 8)));
+  LoadOptions o;
+  o.strategy = Strategy::kNetwork;
+  const engine::FileStrategy s = engine::ChooseStrategy(path, o);
+  EXPECT_EQ(s.strategy, Strategy::kNetwork);
+  EXPECT_EQ(s.open.backend, LocalBackend::kThreadPool);
+  EXPECT_FALSE(s.open.direct);
+  EXPECT_TRUE(s.open.sequential_hint);
+  EXPECT_EQ(s.open.threads, engine::kNetworkThreads);
+  EXPECT_EQ(s.chunk_bytes, engine::kNetworkChunk);
+  EXPECT_GE(s.chunk_bytes, 16ull << 20);
+  FL_ASSERT_OK_AND_ASSIGN(std::string plan, DescribeLoadPlan(path, o));
+  EXPECT_THAT(plan, HasSubstr("network (pread"));
+  EXPECT_EQ(ParseStrategy("network"), Strategy::kNetwork);
 }
 
 TEST_F(LoaderTest, DryRunDescribesThePlanWithoutLoading) {

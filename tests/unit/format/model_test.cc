@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 
 #include "support/status_matchers.h"
 #include "support/test_files.h"
@@ -117,6 +118,73 @@ TEST(ResolveModelTest, DiffusersMissingComponentFolderIsNamed) {
                      std::string(R"({"text_encoder":["transformers","CLIPTextModel"]})"));
   EXPECT_THAT(ResolveModel(dir.path()),
               StatusIs(StatusCode::kNotFound, HasSubstr("'text_encoder' but the folder")));
+}
+
+// A store of URIs held in memory, as an object store presents them: keys, with folders implied.
+class FakeObjectStore final : public ModelStore {
+ public:
+  explicit FakeObjectStore(std::map<std::string, std::string> objects)
+      : objects_(std::move(objects)) {}
+  Result<EntryKind> Stat(const std::string& path) const override {
+    if (objects_.count(path)) return EntryKind::kFile;
+    const std::string prefix = path + "/";
+    for (const auto& [key, _] : objects_) {
+      if (key.rfind(prefix, 0) == 0) return EntryKind::kFolder;
+    }
+    return EntryKind::kMissing;
+  }
+  Result<std::vector<Entry>> List(const std::string& folder) const override {
+    std::map<std::string, EntryKind> seen;
+    const std::string prefix = folder + "/";
+    for (const auto& [key, _] : objects_) {
+      if (key.rfind(prefix, 0) != 0) continue;
+      const std::string rest = key.substr(prefix.size());
+      const size_t slash = rest.find('/');
+      seen[rest.substr(0, slash)] =
+          slash == std::string::npos ? EntryKind::kFile : EntryKind::kFolder;
+    }
+    std::vector<Entry> out;
+    for (const auto& [name, kind] : seen) out.push_back({name, kind});
+    return out;
+  }
+  Result<std::string> ReadText(const std::string& path) const override {
+    auto it = objects_.find(path);
+    if (it == objects_.end()) return NotFoundError(path + ": no such object");
+    return it->second;
+  }
+  std::string Canonical(const std::string& path) const override { return path; }
+
+ private:
+  std::map<std::string, std::string> objects_;
+};
+
+TEST(ResolveModelTest, RemoteStoreResolvesDiffusersAndShardedLayoutsToUris) {
+  const FakeObjectStore store({
+      {"s3://b/sd/model_index.json", R"({"unet": ["diffusers", "UNet2DConditionModel"],
+                                         "vae": ["diffusers", "AutoencoderKL"],
+                                         "scheduler": ["diffusers", "PNDMScheduler"]})"},
+      {"s3://b/sd/unet/diffusion_pytorch_model.safetensors.index.json",
+       R"({"weight_map": {"a": "diffusion_pytorch_model-00001-of-00002.safetensors",
+                          "b": "diffusion_pytorch_model-00002-of-00002.safetensors"}})"},
+      {"s3://b/sd/unet/diffusion_pytorch_model-00001-of-00002.safetensors", ""},
+      {"s3://b/sd/unet/diffusion_pytorch_model-00002-of-00002.safetensors", ""},
+      {"s3://b/sd/vae/diffusion_pytorch_model.safetensors", ""},
+      {"s3://b/sd/scheduler/scheduler_config.json", "{}"},
+  });
+  FL_ASSERT_OK_AND_ASSIGN(ModelLayout layout, ResolveModel(store, "s3://b/sd"));
+  EXPECT_EQ(layout.kind, ModelLayout::Kind::kDiffusers);
+  ASSERT_EQ(layout.files.size(), 3u);
+  EXPECT_EQ(layout.files[0].path,
+            "s3://b/sd/unet/diffusion_pytorch_model-00001-of-00002.safetensors");
+  EXPECT_EQ(layout.files[2].component, "vae");
+  EXPECT_EQ(layout.files[2].path, "s3://b/sd/vae/diffusion_pytorch_model.safetensors");
+  EXPECT_EQ(layout.weight_maps.at("unet").at("b"),
+            "s3://b/sd/unet/diffusion_pytorch_model-00002-of-00002.safetensors");
+
+  EXPECT_THAT(ResolveModel(store, "s3://b/nothing"), StatusIs(StatusCode::kNotFound));
+  FL_ASSERT_OK_AND_ASSIGN(ModelLayout one,
+                          ResolveModel(store, "s3://b/sd/vae/diffusion_pytorch_model.safetensors"));
+  EXPECT_EQ(one.kind, ModelLayout::Kind::kSingleFile);
 }
 
 TEST(ParseIndexJsonTest, ParsesWeightMap) {

@@ -72,8 +72,7 @@ TEST_F(RegistryTest, RegisteredSchemesRouteToTheirFactory) {
   static std::vector<std::string> seen;
   seen.clear();
   RegisterSourceScheme(
-      "memtest",
-      [](const std::string& uri, const LocalOpenOptions&) -> Result<std::unique_ptr<Source>> {
+      "memtest", [](const std::string& uri, const OpenOptions&) -> Result<std::unique_ptr<Source>> {
         seen.push_back(uri);
         return NewMemorySource(PositionalBytes(10), {.name = uri});
       });
@@ -85,6 +84,18 @@ TEST_F(RegistryTest, RegisteredSchemesRouteToTheirFactory) {
   // "scheme:rest" (as in "tar:") routes too once the scheme is registered.
   ASSERT_THAT(OpenSource("memtest:inner"), IsOk());
   EXPECT_EQ(seen, (std::vector<std::string>{"memtest://bucket/key", "memtest:inner"}));
+}
+
+TEST_F(RegistryTest, ModelStoresAreOnlyForRegisteredRemoteSchemes) {
+  EXPECT_EQ(RemoteScheme("/a/b"), "");
+  EXPECT_EQ(RemoteScheme("file:///a/b"), "");
+  EXPECT_EQ(RemoteScheme("S3://bucket/key"), "s3");
+  EXPECT_EQ(RemoteScheme("tar:x"), "") << "only scheme:// URIs name remote stores";
+  Result<std::unique_ptr<ModelStore>> local = OpenModelStore("/a/b", {});
+  ASSERT_THAT(local, IsOk());
+  EXPECT_EQ(*local, nullptr);
+  EXPECT_THAT(OpenModelStore("nostore://x/y", {}),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("nostore://x/y")));
 }
 
 TEST_F(RegistryTest, ColonInAPlainPathIsNotAScheme) {

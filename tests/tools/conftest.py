@@ -1,0 +1,7 @@
+"""Makes tests/integration/servers.py importable as `servers`."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "integration"))
