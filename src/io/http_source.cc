@@ -14,6 +14,7 @@
 #include <optional>
 #include <thread>
 
+#include "flashload/model.h"
 #include "io/registry.h"
 
 namespace flashload {
@@ -592,9 +593,8 @@ class HttpObject final : public HttpSource {
 
     CURL* e = nullptr;
     if (!idle_easy_.empty()) {
-      e = idle_easy_.back();
+      e = idle_easy_.back();  // reset when it was given back
       idle_easy_.pop_back();
-      curl_easy_reset(e);
     } else {
       e = curl_easy_init();
     }
@@ -653,6 +653,7 @@ class HttpObject final : public HttpSource {
   void Complete(std::unique_ptr<Transfer> t, Status status, uint64_t wire_bytes) {
     if (t->easy != nullptr) {
       curl_multi_remove_handle(multi_, t->easy);
+      curl_easy_reset(t->easy);  // drops the pointers into `t` (buffers, callbacks' data)
       idle_easy_.push_back(t->easy);
       t->easy = nullptr;
     }
@@ -929,15 +930,82 @@ Result<std::unique_ptr<Source>> OpenHttpSource(const std::string& url, const Htt
   return std::unique_ptr<Source>(std::move(s));
 }
 
+HttpOptions HttpOptionsFrom(const RemoteOpenOptions& remote) {
+  HttpOptions o;
+  if (remote.connections > 0) o.connections = remote.connections;
+  if (remote.chunk_bytes > 0) o.chunk_size = remote.chunk_bytes;
+  o.ca_bundle = remote.ca_bundle;
+  o.verify_tls = remote.verify_tls;
+  for (const std::string& line : remote.headers) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    o.headers.emplace_back(std::string(Trim(std::string_view(line).substr(0, colon))),
+                           std::string(Trim(std::string_view(line).substr(colon + 1))));
+  }
+  o.open_retry = RetryPolicy{.max_attempts = std::max<uint32_t>(remote.max_attempts, 1),
+                             .base = std::chrono::milliseconds(remote.retry_base_ms),
+                             .cap = std::chrono::milliseconds(remote.retry_cap_ms)};
+  return o;
+}
+
+namespace {
+
+// A model at an http(s):// URL: a single file (plain HTTP cannot list folders).
+class HttpModelStore final : public ModelStore {
+ public:
+  explicit HttpModelStore(HttpOptions options) : options_(std::move(options)) {
+    options_.prefix_bytes = 64 * 1024;
+    options_.connections = 1;
+  }
+
+  Result<EntryKind> Stat(const std::string& path) const override {
+    Result<std::unique_ptr<HttpSource>> s = OpenHttpObject(path, options_);
+    if (s.ok()) return EntryKind::kFile;
+    if (s.status().code() == StatusCode::kNotFound) return EntryKind::kMissing;
+    return s.status();
+  }
+
+  Result<std::vector<Entry>> List(const std::string& folder) const override {
+    return UnimplementedError(fmt::format(
+        "{}: plain HTTP cannot list a folder; name the .safetensors file (or its index) itself",
+        RedactUrl(folder)));
+  }
+
+  Result<std::string> ReadText(const std::string& path) const override {
+    FL_ASSIGN_OR_RETURN(std::unique_ptr<HttpSource> s, OpenHttpObject(path, options_));
+    std::string text(s->size(), '\0');
+    FL_RETURN_IF_ERROR(
+        ReadExact(*s, 0, std::as_writable_bytes(std::span<char>(text.data(), text.size()))));
+    return text;
+  }
+
+  std::string Canonical(const std::string& path) const override { return path; }
+
+ private:
+  HttpOptions options_;
+};
+
+}  // namespace
+
 void RegisterHttpSchemes() {
   static std::once_flag once;
   std::call_once(once, [] {
-    SourceFactory factory = [](const std::string& uri,
-                               const LocalOpenOptions&) -> Result<std::unique_ptr<Source>> {
-      return OpenHttpSource(uri, HttpOptions{});
+    SourceFactory source = [](const std::string& uri,
+                              const OpenOptions& options) -> Result<std::unique_ptr<Source>> {
+      const HttpOptions http = HttpOptionsFrom(options.remote);
+      FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> s, OpenHttpSource(uri, http));
+      return std::unique_ptr<Source>(NewRetrySource(std::move(s), http.open_retry));
     };
-    RegisterSourceScheme("http", factory);
-    RegisterSourceScheme("https", factory);
+    ModelStoreFactory store =
+        [](const std::string& uri,
+           const OpenOptions& options) -> Result<std::unique_ptr<ModelStore>> {
+      return std::unique_ptr<ModelStore>(
+          std::make_unique<HttpModelStore>(HttpOptionsFrom(options.remote)));
+    };
+    for (const char* scheme : {"http", "https"}) {
+      RegisterSourceScheme(scheme, source);
+      RegisterModelStoreScheme(scheme, store);
+    }
   });
 }
 

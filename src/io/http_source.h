@@ -109,8 +109,15 @@ Result<std::unique_ptr<HttpSource>> OpenHttpObject(const std::string& url,
                                                    const HttpOptions& options);
 Result<std::unique_ptr<Source>> OpenHttpSource(const std::string& url, const HttpOptions& options);
 
-// Registers "http" and "https" in the URI registry (default HttpOptions). Idempotent. OpenSource()
-// calls it once itself, so a program linking fl_io never needs to.
+// HttpOptions for the remote options given to OpenSource() (connections, chunk, TLS, headers
+// "Name: value", retries of the opening GET).
+HttpOptions HttpOptionsFrom(const RemoteOpenOptions& remote);
+
+// Registers "http" and "https" in the URI registry: sources (an HttpSource inside a RetrySource
+// with the remote options' retry policy) and model stores (a single file per URL: plain HTTP cannot
+// list folders). Idempotent. OpenSource(), OpenModelStore() and RegisteredSourceSchemes() call it
+// themselves (not a static initializer, which the linker may drop from a static library), so a
+// program linking fl_io never needs to.
 void RegisterHttpSchemes();
 
 // `url` without user info and query string, for messages: "https://u:p@h/k?X-Amz-Signature=..."

@@ -445,6 +445,36 @@ TEST_F(HttpSourceTest, RegistryOpensHttpUrls) {
   EXPECT_EQ((*s)->size(), kSmallSize);
 }
 
+TEST_F(HttpSourceTest, RemoteOptionsAndModelStoreThroughTheRegistry) {
+  StartServer({"--faults", "slowdown:first=1"});
+  OpenOptions open;
+  open.remote.connections = 5;
+  open.remote.chunk_bytes = 2 * kMiB;
+  open.remote.headers = {"Authorization: Bearer sekrit-0123456789"};
+  open.remote.retry_base_ms = 1;
+  // The first GET gets 503 SlowDown; the open is retried per the remote options.
+  Result<std::unique_ptr<Source>> s = OpenSource(Url("model.bin"), open);
+  ASSERT_THAT(s, IsOk());
+  EXPECT_EQ((*s)->caps().max_in_flight, 5u);
+  EXPECT_EQ((*s)->caps().preferred_chunk, 2 * kMiB);
+  EXPECT_NE(dynamic_cast<RetrySource*>(s->get()), nullptr) << "ranges are retried too";
+
+  Result<std::unique_ptr<ModelStore>> store = OpenModelStore(Url("model.bin"), open);
+  ASSERT_THAT(store, IsOk());
+  ASSERT_NE(*store, nullptr);
+  Result<ModelStore::EntryKind> file = (*store)->Stat(Url("model.bin"));
+  ASSERT_THAT(file, IsOk());
+  EXPECT_EQ(*file, ModelStore::EntryKind::kFile);
+  Result<ModelStore::EntryKind> missing = (*store)->Stat(Url("nope.bin"));
+  ASSERT_THAT(missing, IsOk());
+  EXPECT_EQ(*missing, ModelStore::EntryKind::kMissing);
+  WriteFile(dir_.File("root/bucket/index.json"), std::string("{\"weight_map\": {}}"));
+  Result<std::string> text = (*store)->ReadText(Url("index.json"));
+  ASSERT_THAT(text, IsOk());
+  EXPECT_EQ(*text, "{\"weight_map\": {}}");
+  EXPECT_THAT((*store)->List(server_->Url("bucket")), StatusIs(StatusCode::kUnimplemented));
+}
+
 TEST(HttpSourceNoServerTest, RefusedConnectionIsRetryableAndNotAUrlErrorOtherwise) {
   HttpOptions o;
   o.open_retry = RetryPolicy{.max_attempts = 2, .base = 1ms, .seed = 3};
