@@ -951,6 +951,11 @@ HttpOptions HttpOptionsFrom(const RemoteOpenOptions& remote) {
 namespace {
 
 // A model at an http(s):// URL: a single file (plain HTTP cannot list folders).
+// The path of a URL without its query or fragment.
+std::string_view UrlPath(std::string_view url) {
+  return url.substr(0, std::min(url.find('?'), url.find('#')));
+}
+
 class HttpModelStore final : public ModelStore {
  public:
   explicit HttpModelStore(HttpOptions options) : options_(std::move(options)) {
@@ -958,11 +963,15 @@ class HttpModelStore final : public ModelStore {
     options_.connections = 1;
   }
 
+  // Answered from the name, without a request: the open that follows is the one round trip that
+  // finds out whether the object exists (kNotFound naming the URL).
   Result<EntryKind> Stat(const std::string& path) const override {
-    Result<std::unique_ptr<HttpSource>> s = OpenHttpObject(path, options_);
-    if (s.ok()) return EntryKind::kFile;
-    if (s.status().code() == StatusCode::kNotFound) return EntryKind::kMissing;
-    return s.status();
+    const std::string_view p = UrlPath(path);
+    if (p.ends_with(".safetensors") || p.ends_with(".json")) return EntryKind::kFile;
+    return InvalidArgumentError(fmt::format(
+        "{}: an http(s) URL must name a .safetensors file or a *.safetensors.index.json; plain "
+        "HTTP cannot list a folder (an S3 prefix can: s3://bucket/prefix/)",
+        RedactUrl(path)));
   }
 
   Result<std::vector<Entry>> List(const std::string& folder) const override {

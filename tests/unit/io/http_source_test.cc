@@ -462,12 +462,18 @@ TEST_F(HttpSourceTest, RemoteOptionsAndModelStoreThroughTheRegistry) {
   Result<std::unique_ptr<ModelStore>> store = OpenModelStore(Url("model.bin"), open);
   ASSERT_THAT(store, IsOk());
   ASSERT_NE(*store, nullptr);
-  Result<ModelStore::EntryKind> file = (*store)->Stat(Url("model.bin"));
+  // Stat answers from the name (the open that follows is the one request that finds out whether the
+  // object exists), and refuses what cannot be a model file: plain HTTP cannot list folders.
+  NewRequests();
+  Result<ModelStore::EntryKind> file = (*store)->Stat(Url("model.safetensors"));
   ASSERT_THAT(file, IsOk());
   EXPECT_EQ(*file, ModelStore::EntryKind::kFile);
-  Result<ModelStore::EntryKind> missing = (*store)->Stat(Url("nope.bin"));
-  ASSERT_THAT(missing, IsOk());
-  EXPECT_EQ(*missing, ModelStore::EntryKind::kMissing);
+  Result<ModelStore::EntryKind> index = (*store)->Stat(Url("m.safetensors.index.json?x=1"));
+  ASSERT_THAT(index, IsOk());
+  EXPECT_EQ(*index, ModelStore::EntryKind::kFile);
+  EXPECT_EQ(NewRequests(), 0u);
+  EXPECT_THAT((*store)->Stat(server_->Url("bucket")),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("cannot list a folder")));
   WriteFile(dir_.File("root/bucket/index.json"), std::string("{\"weight_map\": {}}"));
   Result<std::string> text = (*store)->ReadText(Url("index.json"));
   ASSERT_THAT(text, IsOk());
