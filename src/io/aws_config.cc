@@ -12,9 +12,9 @@ namespace flashload {
 namespace {
 
 std::string_view Trim(std::string_view s) {
-  const size_t b = s.find_first_not_of(" \t");
+  const size_t b = s.find_first_not_of(" \t\r");
   if (b == std::string_view::npos) return {};
-  const size_t e = s.find_last_not_of(" \t");
+  const size_t e = s.find_last_not_of(" \t\r");
   return s.substr(b, e - b + 1);
 }
 
