@@ -196,8 +196,15 @@ Result<SigV4Signature> SignV4(const SigV4Request& request, const AwsCredentials&
   FL_RETURN_IF_ERROR(CheckCredentials(credentials));
   FL_RETURN_IF_ERROR(CheckCanonicalUri(request.canonical_uri));
   FL_RETURN_IF_ERROR(CheckPayloadHash(request.payload_hash));
-  if (options.region.empty() || options.service.empty()) {
-    return InvalidArgumentError("SigV4: the region and the service must not be empty");
+  for (const std::string* part : {&options.region, &options.service}) {
+    const bool ok = !part->empty() && std::all_of(part->begin(), part->end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
+    });
+    if (!ok) {
+      return InvalidArgumentError(
+          fmt::format("SigV4: the {} \"{}\" must be non-empty letters, digits, '-' or '_'",
+                      part == &options.region ? "region" : "service", *part));
+    }
   }
   if (request.method.empty() || !std::all_of(request.method.begin(), request.method.end(),
                                              [](char c) { return c >= 'A' && c <= 'Z'; })) {
@@ -271,14 +278,14 @@ Result<SigV4Signature> SignV4(const SigV4Request& request, const AwsCredentials&
   sig.string_to_sign =
       fmt::format("{}\n{}\n{}\n{}", kAlgorithm, amz_date, scope, Sha256Hex(sig.canonical_request));
 
-  const std::string secret = "AWS4" + credentials.secret_access_key;
+  std::string secret = "AWS4" + credentials.secret_access_key;
   Digest key = HmacSha256(AsUnsigned(secret), date);
   key = HmacSha256(key, options.region);
   key = HmacSha256(key, options.service);
   key = HmacSha256(key, "aws4_request");
   const std::string signature = Hex(HmacSha256(key, sig.string_to_sign));
   OPENSSL_cleanse(key.data(), key.size());
-  OPENSSL_cleanse(const_cast<char*>(secret.data()), secret.size());
+  OPENSSL_cleanse(secret.data(), secret.size());
 
   sig.headers.emplace_back(
       "Authorization",

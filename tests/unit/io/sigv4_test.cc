@@ -543,6 +543,8 @@ TEST(SigV4Test, MalformedRequestsAreRejectedWithoutTheSecret) {
   r.method = "get";
   expect_rejected(r, kCreds, {}, "method");
   expect_rejected(S3Get(), kCreds, {.region = ""}, "region");
+  expect_rejected(S3Get(), kCreds, {.region = "us-east-1/x"}, "region \"us-east-1/x\"");
+  expect_rejected(S3Get(), kCreds, {.service = "s3\n"}, "service");
   expect_rejected(S3Get(), AwsCredentials{}, {}, "access key");
   expect_rejected(S3Get(), AwsCredentials{"AKID", "", ""}, {}, "secret access key");
   expect_rejected(S3Get(), AwsCredentials{"AK ID", kCreds.secret_access_key, ""}, {},
