@@ -295,6 +295,79 @@ Result<SigV4Signature> SignV4(const SigV4Request& request, const AwsCredentials&
   return sig;
 }
 
+Result<SigV4Signature> SignV4Url(std::string_view method, std::string_view url,
+                                 std::span<const HttpHeader> headers, std::string_view payload_hash,
+                                 const AwsCredentials& credentials,
+                                 std::chrono::system_clock::time_point time,
+                                 const SigV4Options& options) {
+  auto bad = [&](std::string_view why) {
+    // The query may hold a presigned signature or token: only the part before it is shown.
+    return InvalidArgumentError(
+        fmt::format("SigV4: cannot sign URL \"{}\": {}", url.substr(0, url.find('?')), why));
+  };
+  const size_t scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return bad("no scheme");
+  const std::string scheme = ToLower(url.substr(0, scheme_end));
+  if (scheme != "http" && scheme != "https") return bad("the scheme is not http or https");
+  std::string_view rest = url.substr(scheme_end + 3);
+  if (const size_t hash = rest.find('#'); hash != std::string_view::npos) {
+    rest = rest.substr(0, hash);
+  }
+  const size_t path_begin = std::min(rest.find_first_of("/?"), rest.size());
+  std::string_view authority = rest.substr(0, path_begin);
+  std::string_view path_and_query = rest.substr(path_begin);
+  if (authority.empty() || authority.find('@') != std::string_view::npos) {
+    return bad("no host, or a user name in the URL");
+  }
+  // Drop the scheme's default port, as libcurl does in the Host header it sends.
+  const std::string_view default_port = scheme == "https" ? ":443" : ":80";
+  if (authority.size() > default_port.size() &&
+      authority.substr(authority.size() - default_port.size()) == default_port) {
+    authority.remove_suffix(default_port.size());
+  }
+  const size_t q = path_and_query.find('?');
+  std::string_view path = path_and_query.substr(0, q);
+  std::string_view query = q == std::string_view::npos ? "" : path_and_query.substr(q + 1);
+
+  SigV4Request request;
+  request.method = std::string(method);
+  request.canonical_uri = path.empty() ? "/" : std::string(path);
+  request.payload_hash = std::string(payload_hash);
+  auto decode = [&](std::string_view s, std::string& out) {
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s[i] != '%') {
+        out.push_back(s[i]);
+        continue;
+      }
+      if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
+          !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+        return false;
+      }
+      out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
+      i += 2;
+    }
+    return true;
+  };
+  while (!query.empty()) {
+    const size_t amp = std::min(query.find('&'), query.size());
+    const std::string_view pair = query.substr(0, amp);
+    query.remove_prefix(std::min(amp + 1, query.size()));
+    if (pair.empty()) continue;
+    const size_t eq = std::min(pair.find('='), pair.size());
+    QueryParam param;
+    if (!decode(pair.substr(0, eq), param.first) ||
+        !decode(pair.substr(std::min(eq + 1, pair.size())), param.second)) {
+      return bad("a bad %-escape in the query");
+    }
+    request.query.push_back(std::move(param));
+  }
+  bool has_host = false;
+  for (const HttpHeader& h : headers) has_host |= ToLower(h.first) == "host";
+  if (!has_host) request.headers.emplace_back("Host", std::string(authority));
+  request.headers.insert(request.headers.end(), headers.begin(), headers.end());
+  return SignV4(request, credentials, time, options);
+}
+
 std::string RedactAuthorization(std::string_view header_value) {
   constexpr std::string_view kRedacted = "<redacted>";
   // Accepts exactly "AWS4-HMAC-SHA256 Credential=C, SignedHeaders=H, Signature=S" where C and H

@@ -88,6 +88,20 @@ Result<SigV4Signature> SignV4(const SigV4Request& request, const AwsCredentials&
                               std::chrono::system_clock::time_point time,
                               const SigV4Options& options = {});
 
+// Signs a request a transport holds as a URL, "http[s]://host[:port]/path[?query]" (an HTTP
+// client's request decorator, typically). The path must already be encoded (S3ObjectTarget() and
+// UriEncodePath() build such paths) and is signed as is. The query is split on '&' and '=' and
+// percent-decoded ('+' is kept as a literal plus), then signed canonically; the server does the
+// same with what it receives, so the order on the wire does not matter. The Host header is the
+// URL's host, with the port unless it is the scheme's default (as libcurl sends it), unless
+// `headers` already has one. kInvalidArgument for a URL of another shape or a bad %-escape, and
+// for everything SignV4() rejects.
+Result<SigV4Signature> SignV4Url(std::string_view method, std::string_view url,
+                                 std::span<const HttpHeader> headers, std::string_view payload_hash,
+                                 const AwsCredentials& credentials,
+                                 std::chrono::system_clock::time_point time,
+                                 const SigV4Options& options = {});
+
 // "20150830T123600Z" for `time` (UTC, seconds truncated).
 std::string FormatAmzDate(std::chrono::system_clock::time_point time);
 

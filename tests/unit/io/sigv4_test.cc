@@ -15,6 +15,7 @@
 namespace flashload {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -582,6 +583,53 @@ TEST(SigV4Test, RedactionHidesTheSignatureAndTokens) {
             "<redacted>");
   EXPECT_EQ(RedactHeaderValue("X-Amz-Security-Token", "tok"), "<redacted>");
   EXPECT_EQ(RedactHeaderValue("Range", "bytes=0-9"), "bytes=0-9");
+}
+
+TEST(SigV4Test, SignsAUrlLikeTheEquivalentRequest) {
+  const AwsCredentials creds{"AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                             ""};
+  const std::vector<HttpHeader> range = {{"Range", "bytes=0-9"}};
+  for (const char* url : {"https://examplebucket.s3.amazonaws.com/test.txt",
+                          "https://examplebucket.s3.amazonaws.com:443/test.txt",
+                          "HTTPS://examplebucket.s3.amazonaws.com/test.txt#fragment"}) {
+    FL_ASSERT_OK_AND_ASSIGN(SigV4Signature sig,
+                            SignV4Url("GET", url, range, kEmptyPayloadSha256, creds,
+                                      Utc(2013, 5, 24, 0, 0, 0), {.region = "us-east-1"}));
+    EXPECT_THAT(
+        sig.headers[0].second,
+        HasSubstr("Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"))
+        << url;
+  }
+
+  // A non-default port stays in Host; the query is decoded, then signed in canonical order.
+  SigV4Request req;
+  req.canonical_uri = "/bkt";
+  req.query = {{"list-type", "2"}, {"prefix", "a b/"}, {"continuation-token", "x+y="}};
+  req.headers = {{"Host", "localhost:9000"}};
+  FL_ASSERT_OK_AND_ASSIGN(SigV4Signature direct, SignV4(req, kCreds, SuiteTime()));
+  FL_ASSERT_OK_AND_ASSIGN(
+      SigV4Signature via_url,
+      SignV4Url("GET",
+                "http://localhost:9000/bkt?prefix=a%20b%2F&list-type=2&continuation-token=x%2By%3D",
+                {}, kEmptyPayloadSha256, kCreds, SuiteTime()));
+  EXPECT_EQ(via_url.canonical_request, direct.canonical_request);
+  EXPECT_EQ(via_url.headers, direct.headers);
+
+  // A Host given by the caller wins; an empty path is "/".
+  const std::vector<HttpHeader> host = {{"Host", "other:1"}};
+  FL_ASSERT_OK_AND_ASSIGN(SigV4Signature h, SignV4Url("GET", "http://h:2", host,
+                                                      kEmptyPayloadSha256, kCreds, SuiteTime()));
+  EXPECT_THAT(h.canonical_request, AllOf(HasSubstr("GET\n/\n"), HasSubstr("\nhost:other:1\n")));
+}
+
+TEST(SigV4Test, MalformedUrlsAreRejectedWithoutTheirQuery) {
+  for (const char* url :
+       {"localhost/x", "ftp://h/x", "http:///x", "http://user@h/x",
+        "http://h/x?token=SECRETTOKEN&bad=%zz", "http://h/a b?token=SECRETTOKEN"}) {
+    Result<SigV4Signature> sig =
+        SignV4Url("GET", url, {}, kEmptyPayloadSha256, kCreds, SuiteTime());
+    EXPECT_THAT(sig, StatusIs(StatusCode::kInvalidArgument, Not(HasSubstr("SECRETTOKEN")))) << url;
+  }
 }
 
 }  // namespace
