@@ -147,7 +147,7 @@ Result<AwsIniFile> ParseAwsIni(std::string_view text, std::string_view file_name
       return error("expected \"[section]\" or \"key = value\"");
     }
     if (section == nullptr) return error("\"key = value\" before any [section]");
-    std::string key(Trim(line.substr(0, delim)));
+    std::string key = Lower(Trim(line.substr(0, delim)));  // as the AWS CLI reads them
     const std::string_view value = Trim(line.substr(delim + 1));
     if (key.empty()) return error("empty key before '='");
     if (indented && !nested_parent.empty()) {

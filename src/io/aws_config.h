@@ -81,8 +81,10 @@ Result<S3Config> ResolveS3Config(const EnvLookup& env, const AwsConfigOverrides&
 // A parsed AWS INI file: section name -> key -> value. A nested block
 //   s3 =
 //     addressing_style = path
-// is stored as key "s3.addressing_style". Section names and keys are kept as written, trimmed;
-// values are trimmed. '#' and ';' start a comment only at the beginning of a line.
+// is stored as key "s3.addressing_style". Keys are lower-cased ("AWS_ACCESS_KEY_ID" is
+// "aws_access_key_id", as the AWS CLI reads them); section names keep their case, with runs of
+// spaces collapsed; keys and values are trimmed. '#' and ';' start a comment only at the beginning
+// of a line.
 struct AwsIniFile {
   std::map<std::string, std::map<std::string, std::string>> sections;
 

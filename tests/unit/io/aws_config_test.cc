@@ -27,7 +27,7 @@ TEST(AwsIniTest, ParsesSectionsKeysCommentsAndNestedBlocks) {
       "; another\n"
       "[default]\r\n"
       "aws_access_key_id = AKID\n"
-      "  aws_secret_access_key=  se=cret  \n"
+      "  AWS_Secret_Access_Key=  se=cret  \n"
       "\n"
       "[profile   dev]\n"
       "region: eu-west-1\n"
