@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "io/http_source.h"
+#include "io/s3_source.h"
 
 namespace flashload {
 namespace {
@@ -78,6 +79,7 @@ Result<std::unique_ptr<ModelStore>> OpenModelStore(const std::string& uri,
   const std::string scheme = RemoteScheme(uri);
   if (scheme.empty()) return std::unique_ptr<ModelStore>();
   RegisterHttpSchemes();
+  RegisterS3Scheme();
   ModelStoreFactory factory;
   {
     Registry& r = GlobalRegistry();
@@ -93,6 +95,7 @@ Result<std::unique_ptr<ModelStore>> OpenModelStore(const std::string& uri,
 
 std::vector<std::string> RegisteredSourceSchemes() {
   RegisterHttpSchemes();
+  RegisterS3Scheme();
   Registry& r = GlobalRegistry();
   std::lock_guard lock(r.mu);
   std::vector<std::string> out;
@@ -127,6 +130,7 @@ Result<std::unique_ptr<Source>> OpenSource(const std::string& uri, const OpenOpt
   // The remote backends register here, not from static initializers, which a static library may
   // drop at link time.
   RegisterHttpSchemes();
+  RegisterS3Scheme();
   if (uri.empty()) return InvalidArgumentError("empty path or URI");
   bool has_slashes = false;
   std::optional<std::string> scheme = SchemeOf(uri, &has_slashes);
