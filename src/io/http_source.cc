@@ -179,7 +179,22 @@ struct Transfer {
   // Learned by the opening GET.
   std::optional<uint64_t> total_size;
   uint64_t first_byte_ns = 0;
+  uint64_t total_ns = 0;  // the opening request: until its last byte
 };
+
+// The range size for a link: large enough that the first-byte latency costs at most about 1/8 of
+// each request (8 × latency × the rate one connection reached on the opening request), never
+// below the configured chunk, at most `max_chunk`, a power of two. The opening request must have
+// carried at least 512 KiB for its rate to mean anything; otherwise the configured chunk.
+uint64_t AdaptedChunk(const HttpOptions& o, uint64_t received, uint64_t first_byte_ns,
+                      uint64_t total_ns) {
+  if (!o.adapt_chunk || received < (512u << 10) || total_ns <= first_byte_ns) return o.chunk_size;
+  const double rate = static_cast<double>(received) / ((total_ns - first_byte_ns) * 1e-9);
+  const double want = 8.0 * (first_byte_ns * 1e-9) * rate;
+  uint64_t chunk = o.chunk_size;
+  while (chunk < want && chunk < o.max_chunk) chunk *= 2;
+  return std::min(std::max(chunk, o.chunk_size), std::max(o.max_chunk, o.chunk_size));
+}
 
 class HttpObject final : public HttpSource {
  public:
@@ -239,6 +254,7 @@ class HttpObject final : public HttpSource {
     etag_ = done.etag;
     strong_etag_ = !etag_.empty() && etag_.rfind("W/", 0) != 0;
     latency_ns_ = done.first_byte_ns;
+    chunk_ = AdaptedChunk(options_, done.received, done.first_byte_ns, done.total_ns);
     return Status();
   }
 
@@ -253,7 +269,7 @@ class HttpObject final : public HttpSource {
     SourceCaps c;
     c.direct_io = false;
     c.max_in_flight = options_.connections;
-    c.preferred_chunk = options_.chunk_size;
+    c.preferred_chunk = chunk_;
     c.latency_hint_ns = latency_ns_;
     return c;
   }
@@ -697,6 +713,9 @@ class HttpObject final : public HttpSource {
       if (curl_easy_getinfo(e, CURLINFO_STARTTRANSFER_TIME_T, &us) == CURLE_OK && us > 0) {
         t->first_byte_ns = static_cast<uint64_t>(us) * 1000;
       }
+      if (curl_easy_getinfo(e, CURLINFO_TOTAL_TIME_T, &us) == CURLE_OK && us > 0) {
+        t->total_ns = static_cast<uint64_t>(us) * 1000;
+      }
     }
     Status s = Outcome(*t, rc);
     uint64_t bytes = 0;
@@ -798,6 +817,7 @@ class HttpObject final : public HttpSource {
   bool strong_etag_ = false;
   std::vector<std::byte> prefix_;
   uint64_t latency_ns_ = 0;
+  uint64_t chunk_ = 0;  // caps().preferred_chunk
 
   CURLM* multi_ = nullptr;
   std::thread thread_;
@@ -936,6 +956,7 @@ HttpOptions HttpOptionsFrom(const RemoteOpenOptions& remote) {
   HttpOptions o;
   if (remote.connections > 0) o.connections = remote.connections;
   if (remote.chunk_bytes > 0) o.chunk_size = remote.chunk_bytes;
+  o.adapt_chunk = remote.chunk_bytes == 0;  // an explicit size is kept as given
   o.ca_bundle = remote.ca_bundle;
   o.verify_tls = remote.verify_tls;
   for (const std::string& line : remote.headers) {

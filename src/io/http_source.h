@@ -71,8 +71,12 @@ struct HttpOptions {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string ca_bundle;  // PEM file of trusted CAs; empty: the system's
   bool verify_tls = true;
-  uint32_t connections = 16;                  // transfers in flight (and connections per host)
-  uint64_t chunk_size = uint64_t{8} << 20;    // caps().preferred_chunk
+  uint32_t connections = 16;                // transfers in flight (and connections per host)
+  uint64_t chunk_size = uint64_t{8} << 20;  // caps().preferred_chunk (the least, when adapted)
+  // Adapt the range size to the link measured on the opening request: 8 × first-byte latency ×
+  // one connection's rate, rounded up to a power of two, between chunk_size and max_chunk.
+  bool adapt_chunk = false;
+  uint64_t max_chunk = uint64_t{64} << 20;
   uint64_t prefix_bytes = uint64_t{1} << 20;  // the opening speculative GET
   std::chrono::milliseconds connect_timeout{10'000};
   // A transfer slower than `low_speed_bytes_per_second` for `low_speed_time` is aborted
