@@ -79,6 +79,10 @@ void AddRemoteOptions(CLI::App* cmd, RemoteArgs& r) {
   cmd->add_option("--header", r.headers,
                   "extra HTTP request header 'Name: value' (repeatable; e.g. Authorization); never "
                   "printed")
+      ->check([](const std::string& v) {
+        return v.find(':') == std::string::npos ? std::string("expected 'Name: value'")
+                                                : std::string();
+      })
       ->group(group);
   cmd->add_option("--attempts", r.attempts,
                   "tries per range, the first included (backoff with "
