@@ -55,6 +55,7 @@ import os
 import signal
 import socket
 import socketserver
+import ssl
 import struct
 import sys
 import threading
@@ -349,6 +350,7 @@ class RangeRequestHandler(http.server.BaseHTTPRequestHandler):
         in_fd = f.fileno()
         piece = self.server.piece
         paced = self.conn_bucket is not None or self.server.total_bucket is not None
+        tls = isinstance(self.connection, ssl.SSLSocket)  # sendfile(2) would bypass the TLS layer
         sent = 0
         while sent < length:
             n = min(piece, length - sent)
@@ -356,7 +358,13 @@ class RangeRequestHandler(http.server.BaseHTTPRequestHandler):
                 self.pace(n)
             done = 0
             while done < n:
-                k = os.sendfile(out_fd, in_fd, offset + sent + done, n - done)
+                if tls:
+                    data = os.pread(in_fd, n - done, offset + sent + done)
+                    if data:
+                        self.connection.sendall(data)
+                    k = len(data)
+                else:
+                    k = os.sendfile(out_fd, in_fd, offset + sent + done, n - done)
                 if k == 0:  # the file shrank under us
                     return sent + done
                 done += k
@@ -661,7 +669,11 @@ def main(argv=None):
     parser.add_argument("--first-byte-latency-ms", type=float, default=0)
     parser.add_argument("--faults", default="", help="fault spec, see the module docstring")
     parser.add_argument("--quiet", action="store_true", help="do not log requests")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain)")
+    parser.add_argument("--tls-key", help="the certificate's PEM private key")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     if args.host != LOOPBACK:
         parser.error("--host %s refused: the server binds %s only" % (args.host, LOOPBACK))
     if not os.path.isdir(args.root):
@@ -673,6 +685,11 @@ def main(argv=None):
                              args.first_byte_latency_ms / 1000.0, args.faults, args.quiet)
     except FaultSpecError as e:
         parser.error(str(e))
+
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
 
     def stop(signum, frame):
         threading.Thread(target=server.shutdown, daemon=True).start()

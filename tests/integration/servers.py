@@ -59,12 +59,12 @@ def _read(path):
 class RangeServer:
     """A running tools/range_server.py."""
 
-    def __init__(self, proc, port, root, log_path):
+    def __init__(self, proc, port, root, log_path, scheme="http"):
         self.proc = proc
         self.port = port
         self.root = root
         self.host = LOOPBACK
-        self.url = "http://%s:%d" % (LOOPBACK, port)
+        self.url = "%s://%s:%d" % (scheme, LOOPBACK, port)
         self.log_path = log_path
 
     def object_url(self, bucket, key):
@@ -96,7 +96,8 @@ def range_server(root, python=None, startup_timeout=15.0, **options):
     """Starts tools/range_server.py serving `root` on a free loopback port.
 
     options become flags: bandwidth_per_conn=50e6 -> --bandwidth-per-conn 50000000.0, faults="..."
-    -> --faults ..., quiet=False logs requests (default quiet=True). Yields a RangeServer.
+    -> --faults ..., quiet=False logs requests (default quiet=True), tls_cert/tls_key serve HTTPS
+    (then .url is https://; /__control and /__stats are not reachable). Yields a RangeServer.
     """
     options.setdefault("quiet", True)
     workdir = tempfile.mkdtemp(prefix="flashload-range-server-")
@@ -129,7 +130,8 @@ def range_server(root, python=None, startup_timeout=15.0, **options):
                 raise ServerError("range_server did not listen within %.0f s:\n%s" %
                                   (startup_timeout, _read(log_path)))
             time.sleep(0.02)
-        yield RangeServer(proc, port, root, log_path)
+        yield RangeServer(proc, port, root, log_path,
+                          "https" if options.get("tls_cert") else "http")
     finally:
         if proc is not None:
             _stop(proc)

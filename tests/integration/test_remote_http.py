@@ -117,3 +117,24 @@ def test_a_folder_url_says_plain_http_cannot_list(root):
     with servers.range_server(root) as srv:
         err = load_fails(srv.object_url("models", "tiny"))
         assert "cannot list a folder" in err, err
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (it is its own CA)."""
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                   check=True, capture_output=True)
+    return d / "cert.pem", d / "key.pem"
+
+
+def test_https_verifies_the_server_and_trusts_a_given_ca_bundle(root, tls_files):
+    cert, key = tls_files
+    with servers.range_server(root, tls_cert=cert, tls_key=key) as srv:
+        url = srv.object_url("models", UNET)
+        assert url.startswith("https://")
+        err = load_fails(url)
+        assert "certificate" in err.lower(), err
+        load_ok(url, "--ca-bundle", str(cert))
