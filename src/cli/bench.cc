@@ -252,13 +252,21 @@ void AddBenchOptions(CLI::App& app, BenchArgs& a) {
   app.add_flag("!--no-cold", a.cold, "skip the cold-cache phase");
   app.add_flag("!--no-hot", a.hot, "skip the hot-cache phase");
   app.add_flag("!--no-baselines", a.baselines, "measure only flashload and the limit");
-  app.add_option("--strategy", a.strategy, "flashload's strategy (auto, direct, buffered, mmap)");
+  app.add_option("--strategy", a.strategy, "flashload's strategy (auto, direct, buffered, mmap, network)");
   app.add_option("--budget-mib", a.budget_mib, "flashload's memory budget")->default_val(256);
   app.add_flag("--json", a.json, "print JSON instead of tables");
   app.add_option("--json-out", a.json_out, "also write the JSON results to this file");
 }
 
 int RunBench(const BenchArgs& a) {
+  if (a.path.find("://") != std::string::npos) {
+    fmt::print(stderr,
+               "flashload bench: {}: bench measures local files against fio and the page cache; "
+               "for object stores and network file systems run bench/storage_bench.py, or time "
+               "`flashload load URI`\n",
+               a.path);
+    return 2;
+  }
   Result<ModelLayout> layout = ResolveModel(a.path);
   if (!layout.ok()) {
     fmt::print(stderr, "flashload bench: {}\n", layout.status().ToString());
