@@ -38,6 +38,10 @@ enum class Strategy {
   // Network file systems (FUSE, NFS, CIFS, 9p, Lustre): never maps; many workers, each with its own
   // descriptor, reading large contiguous ranges with sequential read-ahead.
   kNetwork,
+  // Zero-copy for files in the page cache: tensors are copy-on-write views of a private mapping of
+  // the file (as safetensors returns them); nothing is copied at load time, pages are mapped on
+  // first access. The file must not be truncated while its tensors live.
+  kMapped,
 };
 std::string_view StrategyName(Strategy s);
 std::optional<Strategy> ParseStrategy(std::string_view name);
@@ -59,6 +63,8 @@ struct LoadOptions {
   uint64_t header_limit = kDefaultHeaderLimit;
   std::string variant;       // diffusers variant ("fp16")
   RemoteOpenOptions remote;  // http(s):// and s3:// sources (connections, TLS, S3 endpoint...)
+  // auto: a local file entirely in the page cache is mapped (kMapped) instead of copied.
+  bool zero_copy_hot = false;
   // Called about every 64 MiB and at the end; returning false cancels the load (kCancelled).
   std::function<bool(const Progress&)> progress;
   // Set to true from any thread to cancel the load.

@@ -13,9 +13,12 @@ Contracts shared by the whole package:
 - ``load_file`` loads a file whole, once, by flashload's engine (GIL released; Ctrl-C cancels the
   load with KeyboardInterrupt). ``safe_open`` reads and validates only the header when it opens;
   the first ``get_tensor``/``get_tensors`` loads the whole file once through the engine, and a
-  ``get_slice`` before that reads only the rows it needs. Engine options are keyword arguments whose defaults need
-  no tuning: ``strategy`` ("auto", "direct", "buffered", "mmap", "network"), ``threads`` (0: automatic) and
-  ``budget_mib`` (memory for reads in flight).
+  ``get_slice`` before that reads only the rows it needs. Engine options are keyword arguments
+  whose defaults need no tuning: ``strategy`` ("auto", "direct", "buffered", "mmap", "network",
+  "mapped"), ``threads`` (0: automatic) and ``budget_mib`` (memory for reads in flight).
+- With ``strategy="auto"`` a file entirely in the page cache is mapped instead of copied, as
+  safetensors does: its tensors are copy-on-write views of the cache (writes stay private; the
+  file must not be truncated while they live). ``strategy="buffered"`` always copies.
 - Tensors are zero-copy views of the loaded memory, handed over through DLPack. They stay valid
   after the file is closed and garbage collected; flashload never writes to them afterwards.
 - Errors in the file raise :class:`SafetensorError` (an ``Exception``) with flashload's diagnosis

@@ -197,12 +197,15 @@ LoadOptions MakeLoadOptions(const std::string& strategy, uint32_t threads, uint6
   LoadOptions options;
   const std::optional<Strategy> parsed = ParseStrategy(strategy);
   if (!parsed) {
-    throw nb::value_error(
-        ("unknown strategy '" + strategy + "' (expected auto, direct, buffered, mmap or network)")
-            .c_str());
+    throw nb::value_error(("unknown strategy '" + strategy +
+                           "' (expected auto, direct, buffered, mmap, network or mapped)")
+                              .c_str());
   }
   if (budget_mib == 0) throw nb::value_error("budget_mib must be at least 1");
   options.strategy = *parsed;
+  // As safetensors does: a file entirely in the page cache is mapped, and its tensors are
+  // copy-on-write views of the cache, instead of copies.
+  options.zero_copy_hot = true;
   options.threads = threads;
   options.memory_budget = budget_mib << 20;
   return options;

@@ -257,6 +257,7 @@ struct LoadArgs {
   bool verify = false;
   bool json = false;
   bool dry_run = false;
+  bool zero_copy = false;
   std::string variant;
   RemoteArgs remote;
 };
@@ -266,7 +267,8 @@ int LoadCommand(const LoadArgs& a) {
   std::optional<Strategy> st = ParseStrategy(a.strategy);
   if (!st) {
     fmt::print(stderr,
-               "flashload load: unknown strategy '{}' (auto, direct, buffered, mmap, network)\n",
+               "flashload load: unknown strategy '{}' (auto, direct, buffered, mmap, network, "
+               "mapped)\n",
                a.strategy);
     return 2;
   }
@@ -278,6 +280,7 @@ int LoadCommand(const LoadArgs& a) {
   o.parallel_files = a.parallel_files;
   o.variant = a.variant;
   o.remote = ToRemoteOptions(a.remote);
+  o.zero_copy_hot = a.zero_copy;
   o.cancel = &g_interrupted;
   if (a.dry_run) {
     Result<std::string> plan = DescribeLoadPlan(a.path, o);
@@ -401,10 +404,14 @@ int RunCli(int argc, char** argv) {
                    "a .safetensors file, an index.json, or a model folder; a path or an http(s):// "
                    "or s3:// URI")
       ->required();
-  load->add_option("--strategy", la.strategy,
-                   "auto (default: buffered when in page cache, O_DIRECT when cold, network on "
-                   "FUSE/NFS/CIFS/9p/Lustre), direct, buffered, mmap, network (many descriptors, "
-                   "16 MiB sequential ranges)");
+  load->add_option(
+      "--strategy", la.strategy,
+      "auto (default: buffered when in page cache, O_DIRECT when cold, network on "
+      "FUSE/NFS/CIFS/9p/Lustre), direct, buffered, mmap, network (many descriptors, "
+      "16 MiB sequential ranges), mapped (zero-copy views of a file in the page cache)");
+  load->add_flag("--zero-copy", la.zero_copy,
+                 "auto maps files that are entirely in the page cache instead of copying them "
+                 "(tensors become copy-on-write views of the page cache, as safetensors returns)");
   load->add_option("--threads", la.threads, "pread workers (0: auto)");
   load->add_option("--queue-depth", la.queue_depth, "reads in flight per file (0: auto)");
   load->add_option("--chunk-mib", la.chunk_mib, "MiB per read (0: auto)");

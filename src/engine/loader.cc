@@ -90,13 +90,15 @@ std::string_view StrategyName(Strategy s) {
       return "mmap";
     case Strategy::kNetwork:
       return "network";
+    case Strategy::kMapped:
+      return "mapped";
   }
   return "?";
 }
 
 std::optional<Strategy> ParseStrategy(std::string_view name) {
   for (Strategy s : {Strategy::kAuto, Strategy::kDirect, Strategy::kBuffered, Strategy::kMmap,
-                     Strategy::kNetwork}) {
+                     Strategy::kNetwork, Strategy::kMapped}) {
     if (StrategyName(s) == name) return s;
   }
   return std::nullopt;
@@ -215,6 +217,10 @@ Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& opt
   p.queue_depths.resize(n);
   for (size_t i = 0; i < n; ++i) {
     engine::RechunkFile(p.plan.files[i], static_cast<uint32_t>(i), p.strategies[i].chunk_bytes);
+    if (p.strategies[i].strategy == Strategy::kMapped) {
+      p.plan.files[i].mapped = true;
+      p.plan.files[i].chunks.clear();
+    }
     p.queue_depths[i] = p.strategies[i].queue_depth;
   }
   return p;

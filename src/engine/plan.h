@@ -33,6 +33,9 @@ struct FilePlan {
   uint64_t read_begin = 0;  // aligned down data_offset
   uint64_t read_end = 0;    // aligned up file_size
   std::vector<Chunk> chunks;
+  // Zero-copy: the arena is a private mapping of the file from read_begin, nothing is read (no
+  // chunks). Only for local files fully in the page cache (Strategy::kMapped).
+  bool mapped = false;
 
   uint64_t arena_size() const { return read_end - read_begin; }
   uint64_t data_bytes() const { return header.data_size(); }

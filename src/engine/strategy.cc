@@ -57,6 +57,12 @@ void SetNetwork(FileStrategy& s, const LoadOptions& o) {
   s.queue_depth = o.queue_depth > 0 ? o.queue_depth : s.open.threads;
 }
 
+// Zero-copy: the file is mapped by the sink; the source only reads the header.
+void SetMapped(FileStrategy& s, const LoadOptions& o) {
+  SetPooled(s, o, Strategy::kMapped, LocalBackend::kThreadPool, 8ull << 20);
+  s.open.threads = 1;
+}
+
 // FUSE counts as a network file system here: GCSFuse, s3fs and their kind are the FUSE file
 // systems that hold models.
 bool IsNetworkFileSystem(const std::string& path, std::string* name) {
@@ -88,6 +94,10 @@ FileStrategy ChooseStrategy(const std::string& path, const LoadOptions& options)
       SetNetwork(s, options);
       s.reason = "forced";
       return s;
+    case Strategy::kMapped:
+      SetMapped(s, options);
+      s.reason = "forced";
+      return s;
     case Strategy::kAuto:
       break;
   }
@@ -98,6 +108,11 @@ FileStrategy ChooseStrategy(const std::string& path, const LoadOptions& options)
   }
   Result<double> resident = SampledResidentFraction(path);
   s.resident_fraction = resident.ok() ? *resident : 0.0;
+  if (resident.ok() && options.zero_copy_hot && *resident >= kMappedResidency) {
+    SetMapped(s, options);
+    s.reason = fmt::format("{:.0f}% in page cache: zero-copy views of it", *resident * 100);
+    return s;
+  }
   if (resident.ok() && *resident >= kHotResidency) {
     SetBuffered(s, options);
     s.reason = fmt::format("{:.0f}% in page cache", *resident * 100);

@@ -28,6 +28,8 @@ struct FileStrategy {
 
 // Residency at or above which auto reads through the page cache.
 inline constexpr double kHotResidency = 0.5;
+// Sampled residency at or above which auto maps a file when LoadOptions::zero_copy_hot is set.
+inline constexpr double kMappedResidency = 0.98;
 // Network file systems: workers (one descriptor each) and bytes per read.
 inline constexpr uint32_t kNetworkThreads = 16;
 inline constexpr uint64_t kNetworkChunk = 16ull << 20;

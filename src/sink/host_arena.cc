@@ -1,7 +1,9 @@
 #include "sink/host_arena.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -25,6 +27,24 @@ Result<std::shared_ptr<HostArena>> HostArena::Allocate(uint64_t size) {
   }
   // Large arenas: fewer, larger page faults. Best effort.
   if (mapped >= (4ull << 20)) (void)madvise(p, mapped, MADV_HUGEPAGE);
+  return std::shared_ptr<HostArena>(new HostArena(static_cast<std::byte*>(p), size, mapped));
+}
+
+Result<std::shared_ptr<HostArena>> HostArena::MapFile(const std::string& path, uint64_t offset,
+                                                      uint64_t size) {
+  if (offset % kPage != 0) {
+    return InternalError(fmt::format("{}: mapping offset {} is not page aligned", path, offset));
+  }
+  if (size == 0) return std::shared_ptr<HostArena>(new HostArena(nullptr, 0, 0));
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoToStatus(errno, "open", path);
+  const uint64_t mapped = (size + kPage - 1) & ~(kPage - 1);
+  void* p =
+      mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, static_cast<off_t>(offset));
+  const int err = errno;
+  ::close(fd);  // the mapping keeps the file
+  if (p == MAP_FAILED) return ErrnoToStatus(err, "mmap", path, static_cast<int64_t>(offset));
+  (void)madvise(p, mapped, MADV_WILLNEED);
   return std::shared_ptr<HostArena>(new HostArena(static_cast<std::byte*>(p), size, mapped));
 }
 

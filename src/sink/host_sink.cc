@@ -13,7 +13,9 @@ Status HostSink::Prepare(const engine::LoadPlan& plan) {
   arenas_.clear();
   arenas_.reserve(plan.files.size());
   for (const engine::FilePlan& f : plan.files) {
-    Result<std::shared_ptr<HostArena>> arena = HostArena::Allocate(f.arena_size());
+    Result<std::shared_ptr<HostArena>> arena =
+        f.mapped ? HostArena::MapFile(f.path, f.read_begin, f.header.file_size - f.read_begin)
+                 : HostArena::Allocate(f.arena_size());
     if (!arena.ok()) {
       arenas_.clear();
       return arena.status().WithContext(f.path);

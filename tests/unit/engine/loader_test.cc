@@ -6,7 +6,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -58,7 +60,7 @@ TEST_F(LoaderTest, EveryStrategyLoadsIdenticalBytes) {
   const std::string path = dir_.File("model.safetensors");
   FL_ASSERT_OK(WriteSafetensors(path, Tensors(37, 5000, 1)));
   for (Strategy s : {Strategy::kAuto, Strategy::kDirect, Strategy::kBuffered, Strategy::kMmap,
-                     Strategy::kNetwork}) {
+                     Strategy::kNetwork, Strategy::kMapped}) {
     LoadOptions o;
     o.strategy = s;
     o.chunk_bytes = 64 << 10;
@@ -195,6 +197,39 @@ TEST_F(LoaderTest, NetworkStrategyReadsLargeRangesWithOneDescriptorPerWorkerAndN
   FL_ASSERT_OK_AND_ASSIGN(std::string plan, DescribeLoadPlan(path, o));
   EXPECT_THAT(plan, HasSubstr("network (pread"));
   EXPECT_EQ(ParseStrategy("network"), Strategy::kNetwork);
+}
+
+TEST_F(LoaderTest, ZeroCopyHotMapsAResidentFileAndItsTensorsOutliveTheFile) {
+  const std::string path = dir_.File("z.safetensors");
+  FL_ASSERT_OK(WriteSafetensors(path, Tensors(9, 3000, 4)));
+  LoadOptions o;
+  o.zero_copy_hot = true;  // the file was just written: it is in the page cache
+  FL_ASSERT_OK_AND_ASSIGN(LoadedModel m, Load(path, o));
+  ASSERT_EQ(m.report.files.size(), 1u);
+  EXPECT_THAT(m.report.files[0].strategy, HasSubstr("mapped"));
+  EXPECT_THAT(m.report.files[0].reason, HasSubstr("zero-copy"));
+  TensorMap mapped = std::move(m.tensors);
+  m = LoadedModel();
+  ExpectPositional(mapped, "", 9, 4);
+
+  // Copy-on-write: a write to a mapped tensor stays private; the file (read again, copied) is
+  // unchanged.
+  const Tensor& first = mapped.begin()->second;
+  std::memset(const_cast<std::byte*>(first.bytes().data()), 0xAB, first.bytes().size());
+  EXPECT_EQ(first.bytes()[0], std::byte{0xAB});
+  o.zero_copy_hot = false;
+  FL_ASSERT_OK_AND_ASSIGN(LoadedModel copied, Load(path, o));
+  EXPECT_THAT(copied.report.files[0].strategy, HasSubstr("buffered"));
+  ExpectPositional(copied.tensors, "", 9, 4);
+
+  // The mapping outlives the loader and the file's name.
+  ASSERT_EQ(std::remove(path.c_str()), 0);
+  for (const auto& [name, t] : copied.tensors) {
+    if (name == first.name()) continue;
+    const Tensor& view = mapped.at(name);
+    ASSERT_EQ(view.bytes().size(), t.bytes().size());
+    EXPECT_EQ(std::memcmp(view.bytes().data(), t.bytes().data(), t.bytes().size()), 0) << name;
+  }
 }
 
 TEST_F(LoaderTest, DryRunDescribesThePlanWithoutLoading) {
