@@ -126,8 +126,15 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options = {
 // without reading any tensor data (`flashload load --dry-run`).
 Result<std::string> DescribeLoadPlan(const std::string& path, const LoadOptions& options = {});
 
-// Reads and validates the header of one file, without reading its data.
-Result<Header> ReadHeader(const std::string& path, const ParseOptions& options = {});
+// Resolves a path or URI into its files: local paths as ResolveModel(); an s3:// prefix lists its
+// objects; an http(s):// URL names one file or index.
+Result<ModelLayout> ResolveModelAt(const std::string& path_or_uri,
+                                   const ResolveOptions& options = {},
+                                   const RemoteOpenOptions& remote = {});
+
+// Reads and validates the header of one file (a path or URI), without reading its data.
+Result<Header> ReadHeader(const std::string& path, const ParseOptions& options = {},
+                          const RemoteOpenOptions& remote = {});
 // The same through an open source (any backend; direct-I/O alignment is handled).
 Result<Header> ReadHeaderFrom(const Source& source, const ParseOptions& options = {});
 

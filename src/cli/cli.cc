@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -41,6 +42,65 @@ std::string MetadataJson(const Header& h) {
   return "{" + fmt::format("{}", fmt::join(items, ",")) + "}";
 }
 
+// ---- remote storage options (http(s)://, s3://) ----
+
+struct RemoteArgs {
+  uint32_t connections = 0;
+  uint64_t chunk_mib = 0;
+  std::string endpoint;
+  std::string region;
+  std::string addressing = "auto";
+  bool anonymous = false;
+  std::string ca_bundle;
+  std::vector<std::string> headers;
+  uint32_t attempts = 3;
+};
+
+void AddRemoteOptions(CLI::App* cmd, RemoteArgs& r) {
+  const std::string group = "Remote storage (http://, https://, s3://)";
+  cmd->add_option("--connections", r.connections, "ranged GETs in flight per object (0: 16)")
+      ->group(group);
+  cmd->add_option("--range-mib", r.chunk_mib, "MiB per ranged GET (0: 8)")->group(group);
+  cmd->add_option("--endpoint", r.endpoint,
+                  "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's "
+                  "endpoint_url, else AWS)")
+      ->group(group);
+  cmd->add_option("--region", r.region,
+                  "S3 region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1)")
+      ->group(group);
+  cmd->add_option("--addressing", r.addressing,
+                  "S3 addressing: path (host/bucket/key), virtual (bucket.host/key) or auto")
+      ->check(CLI::IsMember({"auto", "path", "virtual"}))
+      ->group(group);
+  cmd->add_flag("--anonymous", r.anonymous, "S3: send unsigned requests (public buckets)")
+      ->group(group);
+  cmd->add_option("--ca-bundle", r.ca_bundle, "PEM file of trusted certificate authorities")
+      ->group(group);
+  cmd->add_option("--header", r.headers,
+                  "extra HTTP request header 'Name: value' (repeatable; e.g. Authorization); never "
+                  "printed")
+      ->group(group);
+  cmd->add_option("--attempts", r.attempts,
+                  "tries per range, the first included (backoff with "
+                  "full jitter)")
+      ->default_val(3)
+      ->group(group);
+}
+
+RemoteOpenOptions ToRemoteOptions(const RemoteArgs& r) {
+  RemoteOpenOptions o;
+  o.connections = r.connections;
+  o.chunk_bytes = r.chunk_mib << 20;
+  o.endpoint = r.endpoint;
+  o.region = r.region;
+  o.path_style = r.addressing == "path" ? 1 : r.addressing == "virtual" ? 0 : -1;
+  o.anonymous = r.anonymous;
+  o.ca_bundle = r.ca_bundle;
+  o.headers = r.headers;
+  o.max_attempts = std::max<uint32_t>(r.attempts, 1);
+  return o;
+}
+
 // ---- inspect ----
 
 struct InspectArgs {
@@ -49,12 +109,14 @@ struct InspectArgs {
   bool hash = false;
   uint64_t header_limit = kDefaultHeaderLimit;
   std::string variant;
+  RemoteArgs remote;
 };
 
 int Inspect(const InspectArgs& a) {
   ResolveOptions ro;
   ro.variant = a.variant;
-  Result<ModelLayout> layout = ResolveModel(a.path, ro);
+  const RemoteOpenOptions remote = ToRemoteOptions(a.remote);
+  Result<ModelLayout> layout = ResolveModelAt(a.path, ro, remote);
   if (!layout.ok()) {
     fmt::print(stderr, "flashload inspect: {}\n", layout.status().ToString());
     return 1;
@@ -64,14 +126,14 @@ int Inspect(const InspectArgs& a) {
   std::vector<std::string> file_json;
   uint64_t total_bytes = 0, total_params = 0, total_tensors = 0;
   for (const ModelFile& f : layout->files) {
-    Result<Header> h = ReadHeader(f.path, po);
+    Result<Header> h = ReadHeader(f.path, po, remote);
     if (!h.ok()) {
       fmt::print(stderr, "flashload inspect: {}\n", h.status().ToString());
       return 1;
     }
     std::map<std::string, uint64_t> hashes;
     if (a.hash) {
-      Result<std::map<std::string, uint64_t>> r = HashTensorsPlainRead(f.path, *h);
+      Result<std::map<std::string, uint64_t>> r = HashTensorsPlainRead(f.path, *h, remote);
       if (!r.ok()) {
         fmt::print(stderr, "flashload inspect: {}\n", r.status().ToString());
         return 1;
@@ -134,14 +196,16 @@ struct ValidateArgs {
   std::vector<std::string> paths;
   bool json = false;
   uint64_t header_limit = kDefaultHeaderLimit;
+  RemoteArgs remote;
 };
 
 // Validates every file of `path` (headers, and weight maps for sharded checkpoints).
-Status ValidatePath(const std::string& path, const ParseOptions& po, size_t* tensors) {
-  FL_ASSIGN_OR_RETURN(ModelLayout layout, ResolveModel(path));
+Status ValidatePath(const std::string& path, const ParseOptions& po,
+                    const RemoteOpenOptions& remote, size_t* tensors) {
+  FL_ASSIGN_OR_RETURN(ModelLayout layout, ResolveModelAt(path, {}, remote));
   std::map<std::string, std::map<std::string, std::vector<std::string>>> shard_tensors;
   for (const ModelFile& f : layout.files) {
-    FL_ASSIGN_OR_RETURN(Header h, ReadHeader(f.path, po));
+    FL_ASSIGN_OR_RETURN(Header h, ReadHeader(f.path, po, remote));
     *tensors += h.tensors.size();
     auto& names = shard_tensors[f.component][f.path];
     for (const TensorInfo& t : h.tensors) names.push_back(t.name);
@@ -160,7 +224,7 @@ int Validate(const ValidateArgs& a) {
   std::vector<std::string> json;
   for (const std::string& p : a.paths) {
     size_t tensors = 0;
-    Status s = ValidatePath(p, po, &tensors);
+    Status s = ValidatePath(p, po, ToRemoteOptions(a.remote), &tensors);
     all_ok = all_ok && s.ok();
     if (a.json) {
       json.push_back(fmt::format(
@@ -190,6 +254,7 @@ struct LoadArgs {
   bool json = false;
   bool dry_run = false;
   std::string variant;
+  RemoteArgs remote;
 };
 
 int LoadCommand(const LoadArgs& a) {
@@ -208,6 +273,7 @@ int LoadCommand(const LoadArgs& a) {
   o.memory_budget = a.budget_mib << 20;
   o.parallel_files = a.parallel_files;
   o.variant = a.variant;
+  o.remote = ToRemoteOptions(a.remote);
   o.cancel = &g_interrupted;
   if (a.dry_run) {
     Result<std::string> plan = DescribeLoadPlan(a.path, o);
@@ -235,7 +301,7 @@ int LoadCommand(const LoadArgs& a) {
   const uint64_t rss = PeakRssBytes();
   std::optional<VerifyReport> verify;
   if (a.verify) {
-    Result<VerifyReport> v = VerifyModel(*model);
+    Result<VerifyReport> v = VerifyModel(*model, o.remote);
     if (!v.ok()) {
       fmt::print(stderr, "flashload load: verify: {}\n", v.status().ToString());
       return 1;
@@ -298,7 +364,10 @@ int RunCli(int argc, char** argv) {
       "inspect",
       "List the tensors of a file, sharded checkpoint or diffusers folder: names, dtypes, "
       "shapes, bytes, offsets, totals, parameter count, metadata. Reads headers only.");
-  inspect->add_option("path", ia.path, "a .safetensors file, an index.json, or a model folder")
+  inspect
+      ->add_option("path", ia.path,
+                   "a .safetensors file, an index.json, or a model folder; a path or an http(s):// "
+                   "or s3:// URI")
       ->required();
   inspect->add_flag("--json", ia.json, "machine-readable output");
   inspect->add_flag("--hash", ia.hash,
@@ -306,6 +375,7 @@ int RunCli(int argc, char** argv) {
   inspect->add_option("--header-limit", ia.header_limit, "largest header accepted, in bytes")
       ->default_val(kDefaultHeaderLimit);
   inspect->add_option("--variant", ia.variant, "diffusers variant, e.g. fp16");
+  AddRemoteOptions(inspect, ia.remote);
 
   ValidateArgs va;
   CLI::App* validate = app.add_subcommand(
@@ -317,12 +387,15 @@ int RunCli(int argc, char** argv) {
   validate->add_flag("--json", va.json, "machine-readable output");
   validate->add_option("--header-limit", va.header_limit, "largest header accepted, in bytes")
       ->default_val(kDefaultHeaderLimit);
+  AddRemoteOptions(validate, va.remote);
 
   LoadArgs la;
   CLI::App* load = app.add_subcommand(
       "load",
       "Load a model into host memory and report the strategy, time, throughput and peak RSS.");
-  load->add_option("path", la.path, "a .safetensors file, an index.json, or a model folder")
+  load->add_option("path", la.path,
+                   "a .safetensors file, an index.json, or a model folder; a path or an http(s):// "
+                   "or s3:// URI")
       ->required();
   load->add_option("--strategy", la.strategy,
                    "auto (default: buffered when in page cache, O_DIRECT when cold, network on "
@@ -339,6 +412,7 @@ int RunCli(int argc, char** argv) {
                  "compare every tensor's XXH3 with an independent plain read of the file");
   load->add_flag("--dry-run", la.dry_run, "print the plan (files, byte ranges, chunks) and exit");
   load->add_flag("--json", la.json, "machine-readable output");
+  AddRemoteOptions(load, la.remote);
 
   BenchArgs ba;
   CLI::App* bench = app.add_subcommand(

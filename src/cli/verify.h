@@ -14,9 +14,11 @@
 
 namespace flashload::cli {
 
-// XXH3-64 of every tensor of `path` (by tensor name), read with one thread and plain pread().
+// XXH3-64 of every tensor of `path` (by tensor name), read with one thread and plain pread(); a
+// remote object (http(s)://, s3://) with synchronous ReadAt() calls over one connection.
 Result<std::map<std::string, uint64_t>> HashTensorsPlainRead(const std::string& path,
-                                                             const Header& header);
+                                                             const Header& header,
+                                                             const RemoteOpenOptions& remote = {});
 
 struct VerifyReport {
   size_t tensors_checked = 0;
@@ -24,7 +26,7 @@ struct VerifyReport {
 };
 
 // Compares every tensor of `model` with a plain read of its file.
-Result<VerifyReport> VerifyModel(const LoadedModel& model);
+Result<VerifyReport> VerifyModel(const LoadedModel& model, const RemoteOpenOptions& remote = {});
 
 }  // namespace flashload::cli
 

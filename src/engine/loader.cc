@@ -128,12 +128,26 @@ std::string DeviceString(Device device) {
   return device.type == DeviceType::kCpu ? "cpu" : fmt::format("cuda:{}", device.index);
 }
 
-Result<Header> ReadHeader(const std::string& path, const ParseOptions& options) {
-  LocalOpenOptions open;
-  open.backend = LocalBackend::kThreadPool;
-  open.threads = 1;
+Result<Header> ReadHeader(const std::string& path, const ParseOptions& options,
+                          const RemoteOpenOptions& remote) {
+  OpenOptions open;
+  open.local.backend = LocalBackend::kThreadPool;
+  open.local.threads = 1;
+  open.remote = remote;
+  open.remote.connections = 1;
   FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, OpenSource(path, open));
   return ReadHeaderFrom(*source, options);
+}
+
+Result<ModelLayout> ResolveModelAt(const std::string& path_or_uri, const ResolveOptions& options,
+                                   const RemoteOpenOptions& remote) {
+  OpenOptions open;
+  open.remote = remote;
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<ModelStore> remote_store, OpenModelStore(path_or_uri, open));
+  if (remote_store) return ResolveModel(*remote_store, path_or_uri, options);
+  std::string path = path_or_uri;
+  if (Result<std::string> local = FileUriPath(path_or_uri); local.ok()) path = *local;
+  return ResolveModel(LocalModelStore(), path, options);
 }
 
 namespace {
@@ -196,13 +210,7 @@ Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& opt
   LoadedModel& model = p.model;
   ResolveOptions resolve;
   resolve.variant = options.variant;
-  OpenOptions open;
-  open.remote = options.remote;
-  FL_ASSIGN_OR_RETURN(std::unique_ptr<ModelStore> remote_store, OpenModelStore(path, open));
-  const ModelStore& store = remote_store ? *remote_store : LocalModelStore();
-  std::string where = path;
-  if (!remote_store && FileUriPath(path).ok()) where = *FileUriPath(path);  // file:///a → /a
-  FL_ASSIGN_OR_RETURN(model.layout, ResolveModel(store, where, resolve));
+  FL_ASSIGN_OR_RETURN(model.layout, ResolveModelAt(path, resolve, options.remote));
 
   // Open every file with its strategy and read its header through the same source.
   ParseOptions parse;

@@ -9,6 +9,8 @@
 #include <mutex>
 #include <optional>
 
+#include "io/http_source.h"
+
 namespace flashload {
 namespace {
 
@@ -75,6 +77,7 @@ Result<std::unique_ptr<ModelStore>> OpenModelStore(const std::string& uri,
                                                    const OpenOptions& options) {
   const std::string scheme = RemoteScheme(uri);
   if (scheme.empty()) return std::unique_ptr<ModelStore>();
+  RegisterHttpSchemes();
   ModelStoreFactory factory;
   {
     Registry& r = GlobalRegistry();
@@ -89,6 +92,7 @@ Result<std::unique_ptr<ModelStore>> OpenModelStore(const std::string& uri,
 }
 
 std::vector<std::string> RegisteredSourceSchemes() {
+  RegisterHttpSchemes();
   Registry& r = GlobalRegistry();
   std::lock_guard lock(r.mu);
   std::vector<std::string> out;
@@ -120,6 +124,9 @@ Result<std::unique_ptr<Source>> OpenSource(const std::string& uri,
 }
 
 Result<std::unique_ptr<Source>> OpenSource(const std::string& uri, const OpenOptions& options) {
+  // The remote backends register here, not from static initializers, which a static library may
+  // drop at link time.
+  RegisterHttpSchemes();
   if (uri.empty()) return InvalidArgumentError("empty path or URI");
   bool has_slashes = false;
   std::optional<std::string> scheme = SchemeOf(uri, &has_slashes);
