@@ -43,10 +43,12 @@ Status DeviceSink::Prepare(const engine::LoadPlan& plan) {
   stats_.files.resize(plan.files.size());
   uint64_t total = 0;
   uint64_t max_chunk = 0;
+  uint64_t chunks = 0;
   bool any_converted = false;
   for (size_t i = 0; i < plan.files.size(); ++i) {
     const engine::FilePlan& f = plan.files[i];
     for (const engine::Chunk& c : f.chunks) max_chunk = std::max(max_chunk, c.length);
+    chunks += f.chunks.size();
     FileConversion& fc = stats_.files[i];
     for (size_t k = 0; k < f.header.tensors.size(); ++k) {
       const TensorInfo& t = f.header.tensors[k];
@@ -79,7 +81,8 @@ Status DeviceSink::Prepare(const engine::LoadPlan& plan) {
   allocation_ = *std::move(alloc);
   stats_.device_bytes = total;
   if (max_chunk > 0) {
-    const uint64_t by_budget = options_.memory_budget / max_chunk;
+    // No more slots than chunks: a small model needs no full budget of pinned memory.
+    const uint64_t by_budget = std::min(options_.memory_budget / max_chunk, chunks);
     const uint32_t slots = static_cast<uint32_t>(
         std::clamp<uint64_t>(by_budget, std::max<uint32_t>(options_.min_slots, 1),
                              std::max(options_.max_slots, options_.min_slots)));

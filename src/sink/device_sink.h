@@ -23,7 +23,8 @@
 //
 // Memory: the model bytes after conversion, plus pinned staging of `slots x chunk` bytes and, when
 // converting on a device, the same again as device scratch. The ring has memory_budget / chunk
-// slots (at least min_slots). The loader keeps the chunks in flight at or below slot_count().
+// slots (no more than the plan has chunks; at least min_slots). The loader keeps the chunks in
+// flight at or below slot_count().
 //
 // Host loads with conversion (the CPU destination): the loader uses this sink over a
 // CpuCopyEngine whose "device" memory is ordinary host memory. Converted tensors then go through
