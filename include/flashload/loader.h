@@ -93,6 +93,8 @@ struct FileReport {
   uint32_t tensors_converted = 0;  // tensors whose dtype changed on the way
   uint64_t bytes_converted = 0;    // their stored bytes
   uint64_t output_bytes = 0;       // the file's tensors as loaded (after conversion)
+  // GPU loads: how the file reached the device, and why GPUDirect Storage was or was not used.
+  std::string gpu_direct_storage;
 };
 
 struct LoadReport {

@@ -354,14 +354,14 @@ int LoadCommand(const LoadArgs& a) {
   if (a.json) {
     std::vector<std::string> files;
     for (const FileReport& f : r.files) {
-      files.push_back(
-          fmt::format("{{\"path\":{},\"component\":{},\"strategy\":{},\"reason\":{},\"resident_"
-                      "fraction\":{:.4f},"
-                      "\"bytes\":{},\"tensors\":{},\"seconds\":{:.6f},\"tensors_converted\":{},"
-                      "\"bytes_converted\":{},\"output_bytes\":{}}}",
-                      JsonString(f.path), JsonString(f.component), JsonString(f.strategy),
-                      JsonString(f.reason), f.resident_fraction, f.bytes, f.tensors, f.seconds,
-                      f.tensors_converted, f.bytes_converted, f.output_bytes));
+      files.push_back(fmt::format(
+          "{{\"path\":{},\"component\":{},\"strategy\":{},\"reason\":{},\"resident_"
+          "fraction\":{:.4f},"
+          "\"bytes\":{},\"tensors\":{},\"seconds\":{:.6f},\"tensors_converted\":{},"
+          "\"bytes_converted\":{},\"output_bytes\":{},\"gpu_direct_storage\":{}}}",
+          JsonString(f.path), JsonString(f.component), JsonString(f.strategy), JsonString(f.reason),
+          f.resident_fraction, f.bytes, f.tensors, f.seconds, f.tensors_converted,
+          f.bytes_converted, f.output_bytes, JsonString(f.gpu_direct_storage)));
     }
     std::string v = "null";
     if (verify) {

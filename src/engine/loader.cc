@@ -16,6 +16,7 @@
 #include "io/registry.h"
 #include "sink/cpu_copy_engine.h"
 #include "sink/cuda_copy_engine.h"
+#include "sink/cufile.h"
 #include "sink/device_sink.h"
 #include "sink/host_sink.h"
 
@@ -303,6 +304,8 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
     device_sink = std::make_unique<sink::DeviceSink>(copy_engine, dso);
   }
   sink::Sink& sink = device_sink ? static_cast<sink::Sink&>(*device_sink) : host_sink;
+  std::string gds_reason;
+  if (options.device.type == DeviceType::kCuda) gds_reason = sink::ProbeCuFile().reason;
   FL_RETURN_IF_ERROR(sink.Prepare(plan));
   if (device_sink) {
     // Every chunk in flight holds a staging slot: keep them within the slots (no driver may wait
@@ -339,6 +342,7 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
     r.tensors = static_cast<uint32_t>(f.header.tensors.size());
     r.seconds = stats.files[i].seconds;
     r.output_bytes = r.bytes;
+    r.gpu_direct_storage = gds_reason;
     if (device_sink) {
       const sink::FileConversion& fc = device_sink->stats().files[i];
       r.tensors_converted = fc.tensors_converted;
