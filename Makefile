@@ -13,7 +13,7 @@ FUZZ_SECONDS ?= 60
 
 VENV_TORCH ?= .venv-torch
 
-.PHONY: all deps build venv demo test unit integration storage python python-torch asan tsan fuzz format clean
+.PHONY: all deps build venv demo test unit integration storage python python-torch asan tsan fuzz gpu-test format clean
 
 all: build
 
@@ -92,6 +92,11 @@ fuzz: deps
 		echo "fuzzing $$f for $$secs s"; \
 		$(BUILD)-fuzz/$${f}_fuzz -max_total_time=$$secs -print_final_stats=1 $(BUILD)-fuzz/corpus-$$f tests/fuzz/corpus/$$f 2>&1 | tail -n 3; \
 	done
+
+# GPU tests: need a CUDA GPU; built whenever nvcc is found, not part of ctest or make test.
+gpu-test: build
+	@test -x $(BUILD)/gpu_tests || { echo "gpu_tests not built (no nvcc, or FLASHLOAD_CUDA=OFF)"; exit 1; }
+	@$(BUILD)/gpu_tests
 
 test: build venv unit integration storage python python-torch asan tsan fuzz
 	@echo "make test: all suites passed"

@@ -10,7 +10,9 @@
 // the load, and is returned naming the file, tensor and byte offset. No partial model is ever
 // returned. Thread-safety: Load() may run concurrently with other Load() calls. The progress
 // callback is called from an engine thread, serially. Memory: the output (one host arena per file)
-// plus at most `memory_budget` bytes of reads in flight and staging.
+// plus at most `memory_budget` bytes of reads in flight and staging. GPU loads: the model's bytes
+// (after conversion) in one device allocation, plus at most `memory_budget` of device scratch when
+// converting; host memory is the pinned staging only.
 #ifndef FLASHLOAD_LOADER_H_
 #define FLASHLOAD_LOADER_H_
 
@@ -46,6 +48,11 @@ enum class Strategy {
 std::string_view StrategyName(Strategy s);
 std::optional<Strategy> ParseStrategy(std::string_view name);
 
+// "cpu", "cuda" (device 0) or "cuda:N". kInvalidArgument naming the text otherwise.
+Result<Device> ParseDevice(std::string_view text);
+// "cpu" or "cuda:N".
+std::string DeviceString(Device device);
+
 struct Progress {
   uint64_t bytes_done = 0;
   uint64_t bytes_total = 0;
@@ -65,6 +72,14 @@ struct LoadOptions {
   RemoteOpenOptions remote;  // http(s):// and s3:// sources (connections, TLS, S3 endpoint...)
   // auto: a local file entirely in the page cache is mapped (kMapped) instead of copied.
   bool zero_copy_hot = false;
+  // Where the tensors land: host memory (default) or a CUDA device (see ParseDevice). A GPU load
+  // stages reads in pinned memory (within memory_budget) and copies them into one device
+  // allocation per model; kFailedPrecondition "no CUDA device: ..." without a usable GPU,
+  // kUnimplemented when flashload was built without CUDA.
+  Device device;
+  // Dtype conversion on the way: a conversion spec (flashload/convert.h), e.g. "bf16" or
+  // "F32=BF16,lm_head.*:keep"; empty keeps every stored dtype. kInvalidArgument when malformed.
+  std::string dtype;
   // Called about every 64 MiB and at the end; returning false cancels the load (kCancelled).
   std::function<bool(const Progress&)> progress;
   // Set to true from any thread to cancel the load.
@@ -81,6 +96,11 @@ struct FileReport {
   uint64_t bytes = 0;  // bytes read from the file
   uint32_t tensors = 0;
   double seconds = 0;
+  uint32_t tensors_converted = 0;  // tensors whose dtype changed on the way
+  uint64_t bytes_converted = 0;    // their stored bytes
+  uint64_t output_bytes = 0;       // the file's tensors as loaded (after conversion)
+  // GPU loads: how the file reached the device, and why GPUDirect Storage was or was not used.
+  std::string gpu_direct_storage;
 };
 
 struct LoadReport {
@@ -88,6 +108,13 @@ struct LoadReport {
   uint64_t bytes = 0;
   double seconds = 0;  // wall time of the whole load, headers included
   double header_seconds = 0;
+  std::string device;       // where the tensors are: "cpu", "cuda:0"
+  std::string copy_engine;  // what moved them there when staged ("" when reads landed in place)
+  uint32_t tensors_converted = 0;
+  uint64_t bytes_converted = 0;    // stored bytes of the converted tensors
+  uint64_t output_bytes = 0;       // bytes of all tensors as loaded
+  uint64_t staging_bytes = 0;      // pinned staging buffers used
+  uint64_t peak_device_bytes = 0;  // GPU loads: most device memory held at once (tensors+scratch)
   double GbPerSecond() const { return seconds > 0 ? bytes / seconds / 1e9 : 0; }
 };
 

@@ -17,9 +17,12 @@
 #include "cli/baselines.h"
 #include "cli/gen.h"
 #include "cli/output.h"
+#include "flashload/convert.h"
 #include "flashload/loader.h"
 #include "flashload/model.h"
 #include "io/page_cache.h"
+#include "sink/copy_engine.h"
+#include "sink/cuda_copy_engine.h"
 
 namespace flashload::cli {
 
@@ -35,6 +38,8 @@ struct Sample {
   uint64_t bytes = 0;
   int64_t peak_rss = -1;        // peak RSS of the child (bytes)
   double resident_before = -1;  // page-cache residency of the files before the run
+  int64_t peak_device = -1;     // GPU loads: most device memory flashload held at once
+  uint64_t output_bytes = 0;    // bytes of the tensors as loaded (after conversion)
   char detail[160] = {};
   char error[512] = {};
 };
@@ -214,6 +219,17 @@ void PrintPhase(const PhaseResult& p, uint64_t model_bytes, uint64_t budget) {
       const Stat b = GbpsStat(m.samples);
       if (b.median > 0) fmt::print("  flashload vs {}: {:.2f}x\n", m.name, f.median / b.median);
     }
+    int64_t gpu = -1;
+    uint64_t output = 0;
+    for (const Sample& s : fl->samples) {
+      gpu = std::max(gpu, s.peak_device);
+      output = std::max(output, s.output_bytes);
+    }
+    if (gpu >= 0) {
+      fmt::print("  flashload peak GPU memory {} vs tensors {} + budget {}: {}\n", HumanBytes(gpu),
+                 HumanBytes(output), HumanBytes(budget),
+                 uint64_t(gpu) <= output + budget ? "within" : "ABOVE");
+    }
     const int64_t rss = MaxRss(fl->samples);
     fmt::print("  flashload peak RSS {} vs model {} + budget {}: {}\n",
                HumanBytes(std::max<int64_t>(rss, 0)), HumanBytes(model_bytes), HumanBytes(budget),
@@ -230,8 +246,8 @@ std::string PhaseJson(const PhaseResult& p) {
     for (const Sample& s : m.samples) {
       runs.push_back(fmt::format(
           "{{\"ok\":{},\"seconds\":{:.6f},\"bytes\":{},\"peak_rss\":{},\"resident_before\":{:.4f},"
-          "\"detail\":{},\"error\":{}}}",
-          s.ok ? "true" : "false", s.seconds, s.bytes, s.peak_rss, s.resident_before,
+          "\"peak_device\":{},\"detail\":{},\"error\":{}}}",
+          s.ok ? "true" : "false", s.seconds, s.bytes, s.peak_rss, s.resident_before, s.peak_device,
           JsonString(s.detail), JsonString(s.error)));
     }
     ms.push_back(
@@ -256,6 +272,10 @@ void AddBenchOptions(CLI::App& app, BenchArgs& a) {
   app.add_option("--budget-mib", a.budget_mib, "flashload's memory budget")->default_val(256);
   app.add_flag("--json", a.json, "print JSON instead of tables");
   app.add_option("--json-out", a.json_out, "also write the JSON results to this file");
+  app.add_option("--device", a.device,
+                 "load into cpu (default), cuda or cuda:N; GPU runs add the pinned "
+                 "cudaMemcpyAsync host-to-device limit and peak GPU memory");
+  app.add_option("--dtype", a.dtype, "convert on the way (bf16, fp16, fp32, or rules)");
 }
 
 int RunBench(const BenchArgs& a) {
@@ -294,6 +314,46 @@ int RunBench(const BenchArgs& a) {
   LoadOptions lo;
   lo.strategy = *strategy;
   lo.memory_budget = a.budget_mib << 20;
+  lo.dtype = a.dtype;
+  if (Result<Device> d = ParseDevice(a.device); d.ok()) {
+    lo.device = *d;
+  } else {
+    fmt::print(stderr, "flashload bench: {}\n", d.status().message());
+    return 2;
+  }
+  if (Result<ConvertSpec> spec = ParseConvertSpec(a.dtype); !spec.ok()) {
+    fmt::print(stderr, "flashload bench: --dtype: {}\n", spec.status().message());
+    return 2;
+  }
+  const bool gpu = lo.device.type == DeviceType::kCuda;
+  // CUDA is used only in the measuring children: a CUDA context does not survive fork().
+  if (gpu) {
+    const int index = lo.device.index;
+    Sample probe = RunInChild([index] {
+      Sample s;
+      Result<std::unique_ptr<sink::CopyEngine>> e = sink::OpenCudaCopyEngine(index);
+      s.ok = e.ok();
+      if (!e.ok()) std::snprintf(s.error, sizeof(s.error), "%s", e.status().ToString().c_str());
+      return s;
+    });
+    if (!probe.ok) {
+      fmt::print(stderr, "flashload bench: {}\n", probe.error);
+      return 1;
+    }
+  }
+  auto h2d_limit = [&] {
+    Sample s;
+    Result<double> secs = sink::MeasurePinnedH2D(lo.device.index, data_bytes);
+    if (!secs.ok()) {
+      std::snprintf(s.error, sizeof(s.error), "%s", secs.status().ToString().c_str());
+      return s;
+    }
+    s.ok = true;
+    s.seconds = *secs;
+    s.bytes = data_bytes;
+    std::snprintf(s.detail, sizeof(s.detail), "pinned cudaMemcpyAsync, 8 MiB blocks, 4 streams");
+    return s;
+  };
   const std::string path = a.path;
 
   auto flashload_run = [&] {
@@ -307,6 +367,8 @@ int RunBench(const BenchArgs& a) {
     }
     s.ok = true;
     s.bytes = m->report.bytes;
+    s.output_bytes = m->report.output_bytes;
+    if (gpu) s.peak_device = static_cast<int64_t>(m->report.peak_device_bytes);
     std::snprintf(s.detail, sizeof(s.detail), "%s",
                   m->report.files.empty() ? "" : m->report.files[0].strategy.c_str());
     return s;
@@ -390,6 +452,9 @@ int RunBench(const BenchArgs& a) {
                     [&] { return FromBaseline(DirectReadLimit(files)); },
                     {}});
     }
+    if (gpu) {
+      ms.push_back({"reference: pinned cudaMemcpyAsync H2D", "reference", h2d_limit, {}});
+    }
     ms.push_back({"flashload", "flashload", flashload_run, {}});
     baselines(ms);
     run_phase("COLD (page cache dropped before each run)", true, std::move(ms));
@@ -404,6 +469,10 @@ int RunBench(const BenchArgs& a) {
                   "reference",
                   [&] { return FromBaseline(MemcpyLimit(file_bytes, 2)); },
                   {}});
+    if (gpu) {  // page cache -> GPU is bounded by the host-to-device copy
+      ms[0].role = "reference";
+      ms.push_back({"limit: pinned cudaMemcpyAsync H2D", "limit", h2d_limit, {}});
+    }
     ms.push_back({"flashload", "flashload", flashload_run, {}});
     baselines(ms);
     run_phase("HOT (files in page cache)", false, std::move(ms));

@@ -22,6 +22,8 @@ struct BenchArgs {
   bool baselines = true;  // mmap+copy and one-thread read
   std::string strategy = "auto";
   uint64_t budget_mib = 256;
+  std::string device = "cpu";  // cpu, cuda, cuda:N
+  std::string dtype;           // conversion spec ("" keeps stored dtypes)
 };
 
 struct GenArgs {

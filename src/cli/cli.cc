@@ -14,8 +14,10 @@
 #include "cli/bench.h"
 #include "cli/output.h"
 #include "cli/verify.h"
+#include "flashload/convert.h"
 #include "flashload/loader.h"
 #include "flashload/model.h"
+#include "flashload/writer.h"
 
 namespace flashload::cli {
 
@@ -246,6 +248,16 @@ int Validate(const ValidateArgs& a) {
 
 // ---- load ----
 
+// Writes host tensors as a safetensors file.
+Status SaveTensors(const std::string& path, const TensorMap& tensors) {
+  std::vector<TensorToWrite> out;
+  out.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) {
+    out.push_back(TensorToWrite{name, t.dtype(), t.shape(), t.bytes(), {}});
+  }
+  return WriteSafetensors(path, out);
+}
+
 struct LoadArgs {
   std::string path;
   std::string strategy = "auto";
@@ -260,10 +272,34 @@ struct LoadArgs {
   bool zero_copy = false;
   std::string variant;
   RemoteArgs remote;
+  std::string device = "cpu";
+  std::string dtype;
+  std::string save;
 };
 
 int LoadCommand(const LoadArgs& a) {
   LoadOptions o;
+  Result<Device> device = ParseDevice(a.device);
+  if (!device.ok()) {
+    fmt::print(stderr, "flashload load: {}\n", device.status().message());
+    return 2;
+  }
+  o.device = *device;
+  o.dtype = a.dtype;
+  if (Result<ConvertSpec> spec = ParseConvertSpec(a.dtype); !spec.ok()) {
+    fmt::print(stderr, "flashload load: --dtype: {}\n", spec.status().message());
+    return 2;
+  }
+  if ((a.verify || !a.save.empty()) && o.device.type != DeviceType::kCpu) {
+    fmt::print(stderr, "flashload load: --verify and --save need host tensors (--device cpu)\n");
+    return 2;
+  }
+  if (a.verify && !a.dtype.empty()) {
+    fmt::print(stderr,
+               "flashload load: --verify compares stored bytes; it cannot check a load with "
+               "--dtype (use --save and compare)\n");
+    return 2;
+  }
   std::optional<Strategy> st = ParseStrategy(a.strategy);
   if (!st) {
     fmt::print(stderr,
@@ -315,15 +351,24 @@ int LoadCommand(const LoadArgs& a) {
     }
     verify = *std::move(v);
   }
+  if (!a.save.empty()) {
+    Status saved = SaveTensors(a.save, model->tensors);
+    if (!saved.ok()) {
+      fmt::print(stderr, "flashload load: --save: {}\n", saved.ToString());
+      return 1;
+    }
+  }
   if (a.json) {
     std::vector<std::string> files;
     for (const FileReport& f : r.files) {
-      files.push_back(
-          fmt::format("{{\"path\":{},\"component\":{},\"strategy\":{},\"reason\":{},\"resident_"
-                      "fraction\":{:.4f},"
-                      "\"bytes\":{},\"tensors\":{},\"seconds\":{:.6f}}}",
-                      JsonString(f.path), JsonString(f.component), JsonString(f.strategy),
-                      JsonString(f.reason), f.resident_fraction, f.bytes, f.tensors, f.seconds));
+      files.push_back(fmt::format(
+          "{{\"path\":{},\"component\":{},\"strategy\":{},\"reason\":{},\"resident_"
+          "fraction\":{:.4f},"
+          "\"bytes\":{},\"tensors\":{},\"seconds\":{:.6f},\"tensors_converted\":{},"
+          "\"bytes_converted\":{},\"output_bytes\":{},\"gpu_direct_storage\":{}}}",
+          JsonString(f.path), JsonString(f.component), JsonString(f.strategy), JsonString(f.reason),
+          f.resident_fraction, f.bytes, f.tensors, f.seconds, f.tensors_converted,
+          f.bytes_converted, f.output_bytes, JsonString(f.gpu_direct_storage)));
     }
     std::string v = "null";
     if (verify) {
@@ -332,9 +377,13 @@ int LoadCommand(const LoadArgs& a) {
     }
     fmt::print(
         "{{\"path\":{},\"tensors\":{},\"bytes\":{},\"seconds\":{:.6f},\"gb_per_s\":{:.4f},"
-        "\"header_seconds\":{:.6f},\"peak_rss_bytes\":{},\"files\":[{}],\"verify\":{}}}\n",
+        "\"header_seconds\":{:.6f},\"peak_rss_bytes\":{},\"device\":{},\"copy_engine\":{},"
+        "\"dtype\":{},\"tensors_converted\":{},\"bytes_converted\":{},\"output_bytes\":{},"
+        "\"staging_bytes\":{},\"peak_device_bytes\":{},\"files\":[{}],\"verify\":{}}}\n",
         JsonString(a.path), model->tensors.size(), r.bytes, r.seconds, r.GbPerSecond(),
-        r.header_seconds, rss, fmt::join(files, ","), v);
+        r.header_seconds, rss, JsonString(r.device), JsonString(r.copy_engine), JsonString(a.dtype),
+        r.tensors_converted, r.bytes_converted, r.output_bytes, r.staging_bytes,
+        r.peak_device_bytes, fmt::join(files, ","), v);
   } else {
     for (const FileReport& f : r.files) {
       fmt::print("  {}{}{}: {} in {:.3f} s — {} ({})\n", f.component,
@@ -344,6 +393,15 @@ int LoadCommand(const LoadArgs& a) {
     fmt::print("loaded {} tensors, {} in {:.3f} s: {:.2f} GB/s (headers {:.1f} ms); peak RSS {}\n",
                model->tensors.size(), HumanBytes(r.bytes), r.seconds, r.GbPerSecond(),
                r.header_seconds * 1e3, HumanBytes(rss));
+    if (!r.copy_engine.empty()) {
+      fmt::print("to {} through {}: {} staged; {} tensors converted ({} -> {}){}\n", r.device,
+                 r.copy_engine, HumanBytes(r.staging_bytes), r.tensors_converted,
+                 HumanBytes(r.bytes_converted),
+                 HumanBytes(r.bytes_converted + r.output_bytes - r.bytes),
+                 r.peak_device_bytes > 0
+                     ? fmt::format("; peak GPU memory {}", HumanBytes(r.peak_device_bytes))
+                     : "");
+    }
     if (verify) {
       fmt::print("verify: {} tensors compared with a plain read: {}\n", verify->tensors_checked,
                  verify->mismatches.empty() ? "all identical" : "MISMATCH");
@@ -423,6 +481,15 @@ int RunCli(int argc, char** argv) {
                  "compare every tensor's XXH3 with an independent plain read of the file");
   load->add_flag("--dry-run", la.dry_run, "print the plan (files, byte ranges, chunks) and exit");
   load->add_flag("--json", la.json, "machine-readable output");
+  load->add_option("--device", la.device,
+                   "where the tensors go: cpu (default), cuda or cuda:N (pinned staging, copies "
+                   "on several streams)");
+  load->add_option("--dtype", la.dtype,
+                   "convert on the way: bf16, fp16, fp32 (floating tensors only), or rules such "
+                   "as F32=BF16,lm_head.*:keep");
+  load->add_option("--save", la.save,
+                   "write the loaded tensors to this .safetensors file (host loads; with --dtype: "
+                   "a converted copy)");
   AddRemoteOptions(load, la.remote);
 
   BenchArgs ba;

@@ -8,11 +8,16 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <thread>
 
 #include "engine/engine.h"
 #include "engine/plan.h"
 #include "engine/strategy.h"
 #include "io/registry.h"
+#include "sink/cpu_copy_engine.h"
+#include "sink/cuda_copy_engine.h"
+#include "sink/cufile.h"
+#include "sink/device_sink.h"
 #include "sink/host_sink.h"
 
 namespace flashload {
@@ -104,6 +109,28 @@ std::optional<Strategy> ParseStrategy(std::string_view name) {
   return std::nullopt;
 }
 
+Result<Device> ParseDevice(std::string_view text) {
+  if (text == "cpu") return Device{};
+  if (text == "cuda") return Device{DeviceType::kCuda, 0};
+  if (text.starts_with("cuda:") && text.size() > 5 && text.size() <= 9) {
+    int index = 0;
+    for (char c : text.substr(5)) {
+      if (c < '0' || c > '9') {
+        index = -1;
+        break;
+      }
+      index = index * 10 + (c - '0');
+    }
+    if (index >= 0) return Device{DeviceType::kCuda, index};
+  }
+  return InvalidArgumentError(
+      fmt::format("unknown device '{}' (expected cpu, cuda or cuda:N, e.g. cuda:0)", text));
+}
+
+std::string DeviceString(Device device) {
+  return device.type == DeviceType::kCpu ? "cpu" : fmt::format("cuda:{}", device.index);
+}
+
 Result<Header> ReadHeader(const std::string& path, const ParseOptions& options,
                           const RemoteOpenOptions& remote) {
   OpenOptions open;
@@ -181,7 +208,16 @@ Result<std::unique_ptr<Source>> OpenWithStrategy(const std::string& file,
   return OpenSource(file, strategy.open);
 }
 
-Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& options) {
+Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& requested) {
+  // Zero-copy views exist only of host memory holding the stored bytes as they are.
+  LoadOptions options = requested;
+  const bool staged = options.device.type == DeviceType::kCuda || !options.dtype.empty();
+  if (staged && options.strategy == Strategy::kMapped) {
+    return InvalidArgumentError(
+        "strategy 'mapped' returns views of the file in host memory; it cannot be combined with "
+        "a CUDA device or a dtype conversion");
+  }
+  if (staged) options.zero_copy_hot = false;
   PreparedLoad p;
   LoadedModel& model = p.model;
   ResolveOptions resolve;
@@ -239,8 +275,32 @@ Result<std::string> DescribeLoadPlan(const std::string& path, const LoadOptions&
   return out;
 }
 
+namespace {
+
+// The copy engine of a staged load: the GPU, or host worker threads for a converting CPU load.
+Result<std::shared_ptr<sink::CopyEngine>> OpenCopyEngine(const LoadOptions& options) {
+  if (options.device.type == DeviceType::kCuda) {
+    FL_ASSIGN_OR_RETURN(std::unique_ptr<sink::CopyEngine> engine,
+                        sink::OpenCudaCopyEngine(options.device.index));
+    return std::shared_ptr<sink::CopyEngine>(std::move(engine));
+  }
+  sink::CpuCopyEngineOptions cpu;
+  cpu.streams = std::clamp(std::thread::hardware_concurrency(), 2u, 8u);
+  cpu.device_is_host = true;
+  cpu.verify_staging = false;  // a test check; the pipeline's ordering is what guarantees it
+  return std::shared_ptr<sink::CopyEngine>(std::make_shared<sink::CpuCopyEngine>(cpu));
+}
+
+}  // namespace
+
 Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   const auto start = Clock::now();
+  // Device and conversion problems are reported before any file is opened.
+  FL_ASSIGN_OR_RETURN(ConvertSpec spec, ParseConvertSpec(options.dtype));
+  std::shared_ptr<sink::CopyEngine> copy_engine;
+  if (options.device.type == DeviceType::kCuda || !spec.empty()) {
+    FL_ASSIGN_OR_RETURN(copy_engine, OpenCopyEngine(options));
+  }
   FL_ASSIGN_OR_RETURN(PreparedLoad p, PrepareLoad(path, options));
   LoadedModel& model = p.model;
   model.report.header_seconds = SecondsSince(start);
@@ -249,8 +309,26 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   std::vector<std::unique_ptr<Source>>& sources = p.sources;
   std::vector<engine::FileStrategy>& strategies = p.strategies;
 
-  sink::HostSink sink;
+  sink::HostSink host_sink;
+  std::unique_ptr<sink::DeviceSink> device_sink;
+  if (copy_engine) {
+    sink::DeviceSinkOptions dso;
+    dso.convert = spec;
+    dso.memory_budget = options.memory_budget;
+    dso.min_slots = std::max<uint32_t>(options.parallel_files, 2);
+    device_sink = std::make_unique<sink::DeviceSink>(copy_engine, dso);
+  }
+  sink::Sink& sink = device_sink ? static_cast<sink::Sink&>(*device_sink) : host_sink;
+  std::string gds_reason;
+  if (options.device.type == DeviceType::kCuda) gds_reason = sink::ProbeCuFile().reason;
   FL_RETURN_IF_ERROR(sink.Prepare(plan));
+  if (device_sink) {
+    // Every chunk in flight holds a staging slot: keep them within the slots (no driver may wait
+    // for a slot that only its own unread chunks hold).
+    const uint32_t share = std::max<uint32_t>(
+        device_sink->slot_count() / std::max<uint32_t>(options.parallel_files, 1), 1);
+    for (uint32_t& qd : p.queue_depths) qd = std::min(qd > 0 ? qd : 8u, share);
+  }
   engine::EngineOptions eo;
   eo.memory_budget = options.memory_budget;
   eo.parallel_files = options.parallel_files;
@@ -278,8 +356,27 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
     r.bytes = f.data_bytes();
     r.tensors = static_cast<uint32_t>(f.header.tensors.size());
     r.seconds = stats.files[i].seconds;
+    r.output_bytes = r.bytes;
+    r.gpu_direct_storage = gds_reason;
+    if (device_sink) {
+      const sink::FileConversion& fc = device_sink->stats().files[i];
+      r.tensors_converted = fc.tensors_converted;
+      r.bytes_converted = fc.bytes_converted;
+      r.output_bytes = fc.output_bytes;
+    }
+    model.report.tensors_converted += r.tensors_converted;
+    model.report.bytes_converted += r.bytes_converted;
+    model.report.output_bytes += r.output_bytes;
     model.report.bytes += r.bytes;
     model.report.files.push_back(std::move(r));
+  }
+  model.report.device = DeviceString(options.device);
+  if (device_sink) {
+    model.report.copy_engine = copy_engine->name();
+    model.report.staging_bytes = device_sink->stats().pinned_bytes;
+    if (options.device.type == DeviceType::kCuda) {
+      model.report.peak_device_bytes = copy_engine->peak_device_bytes();
+    }
   }
   model.report.seconds = SecondsSince(start);
   if (options.progress) {

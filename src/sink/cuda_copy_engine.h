@@ -1,0 +1,72 @@
+// CudaCopyEngine: the CopyEngine of a CUDA GPU (copy_engine.h), and the few CUDA runtime calls
+// flashload needs, wrapped as Status-returning functions.
+//
+// The engine: pinned staging with cudaHostAlloc, device memory with cudaMalloc, copies with
+// cudaMemcpyAsync on non-blocking streams (several, so copies overlap with reads and with each
+// other's set-up), conversions with LaunchConvert (convert_cuda.h), and cudaEvents to recycle
+// staging buffers. Errors that work hits while it runs come back from the next event query, wait
+// or synchronisation, and stay (CUDA's sticky errors).
+//
+// Builds: the runtime wrappers live in cuda_copy_engine.cu, compiled into fl_cuda only when the
+// build found nvcc (FLASHLOAD_HAVE_CUDA=1). Without it, OpenCudaCopyEngine() and
+// MeasurePinnedH2D() return kUnimplemented ("built without CUDA"). With it, on a machine without
+// a usable GPU, they return kFailedPrecondition "no CUDA device: <the CUDA error text>".
+//
+// This header is C++17 (nvcc compiles the .cu with it) and needs no CUDA header: streams and
+// events are passed as void*.
+#ifndef FLASHLOAD_SINK_CUDA_COPY_ENGINE_H_
+#define FLASHLOAD_SINK_CUDA_COPY_ENGINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "flashload/status.h"
+
+namespace flashload::sink {
+
+class CopyEngine;
+
+// A copy engine on CUDA device `device` with `streams` streams (at least 1). Errors:
+// kUnimplemented without CUDA; kFailedPrecondition "no CUDA device: ..." when the driver reports
+// no device (or none usable); kInvalidArgument naming the index when `device` does not exist;
+// kInternal with the CUDA error text otherwise.
+Result<std::unique_ptr<CopyEngine>> OpenCudaCopyEngine(int device, uint32_t streams = 4);
+
+// The H2D limit: seconds to copy `bytes` from pinned host memory to device memory with
+// cudaMemcpyAsync in `block_bytes` pieces over `streams` streams, best of `repeats` (after one
+// warm-up). Uses at most `max_buffer` bytes of each memory (copied repeatedly to total `bytes`).
+// Errors as OpenCudaCopyEngine().
+Result<double> MeasurePinnedH2D(int device, uint64_t bytes, uint32_t streams = 4,
+                                uint64_t block_bytes = 8ull << 20, uint32_t repeats = 3,
+                                uint64_t max_buffer = 1ull << 30);
+
+// Raw runtime calls (defined only when FLASHLOAD_HAVE_CUDA; the engine and the GPU tests use them).
+namespace cuda {
+
+// OK with the number of devices (> 0), or kFailedPrecondition "no CUDA device: ...".
+Result<int> DeviceCount();
+std::string DeviceName(int device);
+Status SetDevice(int device);
+Result<void*> HostAlloc(uint64_t bytes);  // page-locked (portable)
+void HostFree(void* p);
+Result<void*> DeviceAlloc(uint64_t bytes);
+void DeviceFree(int device, void* p);
+Result<void*> StreamCreate();  // non-blocking with respect to the legacy default stream
+void StreamDestroy(void* stream);
+Status CopyHostToDeviceAsync(void* dst, const void* src, uint64_t bytes, void* stream);
+Status CopyDeviceToHost(void* dst, const void* src, uint64_t bytes);  // synchronous
+Status CopyHostToDevice(void* dst, const void* src, uint64_t bytes);  // synchronous
+Result<void*> EventCreate();                                          // timing disabled
+void EventDestroy(void* event);
+Status EventRecord(void* event, void* stream);
+Result<bool> EventQuery(void* event);
+Status EventSynchronize(void* event);
+Status DeviceSynchronize();
+Status MemGetInfo(uint64_t* free_bytes, uint64_t* total_bytes);
+
+}  // namespace cuda
+
+}  // namespace flashload::sink
+
+#endif  // FLASHLOAD_SINK_CUDA_COPY_ENGINE_H_

@@ -1,0 +1,277 @@
+#include "sink/device_sink.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "sink/host_sink.h"
+
+namespace flashload::sink {
+
+namespace {
+
+uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+}  // namespace
+
+DeviceSink::DeviceSink(std::shared_ptr<CopyEngine> engine, DeviceSinkOptions options)
+    : engine_(std::move(engine)), options_(std::move(options)) {}
+
+DeviceSink::~DeviceSink() {
+  // Nothing may still read staging memory when it is freed.
+  if (ring_) Abort();
+}
+
+std::byte* DeviceSink::Out(const Placement& p) const {
+  return static_cast<std::byte*>(allocation_.get()) + p.out_offset;
+}
+
+void DeviceSink::Reset() {
+  ring_.reset();
+  allocation_.reset();
+  std::lock_guard lock(mu_);
+  held_.clear();
+  pending_.clear();
+}
+
+Status DeviceSink::Prepare(const engine::LoadPlan& plan) {
+  Reset();
+  plan_ = &plan;
+  placements_.assign(plan.files.size(), {});
+  stats_ = DeviceSinkStats();
+  stats_.files.resize(plan.files.size());
+  uint64_t total = 0;
+  uint64_t max_chunk = 0;
+  uint64_t chunks = 0;
+  bool any_converted = false;
+  for (size_t i = 0; i < plan.files.size(); ++i) {
+    const engine::FilePlan& f = plan.files[i];
+    for (const engine::Chunk& c : f.chunks) max_chunk = std::max(max_chunk, c.length);
+    chunks += f.chunks.size();
+    FileConversion& fc = stats_.files[i];
+    for (size_t k = 0; k < f.header.tensors.size(); ++k) {
+      const TensorInfo& t = f.header.tensors[k];
+      Placement p;
+      p.tensor = static_cast<uint32_t>(k);
+      p.file_begin = f.header.data_offset() + t.data_begin;
+      p.file_end = f.header.data_offset() + t.data_end;
+      p.from = t.dtype;
+      Result<Dtype> to =
+          TargetDtype(QualifiedTensorName(f.component, t.name), t.dtype, options_.convert);
+      if (!to.ok()) return to.status().WithContext(f.path);
+      p.to = *to;
+      p.out_bytes = p.converted() ? t.element_count() * (DtypeBits(p.to) / 8) : t.byte_size();
+      p.out_offset = AlignUp(total, kDeviceTensorAlignment);
+      total = p.out_offset + p.out_bytes;
+      if (p.converted()) {
+        any_converted = true;
+        ++fc.tensors_converted;
+        fc.bytes_converted += t.byte_size();
+      }
+      fc.output_bytes += p.out_bytes;
+      placements_[i].push_back(p);
+    }
+  }
+  Result<std::shared_ptr<void>> alloc = engine_->AllocateDevice(std::max<uint64_t>(total, 1));
+  if (!alloc.ok()) {
+    return alloc.status().WithContext(
+        fmt::format("allocating {} bytes on {} for the model's tensors", total, engine_->name()));
+  }
+  allocation_ = *std::move(alloc);
+  stats_.device_bytes = total;
+  if (max_chunk > 0) {
+    // No more slots than chunks: a small model needs no full budget of pinned memory.
+    const uint64_t by_budget = std::min(options_.memory_budget / max_chunk, chunks);
+    const uint32_t slots = static_cast<uint32_t>(
+        std::clamp<uint64_t>(by_budget, std::max<uint32_t>(options_.min_slots, 1),
+                             std::max(options_.max_slots, options_.min_slots)));
+    Result<std::unique_ptr<StagingRing>> ring = StagingRing::Create(
+        *engine_, max_chunk, slots, any_converted && !engine_->device_is_host());
+    if (!ring.ok()) {
+      allocation_.reset();
+      return ring.status();
+    }
+    ring_ = *std::move(ring);
+    stats_.pinned_bytes = ring_->pinned_bytes();
+    stats_.scratch_bytes = ring_->scratch_bytes();
+    stats_.slots = ring_->slot_count();
+  }
+  return Status();
+}
+
+Result<std::span<std::byte>> DeviceSink::Acquire(const engine::Chunk& chunk) {
+  if (!ring_ || chunk.length > ring_->slot_bytes()) {
+    return InternalError(fmt::format("chunk [{}, +{}) larger than the staging slots of {} bytes",
+                                     chunk.offset, chunk.length, ring_ ? ring_->slot_bytes() : 0));
+  }
+  FL_ASSIGN_OR_RETURN(StagingSlot * slot, ring_->Acquire());
+  {
+    std::lock_guard lock(mu_);
+    if (!held_.emplace(std::make_pair(chunk.file, chunk.offset), slot).second) {
+      ring_->Release(slot);
+      return InternalError(
+          fmt::format("chunk at byte offset {} acquired twice without a commit", chunk.offset));
+    }
+  }
+  return std::span<std::byte>(slot->host, chunk.length);
+}
+
+Status DeviceSink::Commit(const engine::Chunk& chunk) {
+  StagingSlot* slot = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    auto it = held_.find(std::make_pair(chunk.file, chunk.offset));
+    if (it == held_.end()) {
+      return InternalError(
+          fmt::format("commit of chunk at byte offset {} that was never acquired", chunk.offset));
+    }
+    slot = it->second;
+    held_.erase(it);
+  }
+  Status st = EnqueueChunk(chunk, *slot);
+  // Whatever was enqueued reads the slot: it is recycled only behind its event, even on failure.
+  Status submitted = ring_->Submit(slot);
+  FL_RETURN_IF_ERROR(st);
+  return submitted;
+}
+
+Status DeviceSink::EnqueueChunk(const engine::Chunk& chunk, StagingSlot& slot) {
+  const engine::FilePlan& f = plan_->files.at(chunk.file);
+  const std::vector<Placement>& ps = placements_[chunk.file];
+  const uint64_t begin = chunk.offset;
+  const uint64_t end = std::min(chunk.offset + chunk.length, f.header.file_size);
+  CopyEngine& e = *engine_;
+  const uint32_t stream = slot.stream;
+  uint64_t patch_used = 0;
+  auto it = std::upper_bound(ps.begin(), ps.end(), begin,
+                             [](uint64_t off, const Placement& p) { return off < p.file_end; });
+  for (; it != ps.end() && it->file_begin < end; ++it) {
+    const Placement& p = *it;
+    const uint64_t lo = std::max(begin, p.file_begin);
+    const uint64_t hi = std::min(end, p.file_end);
+    if (hi <= lo) continue;
+    const std::byte* src = slot.host + (lo - begin);
+    auto where = [&] {
+      return fmt::format("{}: tensor '{}' bytes [{}, {}) of the file", f.path,
+                         f.header.tensors[p.tensor].name, lo, hi);
+    };
+    if (!p.converted()) {
+      Status st = e.CopyToDevice(stream, Out(p) + (lo - p.file_begin), src, hi - lo);
+      if (!st.ok()) return st.WithContext(where());
+      continue;
+    }
+    const uint64_t s = DtypeBits(p.from) / 8;
+    const uint64_t os = DtypeBits(p.to) / 8;
+    const uint64_t rel_lo = lo - p.file_begin;
+    const uint64_t rel_hi = hi - p.file_begin;
+    const uint64_t k0 = (rel_lo + s - 1) / s;  // first whole element
+    const uint64_t k1 = rel_hi / s;            // one past the last whole element
+    if (k1 > k0) {
+      const uint64_t in_chunk = p.file_begin + k0 * s - begin;
+      const uint64_t n = k1 - k0;
+      Status st;
+      if (e.device_is_host() || slot.scratch == nullptr) {
+        st = e.Convert(stream, p.from, p.to, slot.host + in_chunk, Out(p) + k0 * os, n);
+      } else {
+        st = e.CopyToDevice(stream, slot.scratch + in_chunk, slot.host + in_chunk, n * s);
+        if (st.ok()) {
+          st = e.Convert(stream, p.from, p.to, slot.scratch + in_chunk, Out(p) + k0 * os, n);
+        }
+      }
+      if (!st.ok()) return st.WithContext(where());
+    }
+    // Pieces of elements cut by the chunk's edges.
+    uint64_t head_element = UINT64_MAX;
+    if (rel_lo % s != 0) {
+      head_element = rel_lo / s;
+      const uint64_t piece_end = std::min(rel_hi, (head_element + 1) * s);
+      FL_RETURN_IF_ERROR(AddPiece(chunk.file, p, head_element, rel_lo - head_element * s, src,
+                                  piece_end - rel_lo, slot, patch_used));
+    }
+    if (rel_hi % s != 0 && rel_hi / s != head_element) {
+      const uint64_t element = rel_hi / s;
+      const uint64_t piece_begin = std::max(rel_lo, element * s);
+      FL_RETURN_IF_ERROR(AddPiece(chunk.file, p, element, piece_begin - element * s,
+                                  slot.host + (p.file_begin + piece_begin - begin),
+                                  rel_hi - piece_begin, slot, patch_used));
+    }
+  }
+  return Status();
+}
+
+Status DeviceSink::AddPiece(uint32_t file, const Placement& p, uint64_t element, uint64_t within,
+                            const std::byte* src, uint64_t n, StagingSlot& slot,
+                            uint64_t& patch_used) {
+  const uint64_t s = DtypeBits(p.from) / 8;
+  const uint64_t os = DtypeBits(p.to) / 8;
+  std::byte whole[8];
+  {
+    std::lock_guard lock(mu_);
+    PendingElement& pe = pending_[{{file, p.tensor}, element}];
+    std::memcpy(pe.bytes + within, src, n);
+    pe.have += static_cast<uint32_t>(n);
+    if (pe.have < s) return Status();  // the rest comes with another chunk
+    std::memcpy(whole, pe.bytes, s);
+    pending_.erase({{file, p.tensor}, element});
+  }
+  if (patch_used + os > StagingRing::kPatchBytes) {
+    return InternalError(
+        fmt::format("more than {} bytes of cut elements in one chunk", StagingRing::kPatchBytes));
+  }
+  std::byte* patch = slot.patch + patch_used;
+  patch_used += 8;
+  FL_RETURN_IF_ERROR(ConvertElements(p.from, p.to, whole, patch, 1));
+  Status st = engine_->CopyToDevice(slot.stream, Out(p) + element * os, patch, os);
+  if (!st.ok()) {
+    return st.WithContext(fmt::format("{}: tensor '{}' element {}", plan_->files[file].path,
+                                      plan_->files[file].header.tensors[p.tensor].name, element));
+  }
+  return Status();
+}
+
+Result<TensorMap> DeviceSink::Finish() {
+  Status st = ring_ ? ring_->Drain() : Status();
+  Status synced = engine_->Synchronize();
+  if (st.ok()) st = synced;
+  if (st.ok()) {
+    std::lock_guard lock(mu_);
+    if (!pending_.empty()) {
+      const auto& [key, pe] = *pending_.begin();
+      const engine::FilePlan& f = plan_->files[key.first.first];
+      st = InternalError(
+          fmt::format("{}: element {} of tensor '{}' was only partly loaded ({} bytes)", f.path,
+                      key.second, f.header.tensors[key.first.second].name, pe.have));
+    }
+  }
+  if (!st.ok()) {
+    Abort();
+    return st;
+  }
+  TensorMap out;
+  const Device device = engine_->device();
+  for (size_t i = 0; i < plan_->files.size(); ++i) {
+    const engine::FilePlan& f = plan_->files[i];
+    for (const Placement& p : placements_[i]) {
+      const TensorInfo& t = f.header.tensors[p.tensor];
+      std::string name = QualifiedTensorName(f.component, t.name);
+      Tensor tensor(name, p.to, t.shape, device, Out(p), p.out_bytes, allocation_);
+      if (!out.emplace(name, std::move(tensor)).second) {
+        Abort();
+        return DataLossError(fmt::format(
+            "tensor '{}' appears twice in the model ({} and another file)", name, f.path));
+      }
+    }
+  }
+  if (ring_) stats_.slot_reuses = ring_->reuses();
+  Reset();
+  return out;
+}
+
+void DeviceSink::Abort() {
+  if (ring_) ring_->Cancel();
+  engine_->Synchronize().IgnoreError();  // nothing may still use the memory freed below
+  Reset();
+}
+
+}  // namespace flashload::sink
