@@ -44,7 +44,7 @@ Result<std::shared_ptr<HostArena>> HostArena::MapFile(const std::string& path, u
   const int err = errno;
   ::close(fd);  // the mapping keeps the file
   if (p == MAP_FAILED) return ErrnoToStatus(err, "mmap", path, static_cast<int64_t>(offset));
-  (void)madvise(p, mapped, MADV_WILLNEED);
+  // No MADV_WILLNEED: the file is in the page cache already (auto maps only resident files).
   return std::shared_ptr<HostArena>(new HostArena(static_cast<std::byte*>(p), size, mapped));
 }
 

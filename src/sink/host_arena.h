@@ -22,7 +22,7 @@ class HostArena {
   // A private, writable mapping of `size` bytes of the file `path` from `offset` (a multiple of the
   // page size): zero-copy views of the page cache; writes stay private (copy-on-write). The file
   // must not be truncated while the arena lives (access past its end raises SIGBUS, as with any
-  // mapping). Read-ahead is requested (MADV_WILLNEED).
+  // mapping).
   static Result<std::shared_ptr<HostArena>> MapFile(const std::string& path, uint64_t offset,
                                                     uint64_t size);
   ~HostArena();
