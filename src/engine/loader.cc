@@ -181,9 +181,17 @@ Result<std::unique_ptr<Source>> OpenRemote(const std::string& uri, const LoadOpt
   strategy = engine::FileStrategy();
   strategy.strategy = Strategy::kNetwork;
   strategy.resident_fraction = -1;
-  strategy.chunk_bytes = options.chunk_bytes > 0 ? options.chunk_bytes : caps.preferred_chunk;
   strategy.queue_depth =
       options.queue_depth > 0 ? options.queue_depth : std::max<uint32_t>(caps.max_in_flight, 1);
+  strategy.chunk_bytes = options.chunk_bytes > 0 ? options.chunk_bytes : caps.preferred_chunk;
+  if (options.chunk_bytes == 0) {
+    // Every connection busy within the memory budget, with room for two files at once: ranges no
+    // larger than budget / (2 × requests in flight), a power of two, at least 1 MiB. (Larger ranges
+    // would leave connections idle while the budget is spent.)
+    uint64_t fit = 1ull << 20;
+    while (fit * 2 <= options.memory_budget / (2ull * strategy.queue_depth)) fit *= 2;
+    strategy.chunk_bytes = std::min(strategy.chunk_bytes, fit);
+  }
   strategy.reason = fmt::format("remote object: {} requests of {} MiB in flight",
                                 strategy.queue_depth, strategy.chunk_bytes >> 20);
   return source;

@@ -73,7 +73,7 @@ struct HttpOptions {
   bool verify_tls = true;
   uint32_t connections = 16;                // transfers in flight (and connections per host)
   uint64_t chunk_size = uint64_t{8} << 20;  // caps().preferred_chunk (the least, when adapted)
-  // Adapt the range size to the link measured on the opening request: 8 × first-byte latency ×
+  // Adapt the range size to the link measured on the opening request: 4 × first-byte latency ×
   // one connection's rate, rounded up to a power of two, between chunk_size and max_chunk.
   bool adapt_chunk = false;
   uint64_t max_chunk = uint64_t{64} << 20;

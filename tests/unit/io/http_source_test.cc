@@ -518,7 +518,7 @@ TEST(HttpSourceAdaptTest, RangeSizeGrowsWithFirstByteLatencyTimesBandwidth) {
   ASSERT_TRUE(adapt.adapt_chunk);
   Result<std::unique_ptr<Source>> s = OpenHttpSource((*slow)->Url("bucket/model.bin"), adapt);
   ASSERT_THAT(s, IsOk());
-  // 8 × 0.04 s × 50 MB/s = 16 MB: at least 16 MiB, at most the cap.
+  // 4 × 0.04 s × 50 MB/s = 8 MB: above the 8 MiB default, so 16 MiB, at most the cap.
   EXPECT_GE((*s)->caps().preferred_chunk, 16ull << 20);
   EXPECT_LE((*s)->caps().preferred_chunk, adapt.max_chunk);
   EXPECT_GE((*s)->caps().latency_hint_ns, 35'000'000u);
