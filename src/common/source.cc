@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include "common/completions.h"
+
 namespace flashload {
 
 Status Source::Submit(std::span<const ReadRequest> requests) {
@@ -23,18 +25,7 @@ Status Source::Submit(std::span<const ReadRequest> requests) {
 
 Result<size_t> Source::Reap(std::span<ReadResult> out, Deadline deadline) {
   std::unique_lock lock(default_mu_);
-  auto ready = [&] { return !default_done_.empty(); };
-  if (deadline.infinite()) {
-    default_cv_.wait(lock, ready);
-  } else if (!default_cv_.wait_until(lock, deadline.when(), ready)) {
-    return size_t{0};
-  }
-  size_t n = 0;
-  while (n < out.size() && !default_done_.empty()) {
-    out[n++] = std::move(default_done_.front());
-    default_done_.pop_front();
-  }
-  return n;
+  return common_internal::TakeCompletions(lock, default_cv_, default_done_, out, deadline);
 }
 
 Status ReadExact(const Source& source, uint64_t offset, std::span<std::byte> dst) {

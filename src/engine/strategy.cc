@@ -63,6 +63,24 @@ void SetMapped(FileStrategy& s, const LoadOptions& o) {
   s.open.threads = 1;
 }
 
+// The strategy the options name (not kAuto).
+void SetForced(FileStrategy& s, const LoadOptions& o) {
+  switch (o.strategy) {
+    case Strategy::kBuffered:
+      return SetBuffered(s, o);
+    case Strategy::kMmap:
+      return SetMmap(s, o);
+    case Strategy::kDirect:
+      return SetDirect(s, o);
+    case Strategy::kNetwork:
+      return SetNetwork(s, o);
+    case Strategy::kMapped:
+      return SetMapped(s, o);
+    case Strategy::kAuto:
+      return SetBuffered(s, o);  // not reached: auto chooses
+  }
+}
+
 // FUSE counts as a network file system here: GCSFuse, s3fs and their kind are the FUSE file
 // systems that hold models.
 bool IsNetworkFileSystem(const std::string& path, std::string* name) {
@@ -77,29 +95,10 @@ bool IsNetworkFileSystem(const std::string& path, std::string* name) {
 FileStrategy ChooseStrategy(const std::string& path, const LoadOptions& options) {
   FileStrategy s;
   s.resident_fraction = -1;
-  switch (options.strategy) {
-    case Strategy::kBuffered:
-      SetBuffered(s, options);
-      s.reason = "forced";
-      return s;
-    case Strategy::kMmap:
-      SetMmap(s, options);
-      s.reason = "forced";
-      return s;
-    case Strategy::kDirect:
-      SetDirect(s, options);
-      s.reason = "forced";
-      return s;
-    case Strategy::kNetwork:
-      SetNetwork(s, options);
-      s.reason = "forced";
-      return s;
-    case Strategy::kMapped:
-      SetMapped(s, options);
-      s.reason = "forced";
-      return s;
-    case Strategy::kAuto:
-      break;
+  if (options.strategy != Strategy::kAuto) {
+    SetForced(s, options);
+    s.reason = "forced";
+    return s;
   }
   if (std::string fs_name; IsNetworkFileSystem(path, &fs_name)) {
     SetNetwork(s, options);

@@ -14,6 +14,7 @@
 #include <optional>
 #include <thread>
 
+#include "common/completions.h"
 #include "flashload/model.h"
 #include "io/registry.h"
 
@@ -327,18 +328,7 @@ class HttpObject final : public HttpSource {
 
   Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
     std::unique_lock lock(mu_);
-    auto ready = [&] { return !done_.empty(); };
-    if (deadline.infinite()) {
-      cv_.wait(lock, ready);
-    } else if (!cv_.wait_until(lock, deadline.when(), ready)) {
-      return size_t{0};
-    }
-    size_t n = 0;
-    while (n < out.size() && !done_.empty()) {
-      out[n++] = std::move(done_.front());
-      done_.pop_front();
-    }
-    return n;
+    return common_internal::TakeCompletions(lock, cv_, done_, out, deadline);
   }
 
   void Cancel() override {

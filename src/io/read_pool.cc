@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "common/completions.h"
+
 namespace flashload::io_internal {
 
 ReadPool::ReadPool(uint32_t threads, ReadFn read, std::string name)
@@ -35,18 +37,7 @@ void ReadPool::Enqueue(std::span<const ReadRequest> requests) {
 Result<size_t> ReadPool::Reap(std::span<ReadResult> out, Deadline deadline) {
   if (out.empty()) return size_t{0};
   std::unique_lock lock(mu_);
-  auto ready = [&] { return !done_.empty(); };
-  if (deadline.infinite()) {
-    done_cv_.wait(lock, ready);
-  } else if (!done_cv_.wait_until(lock, deadline.when(), ready)) {
-    return size_t{0};
-  }
-  size_t n = 0;
-  while (n < out.size() && !done_.empty()) {
-    out[n++] = std::move(done_.front());
-    done_.pop_front();
-  }
-  return n;
+  return common_internal::TakeCompletions(lock, done_cv_, done_, out, deadline);
 }
 
 void ReadPool::Cancel() {
