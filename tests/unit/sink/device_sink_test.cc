@@ -88,7 +88,10 @@ Status Feed(Sink& sink, const engine::LoadPlan& plan, const std::vector<TestFile
       Result<std::span<std::byte>> mem = sink.Acquire(c);
       if (mem.ok()) {
         const std::vector<std::byte>& file = files[c.file].bytes;
-        const uint64_t n = std::min<uint64_t>(c.length, file.size() - c.offset);
+        // Chunks end at the aligned end of the read range, past the end of the file: a source
+        // returns only the bytes that exist.
+        const uint64_t n =
+            c.offset >= file.size() ? 0 : std::min<uint64_t>(c.length, file.size() - c.offset);
         std::memcpy(mem->data(), file.data() + c.offset, n);
         st = sink.Commit(c);
       } else {
