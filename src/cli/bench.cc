@@ -268,7 +268,8 @@ void AddBenchOptions(CLI::App& app, BenchArgs& a) {
   app.add_flag("!--no-cold", a.cold, "skip the cold-cache phase");
   app.add_flag("!--no-hot", a.hot, "skip the hot-cache phase");
   app.add_flag("!--no-baselines", a.baselines, "measure only flashload and the limit");
-  app.add_option("--strategy", a.strategy, "flashload's strategy (auto, direct, buffered, mmap, network)");
+  app.add_option("--strategy", a.strategy,
+                 "flashload's strategy (auto, direct, buffered, mmap, network)");
   app.add_option("--budget-mib", a.budget_mib, "flashload's memory budget")->default_val(256);
   app.add_flag("--json", a.json, "print JSON instead of tables");
   app.add_option("--json-out", a.json_out, "also write the JSON results to this file");
