@@ -7,7 +7,8 @@ Serves the files below --root over HTTP/1.1 (keep-alive), path-style like S3:
                           an unsatisfiable range gives 416 with `Content-Range: bytes */TOTAL`
   HEAD /BUCKET/KEY        the same headers, no body
   GET  /BUCKET?list-type=2&prefix=P&delimiter=D&continuation-token=T&start-after=S&max-keys=N
-                          ListObjectsV2 XML, keys sorted (max-keys defaults to 1000)
+                          ListObjectsV2 XML, keys sorted (max-keys defaults to 1000, at most
+                          --page-keys)
   HEAD /BUCKET            200 when the bucket exists
   POST /__control         JSON body {"faults": "SPEC"} replaces the fault rules (their counters restart);
                           {"reset_stats": true} zeroes the statistics
@@ -192,6 +193,7 @@ class RangeServer(http.server.ThreadingHTTPServer):
         self.per_conn_rate = per_conn
         self.first_byte_latency_s = first_byte_latency_s
         self.quiet = quiet
+        self.page_keys = 1000  # the most keys one ListObjectsV2 page holds (S3: 1000)
         rates = [r for r in (per_conn, total) if r]
         self.piece = MAX_PIECE
         if rates:
@@ -560,7 +562,7 @@ class RangeRequestHandler(http.server.BaseHTTPRequestHandler):
             max_keys = int(arg("max-keys", "1000"))
             if max_keys < 0:
                 raise ValueError
-            max_keys = min(max_keys, 1000)
+            max_keys = min(max_keys, self.server.page_keys)
             if token:
                 start_after = base64.urlsafe_b64decode(token.encode()).decode()
         except (ValueError, UnicodeDecodeError):
@@ -669,6 +671,9 @@ def main(argv=None):
     parser.add_argument("--first-byte-latency-ms", type=float, default=0)
     parser.add_argument("--faults", default="", help="fault spec, see the module docstring")
     parser.add_argument("--quiet", action="store_true", help="do not log requests")
+    parser.add_argument("--page-keys", type=int, default=1000,
+                        help="most keys per ListObjectsV2 page (S3: 1000); small values force "
+                             "clients through pagination")
     parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain)")
     parser.add_argument("--tls-key", help="the certificate's PEM private key")
     args = parser.parse_args(argv)
@@ -686,6 +691,9 @@ def main(argv=None):
     except FaultSpecError as e:
         parser.error(str(e))
 
+    if args.page_keys < 1:
+        parser.error("--page-keys must be at least 1")
+    server.page_keys = args.page_keys
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls_cert, args.tls_key)

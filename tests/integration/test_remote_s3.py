@@ -110,3 +110,25 @@ def test_an_object_replaced_mid_load_is_an_error(model):
                    "--range-mib", "1", "--endpoint", srv.url, "--anonymous")
         assert proc.returncode == 1
         assert "changed" in proc.stderr and "ETag" in proc.stderr, proc.stderr
+
+
+def test_a_prefix_listed_over_many_pages_resolves_the_same_model(model):
+    """Two keys per ListObjectsV2 page: the client must follow every continuation token. The same
+    load costs exactly one request per extra page more than with one page."""
+    keys = sum(1 for p in (model / "models" / "tiny").rglob("*") if p.is_file())
+    assert keys > 4
+
+    def load_counting_requests(**options):
+        with servers.range_server(model, **options) as srv:
+            before = srv.stats()["requests"]
+            proc = run("load", "s3://models/tiny/", "--json", "--verify", "--endpoint", srv.url,
+                       "--anonymous")
+            assert proc.returncode == 0, proc.stderr
+            report = json.loads(proc.stdout)
+            assert {f["component"] for f in report["files"]} == {"unet", "vae", "text_encoder"}
+            assert report["verify"]["mismatches"] == 0
+            return srv.stats()["requests"] - before
+
+    one_page = load_counting_requests()
+    two_per_page = load_counting_requests(page_keys=2)
+    assert two_per_page - one_page == (keys + 1) // 2 - 1
