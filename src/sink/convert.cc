@@ -160,23 +160,6 @@ constexpr std::string_view kSupported =
     "supported: F32, F16 and BF16 to each other, and F8_E4M3, F8_E5M2, F8_E4M3FNUZ and "
     "F8_E5M2FNUZ to F32, F16 or BF16";
 
-bool IsConvertibleFloat(Dtype d) {
-  switch (d) {
-    case Dtype::kF32:
-    case Dtype::kF16:
-    case Dtype::kBF16:
-    case Dtype::kF8E4M3:
-    case Dtype::kF8E5M2:
-    case Dtype::kF8E4M3Fnuz:
-    case Dtype::kF8E5M2Fnuz:
-      return true;
-    default:
-      return false;
-  }
-}
-
-bool IsTarget(Dtype d) { return d == Dtype::kF32 || d == Dtype::kF16 || d == Dtype::kBF16; }
-
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
@@ -277,7 +260,7 @@ Result<ConvertSpec> ParseConvertSpec(std::string_view text) {
       if (allow_keep && lower == "keep") return std::optional<Dtype>();
       const std::optional<Dtype> d = ParseSpecDtype(t);
       if (!d) return fail(fmt::format("unknown dtype \"{}\"", t));
-      if (!IsTarget(*d)) {
+      if (!sink::IsConversionTarget(*d)) {
         return fail(fmt::format("cannot convert to {}: the target must be F32, F16 or BF16{}",
                                 DtypeName(*d), allow_keep ? " (or keep)" : ""));
       }
@@ -321,7 +304,7 @@ Result<ConvertSpec> ParseConvertSpec(std::string_view text) {
 }
 
 Result<Dtype> TargetDtype(std::string_view tensor_name, Dtype stored, const ConvertSpec& spec) {
-  if (!IsConvertibleFloat(stored)) return stored;
+  if (!sink::IsConversionSource(stored)) return stored;
   const DtypeRule* rule = nullptr;
   for (const DtypeRule& r : spec.rules) {
     if (r.match == DtypeRule::Match::kNameGlob && GlobMatches(r.name_glob, tensor_name)) {

@@ -141,19 +141,7 @@ Status LaunchFp8(Dtype from, Dtype to, const void* src, void* dst, uint64_t coun
 }
 
 bool Supported(Dtype from, Dtype to) {
-  const bool to_wide = to == Dtype::kF32 || to == Dtype::kF16 || to == Dtype::kBF16;
-  switch (from) {
-    case Dtype::kF32:
-    case Dtype::kF16:
-    case Dtype::kBF16:
-    case Dtype::kF8E4M3:
-    case Dtype::kF8E5M2:
-    case Dtype::kF8E4M3Fnuz:
-    case Dtype::kF8E5M2Fnuz:
-      return to_wide && from != to;
-    default:
-      return false;
-  }
+  return from != to && IsConversionSource(from) && IsConversionTarget(to);
 }
 
 }  // namespace

@@ -30,6 +30,8 @@
 
 #include <cstdint>
 
+#include "flashload/dtype.h"
+
 #if defined(__CUDACC__)
 #define FL_HD __host__ __device__
 #else
@@ -37,6 +39,26 @@
 #endif
 
 namespace flashload::sink {
+
+// The dtypes conversion reads (every float format with a converter) and writes. One list for the
+// CPU code and the CUDA launcher.
+inline bool IsConversionSource(Dtype d) {
+  switch (d) {
+    case Dtype::kF32:
+    case Dtype::kF16:
+    case Dtype::kBF16:
+    case Dtype::kF8E4M3:
+    case Dtype::kF8E5M2:
+    case Dtype::kF8E4M3Fnuz:
+    case Dtype::kF8E5M2Fnuz:
+      return true;
+    default:
+      return false;
+  }
+}
+inline bool IsConversionTarget(Dtype d) {
+  return d == Dtype::kF32 || d == Dtype::kF16 || d == Dtype::kBF16;
+}
 
 // How a small float format encodes its special values.
 enum class SpecialEncoding {
