@@ -56,6 +56,23 @@ def _read(path):
         return ""
 
 
+def _wait_for(probe, proc, name, log_path, timeout, interval):
+    """Polls `probe()` until it returns something true and returns it; ServerError (with the log)
+    when `proc` exits first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if proc.poll() is not None:
+            raise ServerError("%s exited with %d before listening:\n%s" %
+                              (name, proc.returncode, _read(log_path)))
+        if time.monotonic() > deadline:
+            raise ServerError("%s did not listen within %.0f s:\n%s" %
+                              (name, timeout, _read(log_path)))
+        time.sleep(interval)
+
+
 class RangeServer:
     """A running tools/range_server.py."""
 
@@ -116,20 +133,9 @@ def range_server(root, python=None, startup_timeout=15.0, **options):
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + startup_timeout
-        port = None
-        while port is None:
-            text = _read(port_file).strip()
-            if text:
-                port = int(text)
-                break
-            if proc.poll() is not None:
-                raise ServerError("range_server exited with %d before listening:\n%s" %
-                                  (proc.returncode, _read(log_path)))
-            if time.monotonic() > deadline:
-                raise ServerError("range_server did not listen within %.0f s:\n%s" %
-                                  (startup_timeout, _read(log_path)))
-            time.sleep(0.02)
+        text = _wait_for(lambda: _read(port_file).strip() or None, proc, "range_server",
+                         log_path, startup_timeout, 0.02)
+        port = int(text)
         yield RangeServer(proc, port, root, log_path,
                           "https" if options.get("tls_cert") else "http")
     finally:
@@ -192,21 +198,10 @@ def moto_server(python=None, startup_timeout=60.0):
             proc = subprocess.Popen(
                 [python or sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", "0"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        deadline = time.monotonic() + startup_timeout
-        port = None
         pattern = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
-        while port is None:
-            match = pattern.search(_read(log_path))
-            if match:
-                port = int(match.group(1))
-                break
-            if proc.poll() is not None:
-                raise ServerError("moto exited with %d before listening:\n%s" %
-                                  (proc.returncode, _read(log_path)))
-            if time.monotonic() > deadline:
-                raise ServerError("moto did not listen within %.0f s:\n%s" %
-                                  (startup_timeout, _read(log_path)))
-            time.sleep(0.05)
+        match = _wait_for(lambda: pattern.search(_read(log_path)), proc, "moto", log_path,
+                          startup_timeout, 0.05)
+        port = int(match.group(1))
         server = MotoServer(proc, port, None, None, log_path)
         iam = server.client("iam", access_key="AKIAFLASHLOADSETUP00", secret_key="setup")
         iam.create_user(UserName="flashload")
