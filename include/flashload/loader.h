@@ -60,6 +60,17 @@ struct Progress {
   uint32_t files_total = 0;
 };
 
+// GPUDirect Storage for GPU loads (cuFile, loaded at run time): whether a file may be read
+// straight from storage into device memory instead of through pinned staging.
+enum class GpuDirect {
+  kAuto,  // cold local files, when cuFile is really direct (not compatibility mode)
+  kOn,    // every local file cuFile accepts, even one in the page cache
+  kOff,   // always pinned staging
+};
+
+// "auto", "on", "off". kInvalidArgument naming the text otherwise.
+Result<GpuDirect> ParseGpuDirect(std::string_view text);
+
 struct LoadOptions {
   Strategy strategy = Strategy::kAuto;    // auto picks kNetwork on network file systems
   uint32_t threads = 0;                   // pread workers (0: auto)
@@ -80,6 +91,9 @@ struct LoadOptions {
   // Dtype conversion on the way: a conversion spec (flashload/convert.h), e.g. "bf16" or
   // "F32=BF16,lm_head.*:keep"; empty keeps every stored dtype. kInvalidArgument when malformed.
   std::string dtype;
+  // GPU loads: GPUDirect Storage (per file; every file it is not used for is staged, and its
+  // FileReport says why).
+  GpuDirect gpu_direct = GpuDirect::kAuto;
   // Called about every 64 MiB and at the end; returning false cancels the load (kCancelled).
   std::function<bool(const Progress&)> progress;
   // Set to true from any thread to cancel the load.

@@ -40,7 +40,7 @@ struct Sample {
   double resident_before = -1;  // page-cache residency of the files before the run
   int64_t peak_device = -1;     // GPU loads: most device memory flashload held at once
   uint64_t output_bytes = 0;    // bytes of the tensors as loaded (after conversion)
-  char detail[160] = {};
+  char detail[320] = {};
   char error[512] = {};
 };
 
@@ -277,6 +277,8 @@ void AddBenchOptions(CLI::App& app, BenchArgs& a) {
                  "load into cpu (default), cuda or cuda:N; GPU runs add the pinned "
                  "cudaMemcpyAsync host-to-device limit and peak GPU memory");
   app.add_option("--dtype", a.dtype, "convert on the way (bf16, fp16, fp32, or rules)");
+  app.add_option("--gds", a.gds, "GPUDirect Storage for --device cuda: auto, on or off")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
 }
 
 int RunBench(const BenchArgs& a) {
@@ -326,6 +328,12 @@ int RunBench(const BenchArgs& a) {
     fmt::print(stderr, "flashload bench: --dtype: {}\n", spec.status().message());
     return 2;
   }
+  if (Result<GpuDirect> gds = ParseGpuDirect(a.gds); gds.ok()) {
+    lo.gpu_direct = *gds;
+  } else {
+    fmt::print(stderr, "flashload bench: --gds: {}\n", gds.status().message());
+    return 2;
+  }
   const bool gpu = lo.device.type == DeviceType::kCuda;
   // CUDA is used only in the measuring children: a CUDA context does not survive fork().
   if (gpu) {
@@ -370,8 +378,12 @@ int RunBench(const BenchArgs& a) {
     s.bytes = m->report.bytes;
     s.output_bytes = m->report.output_bytes;
     if (gpu) s.peak_device = static_cast<int64_t>(m->report.peak_device_bytes);
-    std::snprintf(s.detail, sizeof(s.detail), "%s",
-                  m->report.files.empty() ? "" : m->report.files[0].strategy.c_str());
+    std::string detail = m->report.files.empty() ? "" : m->report.files[0].strategy;
+    if (gpu && !m->report.files.empty()) {
+      // How the first file reached the GPU (GPUDirect Storage or why staged).
+      detail += "; " + m->report.files[0].gpu_direct_storage;
+    }
+    std::snprintf(s.detail, sizeof(s.detail), "%s", detail.c_str());
     return s;
   };
 

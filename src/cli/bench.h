@@ -24,6 +24,7 @@ struct BenchArgs {
   uint64_t budget_mib = 256;
   std::string device = "cpu";  // cpu, cuda, cuda:N
   std::string dtype;           // conversion spec ("" keeps stored dtypes)
+  std::string gds = "auto";    // GPUDirect Storage: auto, on, off
 };
 
 struct GenArgs {

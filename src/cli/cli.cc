@@ -276,6 +276,7 @@ struct LoadArgs {
   RemoteArgs remote;
   std::string device = "cpu";
   std::string dtype;
+  std::string gds = "auto";
   std::string save;
 };
 
@@ -290,6 +291,12 @@ int LoadCommand(const LoadArgs& a) {
   o.dtype = a.dtype;
   if (Result<ConvertSpec> spec = ParseConvertSpec(a.dtype); !spec.ok()) {
     fmt::print(stderr, "flashload load: --dtype: {}\n", spec.status().message());
+    return 2;
+  }
+  if (Result<GpuDirect> gds = ParseGpuDirect(a.gds); gds.ok()) {
+    o.gpu_direct = *gds;
+  } else {
+    fmt::print(stderr, "flashload load: --gds: {}\n", gds.status().message());
     return 2;
   }
   if ((a.verify || !a.save.empty()) && o.device.type != DeviceType::kCpu) {
@@ -400,6 +407,7 @@ int LoadCommand(const LoadArgs& a) {
       fmt::print("  {}{}{}: {} in {:.3f} s — {} ({})\n", f.component,
                  f.component.empty() ? "" : ": ", f.path, HumanBytes(f.bytes), f.seconds,
                  f.strategy, f.reason);
+      if (!f.gpu_direct_storage.empty()) fmt::print("    to the GPU: {}\n", f.gpu_direct_storage);
     }
     fmt::print("loaded {} tensors, {} in {:.3f} s: {:.2f} GB/s (headers {:.1f} ms); peak RSS {}\n",
                model->tensors.size(), HumanBytes(r.bytes), r.seconds, r.GbPerSecond(),
@@ -501,6 +509,12 @@ int RunCli(int argc, char** argv) {
   load->add_option("--dtype", la.dtype,
                    "convert on the way: bf16, fp16, fp32 (floating tensors only), or rules such "
                    "as F32=BF16,lm_head.*:keep");
+  load->add_option("--gds", la.gds,
+                   "GPUDirect Storage for --device cuda: auto (default: cold local files, when "
+                   "cuFile is really direct, not in compatibility mode), on (also files in the "
+                   "page cache) or off (always pinned staging); each file's report says which "
+                   "path it took and why")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   load->add_option("--save", la.save,
                    "write the loaded tensors to this .safetensors file (host loads; with --dtype: "
                    "a converted copy)");

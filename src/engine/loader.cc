@@ -10,6 +10,7 @@
 #include <memory>
 #include <thread>
 
+#include "engine/device_reads.h"
 #include "engine/engine.h"
 #include "engine/plan.h"
 #include "engine/strategy.h"
@@ -107,6 +108,14 @@ std::optional<Strategy> ParseStrategy(std::string_view name) {
     if (StrategyName(s) == name) return s;
   }
   return std::nullopt;
+}
+
+Result<GpuDirect> ParseGpuDirect(std::string_view text) {
+  if (text == "auto") return GpuDirect::kAuto;
+  if (text == "on") return GpuDirect::kOn;
+  if (text == "off") return GpuDirect::kOff;
+  return InvalidArgumentError(
+      fmt::format("unknown GPUDirect Storage mode '{}' (expected auto, on or off)", text));
 }
 
 Result<Device> ParseDevice(std::string_view text) {
@@ -327,9 +336,33 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
     device_sink = std::make_unique<sink::DeviceSink>(copy_engine, dso);
   }
   sink::Sink& sink = device_sink ? static_cast<sink::Sink&>(*device_sink) : host_sink;
-  std::string gds_reason;
-  if (options.device.type == DeviceType::kCuda) gds_reason = sink::ProbeCuFile().reason;
+  // GPU loads: GPUDirect Storage per file (engine/device_reads.h), into registered scratch.
+  std::vector<std::string> gds_reasons(n);
+  std::shared_ptr<sink::CuFileBuffers> gds_buffers;
+  if (options.device.type == DeviceType::kCuda) {
+    std::shared_ptr<sink::CuFileDriver> driver;
+    if (options.gpu_direct != GpuDirect::kOff) driver = sink::CuFileDriver::Shared();
+    if (driver) gds_buffers = driver->NewBuffers();
+    engine::DeviceReadOptions dro;
+    dro.mode = options.gpu_direct;
+    dro.convert = spec;
+    dro.buffers = gds_buffers;
+    FL_ASSIGN_OR_RETURN(engine::DeviceReadChoice choice,
+                        engine::SetUpDeviceReads(driver.get(), copy_engine, dro, plan, sources,
+                                                 strategies, p.queue_depths));
+    gds_reasons = std::move(choice.reasons);
+    if (choice.direct_files == 0) gds_buffers.reset();
+  }
   FL_RETURN_IF_ERROR(sink.Prepare(plan));
+  if (gds_buffers) {
+    auto [base, bytes] = device_sink->scratch_buffer();
+    if (Status reg = gds_buffers->Add(base, bytes); !reg.ok()) {
+      // Reads still work, through cuFile's own bounce buffers: say so in the report.
+      for (size_t i = 0; i < n; ++i) {
+        if (plan.files[i].device_reads) gds_reasons[i] += fmt::format(" ({})", reg.message());
+      }
+    }
+  }
   if (device_sink) {
     // Every chunk in flight holds a staging slot: keep them within the slots (no driver may wait
     // for a slot that only its own unread chunks hold).
@@ -347,6 +380,7 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   std::vector<std::string> backends;
   for (auto& s : sources) backends.emplace_back(s->backend());
   sources.clear();  // waits for anything still in flight before the arenas can go
+  if (gds_buffers) gds_buffers->Clear();  // deregistered before the scratch is freed
   if (!run.ok()) {
     sink.Abort();
     return run;
@@ -365,7 +399,7 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
     r.tensors = static_cast<uint32_t>(f.header.tensors.size());
     r.seconds = stats.files[i].seconds;
     r.output_bytes = r.bytes;
-    r.gpu_direct_storage = gds_reason;
+    r.gpu_direct_storage = gds_reasons[i];
     if (device_sink) {
       const sink::FileConversion& fc = device_sink->stats().files[i];
       r.tensors_converted = fc.tensors_converted;

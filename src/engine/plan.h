@@ -36,6 +36,9 @@ struct FilePlan {
   // Zero-copy: the arena is a private mapping of the file from read_begin, nothing is read (no
   // chunks). Only for local files fully in the page cache (Strategy::kMapped).
   bool mapped = false;
+  // GPUDirect Storage: the file's source reads chunks straight into device memory (the sink's
+  // device scratch), never into host memory. Set by the loader for GPU loads (sink/cufile.h).
+  bool device_reads = false;
 
   uint64_t arena_size() const { return read_end - read_begin; }
   uint64_t data_bytes() const { return header.data_size(); }

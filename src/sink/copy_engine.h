@@ -64,6 +64,9 @@ class CopyEngine {
   // Enqueues on `stream` a copy of `bytes` bytes from pinned host memory `src` to device memory
   // `dst`. `src` must not be written until an event recorded after this call has completed.
   virtual Status CopyToDevice(uint32_t stream, void* dst, const void* src, uint64_t bytes) = 0;
+  // Enqueues on `stream` a copy of `bytes` bytes between two device buffers (GPUDirect Storage
+  // reads land in device scratch and are scattered into the tensors from there).
+  virtual Status CopyOnDevice(uint32_t stream, void* dst, const void* src, uint64_t bytes) = 0;
   // Enqueues on `stream` the conversion of `count` elements (flashload/convert.h rules) from
   // device memory `src` to device memory `dst` (for device_is_host() engines, `src` may also be
   // pinned host memory). The buffers must not overlap.
@@ -80,6 +83,11 @@ class CopyEngine {
   virtual Status WaitEvent(Event event) = 0;
   // Blocks until every stream is idle; the engine's error if work failed.
   virtual Status Synchronize() = 0;
+
+  // Makes the calling thread's device calls target this engine's device (cudaSetDevice). Threads
+  // that are not the engine's own call it before they hand device memory to another library
+  // (cuFile). Nothing to do for the CPU engine.
+  virtual Status BindThread() = 0;
 
   // Largest number of device bytes allocated at once through this engine (a figure for reports).
   virtual uint64_t peak_device_bytes() const = 0;

@@ -131,6 +131,27 @@ Status CpuCopyEngine::CopyToDevice(uint32_t stream, void* dst, const void* src, 
   });
 }
 
+Status CpuCopyEngine::CopyOnDevice(uint32_t stream, void* dst, const void* src, uint64_t bytes) {
+  if (bytes == 0) return Status();
+  if (dst == nullptr || src == nullptr) {
+    return InvalidArgumentError(fmt::format("device copy of {} bytes with a null buffer", bytes));
+  }
+  uint64_t index;
+  {
+    std::lock_guard lock(mu_);
+    index = copies_++;
+  }
+  const bool fail = options_.fail_copy_at >= 0 && index == uint64_t(options_.fail_copy_at);
+  return Enqueue(stream, [=]() -> Status {
+    if (fail) {
+      return IoError(fmt::format("injected fault: device copy #{} of {} bytes on stream {}", index,
+                                 bytes, stream));
+    }
+    std::memcpy(dst, src, bytes);
+    return Status();
+  });
+}
+
 Status CpuCopyEngine::Convert(uint32_t stream, Dtype from, Dtype to, const void* src, void* dst,
                               uint64_t count) {
   if (!CanConvert(from, to)) {

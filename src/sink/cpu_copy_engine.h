@@ -67,6 +67,7 @@ class CpuCopyEngine final : public CopyEngine {
   Result<std::shared_ptr<void>> AllocateDevice(uint64_t bytes) override;
 
   Status CopyToDevice(uint32_t stream, void* dst, const void* src, uint64_t bytes) override;
+  Status CopyOnDevice(uint32_t stream, void* dst, const void* src, uint64_t bytes) override;
   Status Convert(uint32_t stream, Dtype from, Dtype to, const void* src, void* dst,
                  uint64_t count) override;
 
@@ -75,10 +76,11 @@ class CpuCopyEngine final : public CopyEngine {
   Result<bool> EventDone(Event event) override;
   Status WaitEvent(Event event) override;
   Status Synchronize() override;
+  Status BindThread() override { return Status(); }
   uint64_t peak_device_bytes() const override { return peak_device_.load(); }
 
   // Counters for tests.
-  uint64_t copies_enqueued() const;
+  uint64_t copies_enqueued() const;  // host-to-device and device-to-device
   uint64_t conversions_enqueued() const;
   // Allocations (pinned and device) not yet freed, including ones held by tensors.
   int64_t live_allocations() const { return live_->load(); }

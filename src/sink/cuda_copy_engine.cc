@@ -78,6 +78,12 @@ class CudaCopyEngine final : public CopyEngine {
     return Sticky(cuda::CopyHostToDeviceAsync(dst, src, bytes, streams_[stream]));
   }
 
+  Status CopyOnDevice(uint32_t stream, void* dst, const void* src, uint64_t bytes) override {
+    FL_RETURN_IF_ERROR(Check(stream));
+    if (bytes == 0) return Status();
+    return Sticky(cuda::CopyDeviceToDeviceAsync(dst, src, bytes, streams_[stream]));
+  }
+
   Status Convert(uint32_t stream, Dtype from, Dtype to, const void* src, void* dst,
                  uint64_t count) override {
     FL_RETURN_IF_ERROR(Check(stream));
@@ -123,6 +129,7 @@ class CudaCopyEngine final : public CopyEngine {
     return Failed();
   }
 
+  Status BindThread() override { return cuda::SetDevice(device_); }
   uint64_t peak_device_bytes() const override { return peak_device_.load(); }
 
  private:

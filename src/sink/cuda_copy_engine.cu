@@ -108,6 +108,15 @@ Status CopyHostToDeviceAsync(void* dst, const void* src, uint64_t bytes, void* s
   return Status::Ok();
 }
 
+Status CopyDeviceToDeviceAsync(void* dst, const void* src, uint64_t bytes, void* stream) {
+  const cudaError_t err =
+      cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream));
+  if (err != cudaSuccess) {
+    return Error(err, "enqueuing a device-to-device copy of " + std::to_string(bytes) + " bytes");
+  }
+  return Status::Ok();
+}
+
 Status CopyDeviceToHost(void* dst, const void* src, uint64_t bytes) {
   const cudaError_t err = cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost);
   if (err != cudaSuccess) {

@@ -55,6 +55,7 @@ void DeviceFree(int device, void* p);
 Result<void*> StreamCreate();  // non-blocking with respect to the legacy default stream
 void StreamDestroy(void* stream);
 Status CopyHostToDeviceAsync(void* dst, const void* src, uint64_t bytes, void* stream);
+Status CopyDeviceToDeviceAsync(void* dst, const void* src, uint64_t bytes, void* stream);
 Status CopyDeviceToHost(void* dst, const void* src, uint64_t bytes);  // synchronous
 Status CopyHostToDevice(void* dst, const void* src, uint64_t bytes);  // synchronous
 Result<void*> EventCreate();                                          // timing disabled

@@ -45,8 +45,16 @@ Status DeviceSink::Prepare(const engine::LoadPlan& plan) {
   uint64_t max_chunk = 0;
   uint64_t chunks = 0;
   bool any_converted = false;
+  bool any_device_reads = false;
   for (size_t i = 0; i < plan.files.size(); ++i) {
     const engine::FilePlan& f = plan.files[i];
+    if (f.device_reads) {
+      if (engine_->device_is_host()) {
+        return InternalError(fmt::format(
+            "{}: device reads asked of a load whose destination is host memory", f.path));
+      }
+      any_device_reads = true;
+    }
     for (const engine::Chunk& c : f.chunks) max_chunk = std::max(max_chunk, c.length);
     chunks += f.chunks.size();
     FileConversion& fc = stats_.files[i];
@@ -64,6 +72,14 @@ Status DeviceSink::Prepare(const engine::LoadPlan& plan) {
       p.out_bytes = p.converted() ? t.element_count() * (DtypeBits(p.to) / 8) : t.byte_size();
       p.out_offset = AlignUp(total, kDeviceTensorAlignment);
       total = p.out_offset + p.out_bytes;
+      if (p.converted() && f.device_reads && p.file_begin % (DtypeBits(p.from) / 8) != 0) {
+        // Chunks of device reads start at multiples of 4096: only elements cut by them could
+        // need the host-side assembly below, and device reads keep no host copy.
+        return InternalError(fmt::format(
+            "{}: tensor '{}' starts at byte offset {}, not a multiple of its element size; its "
+            "conversion cannot be read straight into device memory",
+            f.path, t.name, p.file_begin));
+      }
       if (p.converted()) {
         any_converted = true;
         ++fc.tensors_converted;
@@ -86,8 +102,9 @@ Status DeviceSink::Prepare(const engine::LoadPlan& plan) {
     const uint32_t slots = static_cast<uint32_t>(
         std::clamp<uint64_t>(by_budget, std::max<uint32_t>(options_.min_slots, 1),
                              std::max(options_.max_slots, options_.min_slots)));
-    Result<std::unique_ptr<StagingRing>> ring = StagingRing::Create(
-        *engine_, max_chunk, slots, any_converted && !engine_->device_is_host());
+    Result<std::unique_ptr<StagingRing>> ring =
+        StagingRing::Create(*engine_, max_chunk, slots,
+                            (any_converted && !engine_->device_is_host()) || any_device_reads);
     if (!ring.ok()) {
       allocation_.reset();
       return ring.status();
@@ -114,7 +131,9 @@ Result<std::span<std::byte>> DeviceSink::Acquire(const engine::Chunk& chunk) {
           fmt::format("chunk at byte offset {} acquired twice without a commit", chunk.offset));
     }
   }
-  return std::span<std::byte>(slot->host, chunk.length);
+  // Device reads (GPUDirect Storage) land in the slot's device scratch.
+  std::byte* dst = plan_->files.at(chunk.file).device_reads ? slot->scratch : slot->host;
+  return std::span<std::byte>(dst, chunk.length);
 }
 
 Status DeviceSink::Commit(const engine::Chunk& chunk) {
@@ -143,6 +162,9 @@ Status DeviceSink::EnqueueChunk(const engine::Chunk& chunk, StagingSlot& slot) {
   const uint64_t end = std::min(chunk.offset + chunk.length, f.header.file_size);
   CopyEngine& e = *engine_;
   const uint32_t stream = slot.stream;
+  // Where the chunk's bytes are: pinned host memory, or device scratch for device reads.
+  const bool on_device = f.device_reads;
+  std::byte* const staged = on_device ? slot.scratch : slot.host;
   uint64_t patch_used = 0;
   auto it = std::upper_bound(ps.begin(), ps.end(), begin,
                              [](uint64_t off, const Placement& p) { return off < p.file_end; });
@@ -151,13 +173,14 @@ Status DeviceSink::EnqueueChunk(const engine::Chunk& chunk, StagingSlot& slot) {
     const uint64_t lo = std::max(begin, p.file_begin);
     const uint64_t hi = std::min(end, p.file_end);
     if (hi <= lo) continue;
-    const std::byte* src = slot.host + (lo - begin);
+    const std::byte* src = staged + (lo - begin);
     auto where = [&] {
       return fmt::format("{}: tensor '{}' bytes [{}, {}) of the file", f.path,
                          f.header.tensors[p.tensor].name, lo, hi);
     };
     if (!p.converted()) {
-      Status st = e.CopyToDevice(stream, Out(p) + (lo - p.file_begin), src, hi - lo);
+      Status st = on_device ? e.CopyOnDevice(stream, Out(p) + (lo - p.file_begin), src, hi - lo)
+                            : e.CopyToDevice(stream, Out(p) + (lo - p.file_begin), src, hi - lo);
       if (!st.ok()) return st.WithContext(where());
       continue;
     }
@@ -171,7 +194,9 @@ Status DeviceSink::EnqueueChunk(const engine::Chunk& chunk, StagingSlot& slot) {
       const uint64_t in_chunk = p.file_begin + k0 * s - begin;
       const uint64_t n = k1 - k0;
       Status st;
-      if (e.device_is_host() || slot.scratch == nullptr) {
+      if (on_device) {
+        st = e.Convert(stream, p.from, p.to, slot.scratch + in_chunk, Out(p) + k0 * os, n);
+      } else if (e.device_is_host() || slot.scratch == nullptr) {
         st = e.Convert(stream, p.from, p.to, slot.host + in_chunk, Out(p) + k0 * os, n);
       } else {
         st = e.CopyToDevice(stream, slot.scratch + in_chunk, slot.host + in_chunk, n * s);
@@ -181,7 +206,11 @@ Status DeviceSink::EnqueueChunk(const engine::Chunk& chunk, StagingSlot& slot) {
       }
       if (!st.ok()) return st.WithContext(where());
     }
-    // Pieces of elements cut by the chunk's edges.
+    // Pieces of elements cut by the chunk's edges (never for device reads, see Prepare).
+    if (on_device && (rel_lo % s != 0 || rel_hi % s != 0)) {
+      return InternalError(fmt::format("{}: a device read cut an element of tensor '{}'", f.path,
+                                       f.header.tensors[p.tensor].name));
+    }
     uint64_t head_element = UINT64_MAX;
     if (rel_lo % s != 0) {
       head_element = rel_lo / s;
@@ -193,7 +222,7 @@ Status DeviceSink::EnqueueChunk(const engine::Chunk& chunk, StagingSlot& slot) {
       const uint64_t element = rel_hi / s;
       const uint64_t piece_begin = std::max(rel_lo, element * s);
       FL_RETURN_IF_ERROR(AddPiece(chunk.file, p, element, piece_begin - element * s,
-                                  slot.host + (p.file_begin + piece_begin - begin),
+                                  staged + (p.file_begin + piece_begin - begin),
                                   rel_hi - piece_begin, slot, patch_used));
     }
   }

@@ -21,6 +21,12 @@
 //   bit-exact code as the kernels) into the slot's patch area and copies the result into place.
 // then records the slot's event; the slot is reused only once that event has completed.
 //
+// Device reads (FilePlan::device_reads, GPUDirect Storage): Acquire() hands out the slot's
+// DEVICE scratch instead, cuFile reads the chunk into it, and Commit() scatters it with
+// device-to-device copies and converts straight from it. Such files never have cut elements: the
+// loader chooses device reads only when every converted tensor starts at a multiple of its
+// element size, and chunks start at multiples of 4096.
+//
 // Memory: the model bytes after conversion, plus pinned staging of `slots x chunk` bytes and, when
 // converting on a device, the same again as device scratch. The ring has memory_budget / chunk
 // slots (no more than the plan has chunks; at least min_slots). The loader keeps the chunks in
@@ -95,6 +101,12 @@ class DeviceSink final : public Sink {
 
   // Staging slots (valid after Prepare): how many chunks may be held at once.
   uint32_t slot_count() const { return ring_ ? ring_->slot_count() : 0; }
+  // The device scratch of the staging slots as one buffer (base, bytes), valid after Prepare
+  // until Finish/Abort: GPUDirect Storage registers it. {nullptr, 0} without scratch.
+  std::pair<void*, uint64_t> scratch_buffer() const {
+    return ring_ ? std::make_pair(ring_->scratch_base(), ring_->scratch_bytes())
+                 : std::make_pair(static_cast<void*>(nullptr), uint64_t{0});
+  }
   // Valid after Prepare; slot reuses are filled in by Finish.
   const DeviceSinkStats& stats() const { return stats_; }
 

@@ -25,7 +25,7 @@ Result<std::unique_ptr<StagingRing>> StagingRing::Create(CopyEngine& engine, uin
     Result<std::shared_ptr<void>> scratch = engine.AllocateDevice(slot_bytes * slots);
     if (!scratch.ok()) {
       return scratch.status().WithContext(
-          fmt::format("conversion scratch ({} slots of {} bytes)", slots, slot_bytes));
+          fmt::format("device scratch ({} slots of {} bytes)", slots, slot_bytes));
     }
     ring->scratch_ = *std::move(scratch);
   }

@@ -77,6 +77,8 @@ class StagingRing {
   uint64_t slot_bytes() const { return slot_bytes_; }
   uint64_t pinned_bytes() const;
   uint64_t scratch_bytes() const { return scratch_ ? slot_bytes_ * slots_.size() : 0; }
+  // The device scratch of every slot, one allocation (nullptr without scratch).
+  void* scratch_base() const { return scratch_.get(); }
   // Times a slot was handed out again after a previous use (tests and reports).
   uint64_t reuses() const;
   // Largest number of slots held or in flight at once.

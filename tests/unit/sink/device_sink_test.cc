@@ -16,7 +16,6 @@
 #include "flashload/loader.h"
 #include "flashload/writer.h"
 #include "sink/cpu_copy_engine.h"
-#include "sink/cufile.h"
 #include "support/status_matchers.h"
 #include "support/test_files.h"
 
@@ -374,18 +373,6 @@ TEST_F(ConvertingLoadTest, CudaDeviceWithoutAGpuIsAClearError) {
 #else
   EXPECT_THAT(m, StatusIs(StatusCode::kUnimplemented, HasSubstr("built without CUDA")));
 #endif
-}
-
-TEST(CuFileTest, AMissingLibraryMeansStagingWithTheReason) {
-  CuFileProbe p = ProbeCuFile({"libcufile-not-installed.so.0"});
-  EXPECT_FALSE(p.direct);
-  EXPECT_THAT(p.reason, HasSubstr("GPUDirect Storage unavailable"));
-  EXPECT_THAT(p.reason, HasSubstr("libcufile-not-installed.so.0"));
-  // The default probe never claims direct reads (the direct path does not exist yet), and always
-  // says why.
-  CuFileProbe d = ProbeCuFile();
-  EXPECT_FALSE(d.direct);
-  EXPECT_THAT(d.reason, HasSubstr("pinned staging"));
 }
 
 TEST(ParseDeviceTest, AcceptsCpuCudaAndCudaN) {

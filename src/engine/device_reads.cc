@@ -1,0 +1,95 @@
+#include "engine/device_reads.h"
+
+#include <fmt/format.h>
+
+#include "io/registry.h"
+#include "sink/host_sink.h"
+
+namespace flashload::engine {
+
+namespace {
+
+// Why `f` cannot be read directly because of a converted tensor, or "".
+Result<std::string> CutElementReason(const FilePlan& f, const ConvertSpec& spec) {
+  if (spec.empty()) return std::string();
+  for (const TensorInfo& t : f.header.tensors) {
+    FL_ASSIGN_OR_RETURN(Dtype to,
+                        TargetDtype(sink::QualifiedTensorName(f.component, t.name), t.dtype, spec));
+    if (to == t.dtype) continue;
+    const uint64_t begin = f.header.data_offset() + t.data_begin;
+    const uint64_t size = DtypeBits(t.dtype) / 8;
+    if (size > 1 && begin % size != 0) {
+      return fmt::format(
+          "pinned staging: tensor '{}' is converted and starts at byte offset {}, not a multiple "
+          "of its {}-byte elements",
+          t.name, begin, size);
+    }
+  }
+  return std::string();
+}
+
+}  // namespace
+
+Result<DeviceReadChoice> SetUpDeviceReads(const sink::CuFileDriver* driver,
+                                          std::shared_ptr<sink::CopyEngine> copy_engine,
+                                          const DeviceReadOptions& options, LoadPlan& plan,
+                                          std::vector<std::unique_ptr<Source>>& sources,
+                                          std::vector<FileStrategy>& strategies,
+                                          std::vector<uint32_t>& queue_depths) {
+  DeviceReadChoice choice;
+  const size_t n = plan.files.size();
+  choice.reasons.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    FilePlan& f = plan.files[i];
+    std::string& reason = choice.reasons[i];
+    if (options.mode == GpuDirect::kOff) {
+      reason = "pinned staging: GPUDirect Storage turned off";
+      continue;
+    }
+    if (driver == nullptr || !driver->direct()) {
+      reason = driver == nullptr ? "pinned staging: no cuFile driver" : driver->reason();
+      continue;
+    }
+    const FileStrategy& s = strategies[i];
+    if (!RemoteScheme(f.path).empty()) {
+      reason = "pinned staging: not a local file";
+      continue;
+    }
+    if (s.strategy == Strategy::kNetwork) {
+      reason = fmt::format("pinned staging: network file system ({})", s.reason);
+      continue;
+    }
+    if (options.mode == GpuDirect::kAuto && !s.open.direct) {
+      reason = fmt::format(
+          "pinned staging: {}, and staging from memory beats reading storage again "
+          "(--gds on reads it directly anyway)",
+          s.reason);
+      continue;
+    }
+    FL_ASSIGN_OR_RETURN(std::string cut, CutElementReason(f, options.convert));
+    if (!cut.empty()) {
+      reason = std::move(cut);
+      continue;
+    }
+    sink::CuFileSourceOptions so;
+    so.threads = options.threads;
+    so.preferred_chunk = options.chunk_bytes;
+    so.buffers = options.buffers;
+    Result<std::unique_ptr<Source>> src = driver->OpenSource(f.path, copy_engine, so);
+    if (!src.ok()) {
+      if (src.status().code() != StatusCode::kFailedPrecondition) return src.status();
+      reason = std::string(src.status().message());
+      continue;
+    }
+    sources[i] = *std::move(src);
+    f.device_reads = true;
+    RechunkFile(f, static_cast<uint32_t>(i), options.chunk_bytes);
+    queue_depths[i] = options.threads;
+    strategies[i].reason += "; read with GPUDirect Storage";
+    reason = driver->reason();
+    ++choice.direct_files;
+  }
+  return choice;
+}
+
+}  // namespace flashload::engine

@@ -1,0 +1,59 @@
+// Device reads: which files of a GPU load are read with GPUDirect Storage (cuFile, straight from
+// storage into device memory) and which go through pinned staging, and why.
+//
+// A file is read directly only when all of these hold; otherwise it is staged, and the first
+// reason that failed goes into its FileReport:
+// - the load allows it (LoadOptions::gpu_direct is not kOff);
+// - cuFile is really direct (CuFileDriver::direct(): not compatibility mode);
+// - the file is local, and read from storage: with kAuto, its strategy is direct (cold: a file
+//   mostly in the page cache is staged from memory, faster than reading storage again; network
+//   file systems keep their own strategy); with kOn any local non-network file;
+// - every tensor converted on the way starts at a multiple of its element size (device reads
+//   start at multiples of 4096 and never cut an element; the host-side assembly of cut elements
+//   needs staged bytes);
+// - cuFile registers the file (cuFileHandleRegister on an O_DIRECT descriptor).
+// For a chosen file the source is replaced by a CuFileSource, the chunks are re-cut to the
+// source's preferred size, and FilePlan::device_reads is set.
+#ifndef FLASHLOAD_ENGINE_DEVICE_READS_H_
+#define FLASHLOAD_ENGINE_DEVICE_READS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/plan.h"
+#include "engine/strategy.h"
+#include "flashload/convert.h"
+#include "flashload/loader.h"
+#include "flashload/source.h"
+#include "sink/copy_engine.h"
+#include "sink/cufile.h"
+
+namespace flashload::engine {
+
+struct DeviceReadOptions {
+  GpuDirect mode = GpuDirect::kAuto;
+  ConvertSpec convert;
+  uint32_t threads = 8;                                // cuFileRead calls in flight per file
+  uint64_t chunk_bytes = 16ull << 20;                  // bytes per cuFileRead (a multiple of 4096)
+  std::shared_ptr<const sink::CuFileBuffers> buffers;  // registered destinations (may be null)
+};
+
+struct DeviceReadChoice {
+  std::vector<std::string> reasons;  // per file: how it reaches the device, or why staged
+  uint32_t direct_files = 0;
+};
+
+// Chooses per file (see above), replacing sources[i], re-chunking plan.files[i] and setting its
+// queue_depths[i] for each file read directly. `driver` may be null (mode kOff). Errors: only
+// those that would fail a staged read too (the file vanished: kNotFound).
+Result<DeviceReadChoice> SetUpDeviceReads(const sink::CuFileDriver* driver,
+                                          std::shared_ptr<sink::CopyEngine> copy_engine,
+                                          const DeviceReadOptions& options, LoadPlan& plan,
+                                          std::vector<std::unique_ptr<Source>>& sources,
+                                          std::vector<FileStrategy>& strategies,
+                                          std::vector<uint32_t>& queue_depths);
+
+}  // namespace flashload::engine
+
+#endif  // FLASHLOAD_ENGINE_DEVICE_READS_H_
