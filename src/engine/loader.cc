@@ -347,6 +347,9 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
     dro.mode = options.gpu_direct;
     dro.convert = spec;
     dro.buffers = gds_buffers;
+    // Device scratch is slots x chunk: keep it within the budget (at least 4 slots' worth).
+    dro.chunk_bytes =
+        std::clamp<uint64_t>(options.memory_budget / 4 / 4096 * 4096, 64ull << 10, 16ull << 20);
     FL_ASSIGN_OR_RETURN(engine::DeviceReadChoice choice,
                         engine::SetUpDeviceReads(driver.get(), copy_engine, dro, plan, sources,
                                                  strategies, p.queue_depths));

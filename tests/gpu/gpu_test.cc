@@ -5,10 +5,12 @@
 // What they prove: bytes on the device equal the file's; the GPU conversion kernels are
 // bit-identical to the CPU twin for every 16-bit and every fp8 pattern (and a sweep of F32
 // patterns); conversion during a load equals converting the file on the CPU; device tensors
-// outlive the loader; peak device memory stays within the model bytes plus the staging budget.
+// outlive the loader; peak device memory stays within the model bytes plus the staging budget;
+// GPUDirect Storage (or its per-file fallback) loads the same bytes; device-to-device copies.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -192,6 +194,57 @@ TEST_F(GpuTest, PeakDeviceMemoryIsTheModelPlusAtMostTheBudget) {
     EXPECT_GE(m.report.peak_device_bytes, m.report.output_bytes) << spec;
     EXPECT_LE(m.report.peak_device_bytes, model + o.memory_budget) << spec;
   }
+}
+
+// GPUDirect Storage asked for on every file (--gds on): whichever path each file took (cuFile
+// straight into device scratch, or staging with the reason), the bytes and conversions are right,
+// the report says which, and device memory stays within the model plus the budget.
+TEST_F(GpuTest, GpuDirectStorageOrItsFallbackLoadsTheSameBytes) {
+  const std::string path = dir_.File("odd.safetensors");
+  const std::vector<std::byte> file = OddOffsetFile(path);
+  for (const char* spec : {"", "bf16"}) {
+    LoadOptions o;
+    o.device = Device{DeviceType::kCuda, 0};
+    o.gpu_direct = GpuDirect::kOn;
+    o.dtype = spec;
+    o.memory_budget = 1 << 20;
+    FL_ASSERT_OK_AND_ASSIGN(LoadedModel m, Load(path, o));
+    ASSERT_EQ(m.report.files.size(), 1u);
+    const std::string& how = m.report.files[0].gpu_direct_storage;
+    std::printf("[ gds      ] %s: %s\n", spec[0] ? spec : "no conversion", how.c_str());
+    EXPECT_TRUE(how.starts_with("GPUDirect Storage: cuFile") || how.starts_with("pinned staging"))
+        << how;
+    FL_ASSERT_OK_AND_ASSIGN(ConvertSpec cs, ParseConvertSpec(spec));
+    const Header& h = m.headers.at(path);
+    uint64_t model = 0;
+    for (const TensorInfo& t : h.tensors) {
+      FL_ASSERT_OK_AND_ASSIGN(Dtype to, TargetDtype(t.name, t.dtype, cs));
+      const Tensor& d = m.tensors.at(t.name);
+      std::vector<std::byte> want(t.element_count() * DtypeBits(to) / 8);
+      FL_ASSERT_OK(ConvertElements(t.dtype, to, file.data() + h.data_offset() + t.data_begin,
+                                   want.data(), t.element_count()));
+      EXPECT_EQ(DeviceBytes(d), want) << spec << " " << t.name;
+      model += (d.byte_size() + 255) / 256 * 256;
+    }
+    EXPECT_LE(m.report.peak_device_bytes, model + o.memory_budget) << spec;
+  }
+}
+
+TEST_F(GpuTest, DeviceToDeviceCopiesOnTheEngine) {
+  FL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<sink::CopyEngine> e, sink::OpenCudaCopyEngine(0, 2));
+  std::vector<std::byte> host = testing::PositionalBytes(3 << 20, 11);
+  FL_ASSERT_OK_AND_ASSIGN(std::shared_ptr<void> pinned, e->AllocatePinned(host.size()));
+  std::memcpy(pinned.get(), host.data(), host.size());
+  FL_ASSERT_OK_AND_ASSIGN(std::shared_ptr<void> a, e->AllocateDevice(host.size()));
+  FL_ASSERT_OK_AND_ASSIGN(std::shared_ptr<void> b, e->AllocateDevice(host.size()));
+  FL_ASSERT_OK(e->CopyToDevice(0, a.get(), pinned.get(), host.size()));
+  FL_ASSERT_OK(e->Synchronize());
+  FL_ASSERT_OK(e->CopyOnDevice(1, static_cast<std::byte*>(b.get()) + 1,
+                               static_cast<std::byte*>(a.get()) + 7, host.size() - 7));
+  FL_ASSERT_OK(e->Synchronize());
+  std::vector<std::byte> got(host.size() - 7);
+  FL_ASSERT_OK(CopyDeviceToHost(got.data(), static_cast<std::byte*>(b.get()) + 1, got.size()));
+  EXPECT_EQ(std::memcmp(got.data(), host.data() + 7, got.size()), 0);
 }
 
 }  // namespace
