@@ -97,6 +97,8 @@ fuzz: deps
 gpu-test: build
 	@test -x $(BUILD)/gpu_tests || { echo "gpu_tests not built (no nvcc, or FLASHLOAD_CUDA=OFF)"; exit 1; }
 	@$(BUILD)/gpu_tests
+	@if python3 -c 'import flashload, torch' 2>/dev/null; then python3 -m pytest -q tests/gpu; \
+	else echo "tests/gpu/test_cuda.py NOT RUN: python3 cannot import flashload and torch"; exit 1; fi
 
 test: build venv unit integration storage python python-torch asan tsan fuzz
 	@echo "make test: all suites passed"

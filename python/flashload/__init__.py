@@ -49,8 +49,9 @@ def _engine_options(strategy: str, threads: int, budget_mib: int) -> Dict[str, A
 
 
 def _open_file(filename: Union[str, "os.PathLike[str]"], strategy: str = "auto", threads: int = 0,
-               budget_mib: int = 256, lazy: bool = False) -> _File:
-    """Loads one safetensors file with the engine, or with ``lazy`` reads only its header.
+               budget_mib: int = 256, lazy: bool = False, device: str = "cpu") -> _File:
+    """Loads one safetensors file with the engine, or with ``lazy`` reads only its header (the
+    whole-file load comes on first use). ``device``: "cpu" or "cuda:N", where the engine loads.
 
     Raises as described in the module docstring.
     """
@@ -60,7 +61,8 @@ def _open_file(filename: Union[str, "os.PathLike[str]"], strategy: str = "auto",
                         "of 'str'")
     if not _is_uri(path) and os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a safetensors file", path)
-    return _File.open(path, **_engine_options(strategy, threads, budget_mib), lazy=lazy)
+    return _File.open(path, **_engine_options(strategy, threads, budget_mib), lazy=lazy,
+                      device=device)
 
 
 def _is_uri(path: str) -> bool:
@@ -81,10 +83,12 @@ class _Framework:
                 raise SafetensorError(f"Device {device} is not supported for framework numpy "
                                       "(numpy arrays live on the host: use device='cpu')")
             self.name = "numpy"
+            self.native_device = "cpu"
         elif framework in _TORCH_NAMES:
             from flashload import torch as module
             module._require_torch()
             self.name = "pytorch"
+            self.native_device = module._native_device(device)
         else:
             raise SafetensorError(
                 f"framework {framework} is invalid: flashload supports {', '.join(_TORCH_NAMES)} "
@@ -111,7 +115,9 @@ class safe_open:  # noqa: N801 (the reference's name)
             ``s3://``) passed to the native layer unchanged.
         framework: "pt"/"torch"/"pytorch" for torch tensors, "np"/"numpy" for numpy arrays.
         device: where tensors are returned; "cpu" for numpy; for torch anything ``torch.device``
-            accepts (tensors are loaded to host memory, then moved).
+            accepts: a CUDA device ("cuda", "cuda:N", N) is loaded into straight by the engine
+            (pinned staging, one device allocation); other devices get tensors loaded to host
+            memory, then moved by torch. Slices read before the file is loaded are moved by torch.
         strategy, threads, budget_mib: engine options (keyword only); the defaults need no tuning.
 
     Opening reads and validates the header only (a malformed file raises here, as in the
@@ -126,7 +132,8 @@ class safe_open:  # noqa: N801 (the reference's name)
                  budget_mib: int = 256) -> None:
         self._framework = _Framework(framework, device)
         self._file: Optional[_File] = _open_file(filename, strategy, threads, budget_mib,
-                                                 lazy=True)
+                                                 lazy=True,
+                                                 device=self._framework.native_device)
 
     def __enter__(self) -> "safe_open":
         return self
@@ -192,7 +199,7 @@ def load_model_dir(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", fr
     """
     fw = _Framework(framework, device)
     files = _load_model(os.fspath(path), **_engine_options(strategy, threads, budget_mib),
-                        variant=variant or "")
+                        variant=variant or "", device=fw.native_device)
     return {component: {name: fw.convert(file, name) for name in file.offset_keys()}
             for component, file in files.items()}
 

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 class SafetensorError(Exception):
     pass
 
+cuda_built: bool = True
+
 class Array:
     """
     One loaded tensor; exported without a copy through DLPack. Holds a share of the loaded memory, which stays valid after its file is closed.
@@ -25,7 +27,7 @@ class Array:
 
     def __dlpack__(self, *args, **kwargs) -> object:
         """
-        DLPack capsule (legacy 'dltensor'); stream, max_version and copy are accepted and ignored (host memory, never copied).
+        DLPack capsule (legacy 'dltensor'); stream, max_version and copy are accepted and ignored: the data is never copied, and a load returns only after every copy and conversion into it has completed on the device, so it is ready for any stream.
         """
 
     def __dlpack_device__(self) -> tuple: ...
@@ -36,9 +38,9 @@ class File:
     """
 
     @staticmethod
-    def open(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, lazy: bool = False, _test_delay_ms: int = 0) -> File:
+    def open(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, lazy: bool = False, device: str = 'cpu', _test_delay_ms: int = 0) -> File:
         """
-        Opens the file (or URI) at `path`: loads it whole (GIL released; Ctrl-C cancels), or with lazy=True reads and validates only its header. _test_delay_ms is for tests only: each engine progress report (about every 64 MiB and at the end) sleeps that long, to make a load slow on purpose.
+        Opens the file (or URI) at `path`: loads it whole (GIL released; Ctrl-C cancels), or with lazy=True reads and validates only its header. `device`: 'cpu', or 'cuda:N' to load into that GPU (one device allocation, pinned staging). _test_delay_ms is for tests only: each engine progress report (about every 64 MiB and at the end) sleeps that long, to make a load slow on purpose.
         """
 
     @staticmethod
@@ -88,7 +90,7 @@ class File:
         Bytes of tensor data read from storage so far (header reads not counted).
         """
 
-def load_model(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, variant: str = '', _test_delay_ms: int = 0) -> dict[str, File]:
+def load_model(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, variant: str = '', device: str = 'cpu', _test_delay_ms: int = 0) -> dict[str, File]:
     """
     Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: File} ('model' for a model without components). GIL released; Ctrl-C cancels. _test_delay_ms: tests only, as in File.open.
     """

@@ -1,9 +1,11 @@
 """safetensors.torch, backed by flashload: the same functions, arguments and return types.
 
 PyTorch is imported lazily; without it these functions raise ModuleNotFoundError saying so.
-Tensors are zero-copy views of the memory flashload loaded (device "cpu"), or copies on the
-requested device. Dtypes the installed torch lacks (uint16/32/64 before 2.3, float8 before 2.1)
-raise SafetensorError.
+Tensors are zero-copy views of the memory flashload loaded: host memory for device "cpu", GPU
+memory for a CUDA device (the engine stages reads in pinned memory and copies them into one device
+allocation per file; the load returns once every copy has completed, so the tensors are ready on
+any stream). Other devices (mps, xpu...) get copies made by torch from host tensors. Dtypes the
+installed torch lacks (uint16/32/64 before 2.3, float8 before 2.1) raise SafetensorError.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from flashload import SafetensorError, _open_file
 from flashload._core import File as _File
+from flashload._core import cuda_built as _cuda_built
 from flashload._core import serialize as _serialize
 from flashload._core import serialize_file as _serialize_file
 
@@ -56,6 +59,24 @@ def _check_dtype(name: str) -> None:
     _torch_dtype(_require_torch(), name)
 
 
+def _native_device(device: Any) -> str:
+    """The device flashload's engine loads into for the torch `device`: "cuda:N" for a CUDA device
+    (an int N means "cuda:N", "cuda" the current device, as in safetensors), "cpu" for anything
+    else, whose tensors torch then moves. Without CUDA in this build of flashload: "cpu"."""
+    if device is None or not _cuda_built:
+        return "cpu"
+    torch = _require_torch()
+    if isinstance(device, int) and not isinstance(device, bool):
+        device = f"cuda:{device}"
+    target = torch.device(device)
+    if target.type != "cuda":
+        return "cpu"
+    index = target.index
+    if index is None:
+        index = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    return f"cuda:{index}"
+
+
 def _from_array(get: Callable[[bool], Any], dtype_name: str, device: Any = "cpu") -> Any:
     """The array `get(raw)` returns as a torch tensor on `device` (zero-copy on "cpu")."""
     torch = _require_torch()
@@ -65,7 +86,7 @@ def _from_array(get: Callable[[bool], Any], dtype_name: str, device: Any = "cpu"
     else:
         tensor = torch.from_dlpack(get(True)).view(dtype)
     if device is not None and device != "cpu":
-        tensor = tensor.to(device)
+        tensor = tensor.to(device)  # no copy when flashload loaded it there already
     return tensor
 
 
@@ -153,11 +174,12 @@ def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu"
               budget_mib: int = 256) -> Dict[str, Any]:
     """Every tensor of `filename`, in file order, on `device`, loaded by flashload's engine.
 
+    A CUDA `device` ("cuda", "cuda:N", N, torch.device) loads straight into that GPU.
     `backend` is accepted for compatibility with safetensors and ignored: `strategy` chooses how
     the file is read.
     """
     _require_torch()
-    file = _open_file(filename, strategy, threads, budget_mib)
+    file = _open_file(filename, strategy, threads, budget_mib, device=_native_device(device))
     return {name: _from_file(file, name, device) for name in file.offset_keys()}
 
 

@@ -193,8 +193,13 @@ bool SameLayout(const Header& a, const Header& b) {
 }
 
 // Engine options from the Python keyword arguments; ValueError for bad ones.
-LoadOptions MakeLoadOptions(const std::string& strategy, uint32_t threads, uint64_t budget_mib) {
+LoadOptions MakeLoadOptions(const std::string& strategy, uint32_t threads, uint64_t budget_mib,
+                            const std::string& device) {
   LoadOptions options;
+  Result<Device> parsed_device = ParseDevice(device);
+  if (!parsed_device.ok())
+    throw nb::value_error(std::string(parsed_device.status().message()).c_str());
+  options.device = *parsed_device;
   const std::optional<Strategy> parsed = ParseStrategy(strategy);
   if (!parsed) {
     throw nb::value_error(("unknown strategy '" + strategy +
@@ -204,8 +209,8 @@ LoadOptions MakeLoadOptions(const std::string& strategy, uint32_t threads, uint6
   if (budget_mib == 0) throw nb::value_error("budget_mib must be at least 1");
   options.strategy = *parsed;
   // As safetensors does: a file entirely in the page cache is mapped, and its tensors are
-  // copy-on-write views of the cache, instead of copies.
-  options.zero_copy_hot = true;
+  // copy-on-write views of the cache, instead of copies (host loads only).
+  options.zero_copy_hot = options.device.type == DeviceType::kCpu;
   options.threads = threads;
   options.memory_budget = budget_mib << 20;
   return options;
@@ -225,8 +230,9 @@ class File {
   // Opens `path` (a path or URI). Eager: loads the whole file now. Lazy: reads and validates the
   // header only; the data is read on first use.
   static File Open(const std::string& path, const std::string& strategy, uint32_t threads,
-                   uint64_t budget_mib, bool lazy, uint32_t test_delay_ms) {
-    LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib);
+                   uint64_t budget_mib, bool lazy, const std::string& device,
+                   uint32_t test_delay_ms) {
+    LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib, device);
     if (lazy) return OpenHeader(path, std::move(options), test_delay_ms);
     Result<LoadedModel> model = LoadInterruptibly(path, std::move(options), test_delay_ms);
     if (!model.ok()) ThrowStatus(model.status());
@@ -425,9 +431,10 @@ class File {
 // paths and URIs alike (http(s)://, s3:// folders and indexes resolve as local ones do).
 std::map<std::string, File> LoadModel(const std::string& path, const std::string& strategy,
                                       uint32_t threads, uint64_t budget_mib,
-                                      const std::string& variant, uint32_t test_delay_ms) {
+                                      const std::string& variant, const std::string& device,
+                                      uint32_t test_delay_ms) {
   std::map<std::string, File> files;
-  LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib);
+  LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib, device);
   options.variant = variant;
   Result<LoadedModel> model = LoadInterruptibly(path, std::move(options), test_delay_ms);
   if (!model.ok()) ThrowStatus(model.status());
@@ -546,6 +553,11 @@ NB_MODULE(_core, m) {
   m.doc() = "flashload native module: loads and writes safetensors files; see flashload.safe_open";
 
   nb::exception<flashload::python::SafetensorError>(m, "SafetensorError", PyExc_Exception);
+#ifdef FLASHLOAD_HAVE_CUDA
+  m.attr("cuda_built") = true;
+#else
+  m.attr("cuda_built") = false;
+#endif
 
   nb::class_<Array>(m, "Array",
                     "One loaded tensor; exported without a copy through DLPack. Holds a share of "
@@ -565,7 +577,8 @@ NB_MODULE(_core, m) {
             return a.Dlpack();
           },
           "DLPack capsule (legacy 'dltensor'); stream, max_version and copy are accepted and "
-          "ignored (host memory, never copied).")
+          "ignored: the data is never copied, and a load returns only after every copy and "
+          "conversion into it has completed on the device, so it is ready for any stream.")
       .def("__dlpack_device__", &Array::DlpackDevice);
 
   nb::class_<File>(m, "File",
@@ -573,9 +586,11 @@ NB_MODULE(_core, m) {
                    "(header only) and loaded on first use.")
       .def_static("open", &File::Open, nb::arg("path"), nb::arg("strategy") = "auto",
                   nb::arg("threads") = 0, nb::arg("budget_mib") = 256, nb::arg("lazy") = false,
-                  nb::arg("_test_delay_ms") = 0,
+                  nb::arg("device") = "cpu", nb::arg("_test_delay_ms") = 0,
                   "Opens the file (or URI) at `path`: loads it whole (GIL released; Ctrl-C "
-                  "cancels), or with lazy=True reads and validates only its header. "
+                  "cancels), or with lazy=True reads and validates only its header. `device`: "
+                  "'cpu', or 'cuda:N' to load into that GPU (one device allocation, pinned "
+                  "staging). "
                   "_test_delay_ms is for tests only: each engine progress report (about every 64 "
                   "MiB and at the end) sleeps that long, to make a load slow on purpose.")
       .def_static("from_bytes", &File::FromBytes, nb::arg("data"),
@@ -602,7 +617,7 @@ NB_MODULE(_core, m) {
 
   m.def("load_model", &flashload::python::LoadModel, nb::arg("path"), nb::arg("strategy") = "auto",
         nb::arg("threads") = 0, nb::arg("budget_mib") = 256, nb::arg("variant") = "",
-        nb::arg("_test_delay_ms") = 0,
+        nb::arg("device") = "cpu", nb::arg("_test_delay_ms") = 0,
         "Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: "
         "File} ('model' for a model without components). GIL released; Ctrl-C cancels. "
         "_test_delay_ms: tests only, as in File.open.");

@@ -691,6 +691,50 @@ def test_torch_signatures_extend_the_reference(torch):
             (p.name, p.kind, p.default) for p in ref]
 
 
+def test_torch_device_names_map_to_the_engine_device(torch, monkeypatch):
+    import flashload.torch as fl_pt
+    monkeypatch.setattr(fl_pt, "_cuda_built", True)
+    index = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    assert fl_pt._native_device("cuda") == f"cuda:{index}"
+    assert fl_pt._native_device(torch.device("cuda")) == f"cuda:{index}"
+    assert fl_pt._native_device("cuda:3") == "cuda:3"
+    assert fl_pt._native_device(torch.device("cuda", 2)) == "cuda:2"
+    assert fl_pt._native_device(1) == "cuda:1"  # an int is a CUDA index, as in safetensors
+    for host in ("cpu", torch.device("cpu"), "meta", None):
+        assert fl_pt._native_device(host) == "cpu"
+    with pytest.raises(RuntimeError):
+        fl_pt._native_device("warp")
+    # A build without CUDA loads to the host and lets torch move the tensors.
+    monkeypatch.setattr(fl_pt, "_cuda_built", False)
+    assert fl_pt._native_device("cuda:0") == "cpu"
+
+
+def test_torch_cuda_device_without_a_gpu_is_flashloads_clear_error(torch, tmp_path):
+    """On a machine without a usable GPU, device="cuda..." reaches the engine and fails with its
+    diagnosis (not a tensor.to() error after a full host load); nothing is returned."""
+    import flashload.torch as fl_pt
+    native_file = str(tmp_path / "m.safetensors")
+    ref_np.save_file({"w": sample(np.float32, (64, 3)), "b": sample(np.float16, (5,))},
+                     native_file)
+    if not flashload._core.cuda_built:
+        pytest.skip("flashload was built without CUDA: CUDA devices load to the host and move")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: tests/gpu/test_cuda.py covers CUDA loads")
+    for device in ("cuda", "cuda:0", 0, torch.device("cuda", 0)):
+        with pytest.raises(SafetensorError, match="no CUDA device"):
+            fl_pt.load_file(native_file, device=device)
+    with safe_open(native_file, "pt", device="cuda:0") as f:
+        assert f.keys()  # the header is read on the host
+        with pytest.raises(SafetensorError, match="no CUDA device"):
+            f.get_tensor(f.keys()[0])
+    with pytest.raises(SafetensorError, match="no CUDA device"):
+        flashload.load_model_dir(native_file, device="cuda:0")
+    # Host and meta devices still load.
+    assert fl_pt.load_file(native_file, device="cpu")
+    meta = fl_pt.load_file(native_file, device="meta")
+    assert all(t.device.type == "meta" for t in meta.values())
+
+
 def tied_model(torch, seed: int) -> Any:
     """A small language-model-like module whose output head shares the embedding's weight."""
     class Tied(torch.nn.Module):
