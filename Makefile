@@ -13,7 +13,7 @@ FUZZ_SECONDS ?= 60
 
 VENV_TORCH ?= .venv-torch
 
-.PHONY: all deps build venv demo test unit integration storage python python-torch asan tsan fuzz gpu-test format clean
+.PHONY: all deps build venv demo test unit integration storage python python-torch asan tsan fuzz gpu-test gpu-kit format clean
 
 all: build
 
@@ -97,6 +97,12 @@ fuzz: deps
 gpu-test: build
 	@test -x $(BUILD)/gpu_tests || { echo "gpu_tests not built (no nvcc, or FLASHLOAD_CUDA=OFF)"; exit 1; }
 	@$(BUILD)/gpu_tests
+
+# The kit for a lent GPU machine (no network, no -dev libraries, Python 3.12): the CUDA CLI and
+# gpu_tests, the Python package built for CPython 3.12, the shared libraries they need, and the
+# peers' wheels, in .gpukit/. There: `bash bench/gpu_session.sh` (docs/benchmarks.md).
+gpu-kit: deps
+	@scripts/gpu-kit.sh
 
 test: build venv unit integration storage python python-torch asan tsan fuzz
 	@echo "make test: all suites passed"
