@@ -106,6 +106,26 @@ done
 env -u LD_LIBRARY_PATH "$KIT/bin/flashload" --help >/dev/null
 env -u LD_LIBRARY_PATH PYTHONPATH="$KIT/python" "$B/py312/bin/python" -c \
   'import flashload, flashload._core as c; print("import flashload (python 3.12):", c.__file__)'
+# A machine with nothing but glibc: the libraries of this one hidden (a private mount namespace
+# shows an empty copy of the multiarch folder with glibc alone), lib-fallback on LD_LIBRARY_PATH.
+if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null && [ -d /usr/lib/x86_64-linux-gnu ]; then
+  bare=$B/glibc-only
+  rm -rf "$bare" "$B/tiny"
+  mkdir -p "$bare"
+  for l in libc.so.6 libm.so.6 ld-linux-x86-64.so.2 libresolv.so.2 libdl.so.2 libpthread.so.0 \
+    librt.so.1 libutil.so.1; do
+    cp -L "/usr/lib/x86_64-linux-gnu/$l" "$bare/"
+  done
+  "$KIT/bin/flashload" gen tiny "$B/tiny" >/dev/null
+  unshare -m bash -c "mount --bind '$bare' /usr/lib/x86_64-linux-gnu &&
+    export LD_LIBRARY_PATH='$KIT/lib-fallback' &&
+    '$KIT/bin/flashload' load '$B/tiny' --json >/dev/null &&
+    PYTHONPATH='$KIT/python' exec '$B/py312/bin/python' -c 'import flashload.numpy as f
+f.load_file(\"$B/tiny/vae/diffusion_pytorch_model.safetensors\")
+print(\"glibc-only machine: flashload load and the python module work\")'"
+else
+  echo "glibc-only check skipped (needs root and unshare -m)"
+fi
 glibc_max=$(objdump -T "${objects[@]}" "$KIT"/lib/*.so* 2>/dev/null |
   grep -o 'GLIBC_[0-9.]*' | sort -V -u | tail -1)
 glibcxx_max=$(objdump -T "${objects[@]}" "$KIT"/lib/*.so* 2>/dev/null |
