@@ -106,10 +106,12 @@ if method == "h2d":
     dev = torch.empty(block, dtype=torch.uint8, device=device)
     dev.copy_(host, non_blocking=True)  # warm-up
     sync()
-    copies = max(1, round(total / block))
-    def run():
-        for _ in range(copies):
-            dev.copy_(host, non_blocking=True)
+    def run():  # the model's size in all: whole blocks, then the rest
+        done = 0
+        while done < total:
+            n = min(block, total - done)
+            dev[:n].copy_(host[:n], non_blocking=True)
+            done += n
         sync()
         return {"h2d": dev}, []
 elif method == "flashload.torch":

@@ -59,19 +59,38 @@ fail() { failures+=("$1"); echo "FAILED: $1"; }
 export FLASHLOAD_BIN=$KIT/bin/flashload
 FL=$FLASHLOAD_BIN
 
-# ---- environment: cuFile for flashload's probe and fastsafetensors' GDS, libraries, wheels ----
-cufile_dir=$("$PYTHON" - <<'EOF' 2>/dev/null
+# ---- environment: CUDA runtime and cuFile for the peers, libraries, wheels ----
+# fastsafetensors dlopens "libcudart.so" (unversioned) and "libcufile.so.0"; flashload probes
+# libcufile.so.0, then libcufile.so. The pip-installed CUDA libraries have only versioned names, so a
+# private folder of links to exactly these (the ones torch uses) goes on LD_LIBRARY_PATH; adding the
+# CUDA library folders themselves could shadow torch's own.
+CUDA_LINKS=/tmp/flashload-cuda-links
+rm -rf "$CUDA_LINKS"
+mkdir -p "$CUDA_LINKS"
+"$PYTHON" - "$CUDA_LINKS" <<'EOF' || true
 import glob, os, sys
-for base in sys.path:
-    hits = glob.glob(os.path.join(base, "nvidia", "cufile", "lib", "libcufile.so*"))
-    if hits:
-        print(os.path.dirname(hits[0]))
-        break
+links = sys.argv[1]
+def first(patterns):
+    for base in sys.path + ["/usr/local/cuda/lib64", "/usr/lib/x86_64-linux-gnu"]:
+        for pattern in patterns:
+            hits = sorted(glob.glob(os.path.join(base, pattern)))
+            if hits:
+                return hits
+    return []
+cudart = first(["nvidia/cu13/lib/libcudart.so.1*", "nvidia/cuda_runtime/lib/libcudart.so.1*",
+                "libcudart.so.1*"])
+if cudart:
+    os.symlink(os.path.realpath(cudart[0]), os.path.join(links, "libcudart.so"))
+cufile = first(["nvidia/cufile/lib/libcufile*.so*", "nvidia/cu13/lib/libcufile*.so*",
+                "libcufile*.so*"])
+for path in cufile:
+    os.symlink(os.path.realpath(path), os.path.join(links, os.path.basename(path)))
+if os.path.exists(os.path.join(links, "libcufile.so.0")) and \
+        not os.path.exists(os.path.join(links, "libcufile.so")):
+    os.symlink(os.path.realpath(os.path.join(links, "libcufile.so.0")),
+               os.path.join(links, "libcufile.so"))
 EOF
-)
-[ -n "$cufile_dir" ] || cufile_dir=$(dirname "$(ldconfig -p 2>/dev/null | awk '/libcufile.so/ {print $NF; exit}')" 2>/dev/null)
-[ "$cufile_dir" = . ] && cufile_dir=""
-[ -n "$cufile_dir" ] && export LD_LIBRARY_PATH=$cufile_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export LD_LIBRARY_PATH=$CUDA_LINKS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 # FLASHLOAD_PYTHONPATH='' uses an installed flashload instead of the kit's (a dry run on a CPU
 # machine whose Python is not 3.12).
 export PYTHONPATH=${FLASHLOAD_PYTHONPATH-$KIT/python}:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
@@ -110,7 +129,9 @@ EOF
   df -h "$MODELS_DIR" /tmp
   findmnt -T "$MODELS_DIR" 2>/dev/null || stat -f -c 'file system type %T' "$MODELS_DIR"
   if command -v fio >/dev/null; then echo "fio: $(fio --version)"; else echo "fio: missing (gpu_bench uses flashload's cold CPU load as the storage figure)"; fi
-  echo "libcufile: ${cufile_dir:-not found}; nvidia-fs: $( [ -e /proc/driver/nvidia-fs ] && echo present || echo absent); /etc/cufile.json: $( [ -f /etc/cufile.json ] && echo present || echo absent)"
+  echo "CUDA links for the peers and the cuFile probe ($CUDA_LINKS):"
+  ls -l "$CUDA_LINKS" | tail -n +2 | sed 's/^/  /'
+  echo "nvidia-fs: $( [ -e /proc/driver/nvidia-fs ] && echo present || echo absent); /etc/cufile.json: $( [ -f /etc/cufile.json ] && echo present || echo absent)"
   echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
   cat "$KIT/MANIFEST"
   ldd "$FL" | grep -E "not found|$KIT" | sed 's/^/  /' | head -40
