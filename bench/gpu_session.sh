@@ -25,7 +25,7 @@
 #      MODELS_DIR (/var/tmp/flashload-gpu), LLM_SHAPE, TIME_BUDGET (seconds for this whole command;
 #      default 560, so it returns inside the 10-minute limit with what it measured; 0: no limit).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 KIT=$ROOT/.gpukit
 OUT=${OUT:-$ROOT/out/gpu-session}
