@@ -13,7 +13,7 @@ FUZZ_SECONDS ?= 60
 
 VENV_TORCH ?= .venv-torch
 
-.PHONY: all deps build venv demo test unit integration storage python python-torch asan tsan fuzz gpu-test format clean
+.PHONY: all deps build venv demo test unit integration storage python python-torch asan tsan fuzz gpu-test gpu-kit format clean
 
 all: build
 
@@ -99,6 +99,12 @@ gpu-test: build
 	@$(BUILD)/gpu_tests
 	@if python3 -c 'import flashload, torch' 2>/dev/null; then python3 -m pytest -q tests/gpu; \
 	else echo "tests/gpu/test_cuda.py NOT RUN: python3 cannot import flashload and torch"; exit 1; fi
+
+# The kit for a lent GPU machine (no network, no -dev libraries, Python 3.12): the CUDA CLI and
+# gpu_tests, the Python package built for CPython 3.12, the shared libraries they need, and the
+# peers' wheels, in .gpukit/. There: `bash bench/gpu_session.sh` (docs/benchmarks.md).
+gpu-kit: deps
+	@scripts/gpu-kit.sh
 
 test: build venv unit integration storage python python-torch asan tsan fuzz
 	@echo "make test: all suites passed"
