@@ -36,8 +36,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from flashload._core import File as _File
 from flashload._core import SafetensorError
 from flashload._core import load_model as _load_model
+from flashload._core import release_cached_memory
 
-__all__ = ["SafetensorError", "safe_open", "load_model_dir", "patch", "unpatch", "__version__"]
+__all__ = ["SafetensorError", "safe_open", "load_model_dir", "release_cached_memory", "patch",
+           "unpatch", "__version__"]
 __version__ = "0.1.0"
 
 _NUMPY_NAMES = ("np", "numpy")

@@ -621,6 +621,9 @@ NB_MODULE(_core, m) {
         "Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: "
         "File} ('model' for a model without components). GIL released; Ctrl-C cancels. "
         "_test_delay_ms: tests only, as in File.open.");
+  m.def("release_cached_memory", &flashload::ReleaseCachedMemory,
+        "Frees the pinned staging memory that GPU loads keep for the next load of the process "
+        "(up to 1 GiB; loading shard after shard then pins it once). Returns the bytes freed.");
   m.def("serialize", &flashload::python::Serialize, nb::arg("tensors"),
         nb::arg("metadata") = nb::none(),
         "safetensors bytes of [(name, dtype, shape, buffer)], laid out as the reference does.");

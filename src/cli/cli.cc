@@ -397,11 +397,12 @@ int LoadCommand(const LoadArgs& a) {
         "{{\"path\":{},\"tensors\":{},\"bytes\":{},\"seconds\":{:.6f},\"gb_per_s\":{:.4f},"
         "\"header_seconds\":{:.6f},\"peak_rss_bytes\":{},\"device\":{},\"copy_engine\":{},"
         "\"dtype\":{},\"tensors_converted\":{},\"bytes_converted\":{},\"output_bytes\":{},"
-        "\"staging_bytes\":{},\"peak_device_bytes\":{},\"files\":[{}],\"verify\":{}}}\n",
+        "\"staging_bytes\":{},\"peak_device_bytes\":{},\"device_setup_seconds\":{:.6f},"
+        "\"files\":[{}],\"verify\":{}}}\n",
         JsonString(a.path), model->tensors.size(), r.bytes, r.seconds, r.GbPerSecond(),
         r.header_seconds, rss, JsonString(r.device), JsonString(r.copy_engine), JsonString(a.dtype),
         r.tensors_converted, r.bytes_converted, r.output_bytes, r.staging_bytes,
-        r.peak_device_bytes, fmt::join(files, ","), v);
+        r.peak_device_bytes, r.device_setup_seconds, fmt::join(files, ","), v);
   } else {
     for (const FileReport& f : r.files) {
       fmt::print("  {}{}{}: {} in {:.3f} s — {} ({})\n", f.component,
@@ -413,13 +414,15 @@ int LoadCommand(const LoadArgs& a) {
                model->tensors.size(), HumanBytes(r.bytes), r.seconds, r.GbPerSecond(),
                r.header_seconds * 1e3, HumanBytes(rss));
     if (!r.copy_engine.empty()) {
-      fmt::print("to {} through {}: {} staged; {} tensors converted ({} -> {}){}\n", r.device,
-                 r.copy_engine, HumanBytes(r.staging_bytes), r.tensors_converted,
-                 HumanBytes(r.bytes_converted),
-                 HumanBytes(r.bytes_converted + r.output_bytes - r.bytes),
-                 r.peak_device_bytes > 0
-                     ? fmt::format("; peak GPU memory {}", HumanBytes(r.peak_device_bytes))
-                     : "");
+      fmt::print(
+          "to {} through {}: {} staged; {} tensors converted ({} -> {}){}; set-up {:.1f} ms "
+          "(included above)\n",
+          r.device, r.copy_engine, HumanBytes(r.staging_bytes), r.tensors_converted,
+          HumanBytes(r.bytes_converted), HumanBytes(r.bytes_converted + r.output_bytes - r.bytes),
+          r.peak_device_bytes > 0
+              ? fmt::format("; peak GPU memory {}", HumanBytes(r.peak_device_bytes))
+              : "",
+          r.device_setup_seconds * 1e3);
     }
     if (verify) {
       fmt::print("verify: {} tensors compared with a plain read: {}\n", verify->tensors_checked,

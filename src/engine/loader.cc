@@ -110,6 +110,12 @@ std::optional<Strategy> ParseStrategy(std::string_view name) {
   return std::nullopt;
 }
 
+uint64_t ReleaseCachedMemory() {
+  const uint64_t bytes = sink::PinnedCacheBytes();
+  sink::TrimPinnedCache();
+  return bytes;
+}
+
 Result<GpuDirect> ParseGpuDirect(std::string_view text) {
   if (text == "auto") return GpuDirect::kAuto;
   if (text == "on") return GpuDirect::kOn;
@@ -315,12 +321,15 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   // Device and conversion problems are reported before any file is opened.
   FL_ASSIGN_OR_RETURN(ConvertSpec spec, ParseConvertSpec(options.dtype));
   std::shared_ptr<sink::CopyEngine> copy_engine;
+  double device_setup_seconds = 0;
   if (options.device.type == DeviceType::kCuda || !spec.empty()) {
     FL_ASSIGN_OR_RETURN(copy_engine, OpenCopyEngine(options));
+    device_setup_seconds = SecondsSince(start);
   }
   FL_ASSIGN_OR_RETURN(PreparedLoad p, PrepareLoad(path, options));
   LoadedModel& model = p.model;
-  model.report.header_seconds = SecondsSince(start);
+  model.report.header_seconds = SecondsSince(start) - device_setup_seconds;
+  model.report.device_setup_seconds = device_setup_seconds;
   const size_t n = p.plan.files.size();
   engine::LoadPlan& plan = p.plan;
   std::vector<std::unique_ptr<Source>>& sources = p.sources;

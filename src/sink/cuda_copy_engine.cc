@@ -13,11 +13,21 @@
 #include <mutex>
 #include <vector>
 
+#include "sink/block_cache.h"
 #include "sink/convert_cuda.h"
 
 namespace flashload::sink {
 
 namespace {
+
+// Pinned staging kept between loads (see TrimPinnedCache). Never destroyed: blocks may be freed
+// by tensors' owners during static destruction.
+BlockCache& PinnedCache() {
+  static auto* cache = new std::shared_ptr<BlockCache>(
+      BlockCache::Create([](uint64_t bytes) { return cuda::HostAlloc(bytes); },
+                         [](void* p) { cuda::HostFree(p); }, kPinnedCacheBytes));
+  return **cache;
+}
 
 // The CUDA runtime's current device is per host thread, so every entry point selects it first.
 class CudaCopyEngine final : public CopyEngine {
@@ -52,8 +62,7 @@ class CudaCopyEngine final : public CopyEngine {
 
   Result<std::shared_ptr<void>> AllocatePinned(uint64_t bytes) override {
     FL_RETURN_IF_ERROR(cuda::SetDevice(device_));
-    FL_ASSIGN_OR_RETURN(void* p, cuda::HostAlloc(std::max<uint64_t>(bytes, 1)));
-    return std::shared_ptr<void>(p, [](void* q) { cuda::HostFree(q); });
+    return PinnedCache().Allocate(bytes);
   }
 
   Result<std::shared_ptr<void>> AllocateDevice(uint64_t bytes) override {
@@ -186,6 +195,14 @@ Status CheckDevice(int device) {
 
 }  // namespace
 
+Status WarmUpCuda(int device) {
+  FL_RETURN_IF_ERROR(CheckDevice(device));
+  return cuda::DeviceSynchronize();
+}
+
+void TrimPinnedCache() { PinnedCache().Trim(); }
+uint64_t PinnedCacheBytes() { return PinnedCache().cached_bytes(); }
+
 Result<std::unique_ptr<CopyEngine>> OpenCudaCopyEngine(int device, uint32_t streams) {
   FL_RETURN_IF_ERROR(CheckDevice(device));
   auto engine = std::make_unique<CudaCopyEngine>(device, cuda::DeviceName(device));
@@ -230,6 +247,13 @@ Result<double> MeasurePinnedH2D(int device, uint64_t bytes, uint32_t streams, ui
 #else  // !FLASHLOAD_HAVE_CUDA
 
 namespace flashload::sink {
+
+void TrimPinnedCache() {}
+uint64_t PinnedCacheBytes() { return 0; }
+
+Status WarmUpCuda(int device) {
+  return UnimplementedError(fmt::format("cuda:{}: flashload was built without CUDA", device));
+}
 
 Result<std::unique_ptr<CopyEngine>> OpenCudaCopyEngine(int device, uint32_t streams) {
   return UnimplementedError(

@@ -33,6 +33,18 @@ class CopyEngine;
 // kInternal with the CUDA error text otherwise.
 Result<std::unique_ptr<CopyEngine>> OpenCudaCopyEngine(int device, uint32_t streams = 4);
 
+// Pinned staging is kept between loads, up to kPinnedCacheBytes, so a process that loads file
+// after file (transformers loads checkpoints shard by shard) pins its staging once: a later load
+// with the same budget reuses the same blocks. TrimPinnedCache() frees what is kept (nothing is
+// kept without CUDA); PinnedCacheBytes() says how much that is.
+inline constexpr uint64_t kPinnedCacheBytes = 1ull << 30;
+void TrimPinnedCache();
+uint64_t PinnedCacheBytes();
+
+// Creates the CUDA context of `device` (once per process; benchmarks call it before their clock,
+// as a model server has its context long before it loads). Errors as OpenCudaCopyEngine().
+Status WarmUpCuda(int device);
+
 // The H2D limit: seconds to copy `bytes` from pinned host memory to device memory with
 // cudaMemcpyAsync in `block_bytes` pieces over `streams` streams, best of `repeats` (after one
 // warm-up). Uses at most `max_buffer` bytes of each memory (copied repeatedly to total `bytes`).

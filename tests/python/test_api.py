@@ -691,6 +691,12 @@ def test_torch_signatures_extend_the_reference(torch):
             (p.name, p.kind, p.default) for p in ref]
 
 
+def test_release_cached_memory_is_an_int_and_idempotent():
+    first = flashload.release_cached_memory()
+    assert isinstance(first, int) and first >= 0
+    assert flashload.release_cached_memory() == 0  # nothing kept right after releasing
+
+
 def test_torch_device_names_map_to_the_engine_device(torch, monkeypatch):
     import flashload.torch as fl_pt
     monkeypatch.setattr(fl_pt, "_cuda_built", True)
