@@ -126,8 +126,9 @@ struct LoadReport {
   uint64_t bytes = 0;
   double seconds = 0;  // wall time of the whole load, headers included
   double header_seconds = 0;
-  // GPU and converting loads: opening the copy engine (for a GPU: the CUDA context when the
-  // process had none yet, and its streams), included in `seconds`.
+  // Staged loads (GPU, conversion): opening the copy engine (for a GPU: the CUDA context when
+  // the process had none yet, and its streams) and allocating the model's memory and the pinned
+  // staging; included in `seconds`.
   double device_setup_seconds = 0;
   std::string device;       // where the tensors are: "cpu", "cuda:0"
   std::string copy_engine;  // what moved them there when staged ("" when reads landed in place)
