@@ -126,10 +126,11 @@ struct LoadReport {
   uint64_t bytes = 0;
   double seconds = 0;  // wall time of the whole load, headers included
   double header_seconds = 0;
-  // Staged loads (GPU, conversion): opening the copy engine (for a GPU: the CUDA context when
-  // the process had none yet, and its streams) and allocating the model's memory and the pinned
-  // staging; included in `seconds`.
-  double device_setup_seconds = 0;
+  // Staged loads (GPU, conversion), both included in `seconds`: opening the copy engine (for a
+  // GPU: the CUDA context when the process had none yet, and its streams), and allocating the
+  // model's memory and the pinned staging.
+  double copy_engine_seconds = 0;
+  double allocation_seconds = 0;
   std::string device;       // where the tensors are: "cpu", "cuda:0"
   std::string copy_engine;  // what moved them there when staged ("" when reads landed in place)
   uint32_t tensors_converted = 0;

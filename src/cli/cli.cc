@@ -397,12 +397,13 @@ int LoadCommand(const LoadArgs& a) {
         "{{\"path\":{},\"tensors\":{},\"bytes\":{},\"seconds\":{:.6f},\"gb_per_s\":{:.4f},"
         "\"header_seconds\":{:.6f},\"peak_rss_bytes\":{},\"device\":{},\"copy_engine\":{},"
         "\"dtype\":{},\"tensors_converted\":{},\"bytes_converted\":{},\"output_bytes\":{},"
-        "\"staging_bytes\":{},\"peak_device_bytes\":{},\"device_setup_seconds\":{:.6f},"
+        "\"staging_bytes\":{},\"peak_device_bytes\":{},\"copy_engine_seconds\":{:.6f},"
+        "\"allocation_seconds\":{:.6f},"
         "\"files\":[{}],\"verify\":{}}}\n",
         JsonString(a.path), model->tensors.size(), r.bytes, r.seconds, r.GbPerSecond(),
         r.header_seconds, rss, JsonString(r.device), JsonString(r.copy_engine), JsonString(a.dtype),
         r.tensors_converted, r.bytes_converted, r.output_bytes, r.staging_bytes,
-        r.peak_device_bytes, r.device_setup_seconds, fmt::join(files, ","), v);
+        r.peak_device_bytes, r.copy_engine_seconds, r.allocation_seconds, fmt::join(files, ","), v);
   } else {
     for (const FileReport& f : r.files) {
       fmt::print("  {}{}{}: {} in {:.3f} s — {} ({})\n", f.component,
@@ -415,14 +416,14 @@ int LoadCommand(const LoadArgs& a) {
                r.header_seconds * 1e3, HumanBytes(rss));
     if (!r.copy_engine.empty()) {
       fmt::print(
-          "to {} through {}: {} staged; {} tensors converted ({} -> {}){}; set-up {:.1f} ms "
-          "(included above)\n",
+          "to {} through {}: {} staged; {} tensors converted ({} -> {}){}; set-up (included "
+          "above): copy engine {:.1f} ms, allocations {:.1f} ms\n",
           r.device, r.copy_engine, HumanBytes(r.staging_bytes), r.tensors_converted,
           HumanBytes(r.bytes_converted), HumanBytes(r.bytes_converted + r.output_bytes - r.bytes),
           r.peak_device_bytes > 0
               ? fmt::format("; peak GPU memory {}", HumanBytes(r.peak_device_bytes))
               : "",
-          r.device_setup_seconds * 1e3);
+          r.copy_engine_seconds * 1e3, r.allocation_seconds * 1e3);
     }
     if (verify) {
       fmt::print("verify: {} tensors compared with a plain read: {}\n", verify->tensors_checked,

@@ -321,14 +321,15 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   // Device and conversion problems are reported before any file is opened.
   FL_ASSIGN_OR_RETURN(ConvertSpec spec, ParseConvertSpec(options.dtype));
   std::shared_ptr<sink::CopyEngine> copy_engine;
-  double device_setup_seconds = 0;
+  double copy_engine_seconds = 0;
+  double allocation_seconds = 0;
   if (options.device.type == DeviceType::kCuda || !spec.empty()) {
     FL_ASSIGN_OR_RETURN(copy_engine, OpenCopyEngine(options));
-    device_setup_seconds = SecondsSince(start);
+    copy_engine_seconds = SecondsSince(start);
   }
   FL_ASSIGN_OR_RETURN(PreparedLoad p, PrepareLoad(path, options));
   LoadedModel& model = p.model;
-  model.report.header_seconds = SecondsSince(start) - device_setup_seconds;
+  model.report.header_seconds = SecondsSince(start) - copy_engine_seconds;
   const size_t n = p.plan.files.size();
   engine::LoadPlan& plan = p.plan;
   std::vector<std::unique_ptr<Source>>& sources = p.sources;
@@ -367,7 +368,7 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   const auto prepare_start = Clock::now();
   FL_RETURN_IF_ERROR(sink.Prepare(plan));
   // Staged loads allocate the model's memory and the pinned staging here: part of the set-up.
-  if (device_sink) device_setup_seconds += SecondsSince(prepare_start);
+  if (device_sink) allocation_seconds = SecondsSince(prepare_start);
   if (gds_buffers) {
     auto [base, bytes] = device_sink->scratch_buffer();
     if (Status reg = gds_buffers->Add(base, bytes); !reg.ok()) {
@@ -427,7 +428,8 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
     model.report.files.push_back(std::move(r));
   }
   model.report.device = DeviceString(options.device);
-  model.report.device_setup_seconds = device_setup_seconds;
+  model.report.copy_engine_seconds = copy_engine_seconds;
+  model.report.allocation_seconds = allocation_seconds;
   if (device_sink) {
     model.report.copy_engine = copy_engine->name();
     model.report.staging_bytes = device_sink->stats().pinned_bytes;
