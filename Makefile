@@ -100,7 +100,7 @@ gpu-test: build
 	@if python3 -c 'import flashload, torch' 2>/dev/null; then python3 -m pytest -q tests/gpu; \
 	else echo "tests/gpu/test_cuda.py NOT RUN: python3 cannot import flashload and torch"; exit 1; fi
 
-# The kit for a lent GPU machine (no network, no -dev libraries, Python 3.12): the CUDA CLI and
+# The kit for an offline GPU machine (no network, no -dev libraries, Python 3.12): the CUDA CLI and
 # gpu_tests, the Python package built for CPython 3.12, the shared libraries they need, and the
 # peers' wheels, in .gpukit/. There: `bash bench/gpu_session.sh` (docs/benchmarks.md).
 gpu-kit: deps

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The one command for a lent GPU machine (no network, 10 minutes a command, ~30 minutes in all;
-# the machine and what was written on it go back ~30 s after each command). Build the kit first,
-# where the network and the toolchain are (scripts/gpu-kit.sh, or make gpu-kit), then run there,
-# with .gpukit carried:
+# The GPU measurements in one command, for a GPU machine without network access or build tools
+# (each command kept under 10 minutes; a fresh machine regenerates the models). Build the kit
+# first, where the network and the toolchain are (scripts/gpu-kit.sh, or make gpu-kit), then run
+# there, with .gpukit beside the checkout:
 #
 #   bash bench/gpu_session.sh [STAGE...]         (default: all)
 #
@@ -53,7 +53,7 @@ failures=()
 fail() { failures+=("$1"); echo "FAILED: $1"; }
 
 [ -x "$KIT/bin/flashload" ] || {
-  echo "gpu_session: $KIT/bin/flashload missing: build the kit (scripts/gpu-kit.sh) and carry .gpukit"
+  echo "gpu_session: $KIT/bin/flashload missing: build the kit (scripts/gpu-kit.sh) and put .gpukit beside the checkout"
   exit 1
 }
 export FLASHLOAD_BIN=$KIT/bin/flashload

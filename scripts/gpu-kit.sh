@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds .gpukit/: everything a session on a lent GPU machine (no network, no Debian -dev libraries,
+# Builds .gpukit/: everything a GPU machine (no network, no Debian -dev libraries,
 # Python 3.12 with torch) needs to test and benchmark flashload's CUDA path in one command:
 #
 #   .gpukit/bin/flashload, gpu_tests   CUDA build (Release, sm_90 SASS + compute_90 PTX)

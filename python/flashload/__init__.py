@@ -50,10 +50,39 @@ def _engine_options(strategy: str, threads: int, budget_mib: int) -> Dict[str, A
     return {"strategy": strategy, "threads": int(threads), "budget_mib": int(budget_mib)}
 
 
+_DTYPE_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def _dtype_spec(dtype: Any) -> str:
+    """The engine's conversion spec for the ``dtype`` argument: None keeps every stored dtype; a
+    string is a spec as the CLI's --dtype takes it ("bf16", "F32=BF16,lm_head.*:keep"); a torch or
+    numpy dtype (float32, float16, bfloat16) converts every floating tensor to it."""
+    if dtype is None:
+        return ""
+    if isinstance(dtype, str):
+        return dtype
+    text = str(dtype)
+    if text.startswith("torch."):
+        text = text[len("torch."):]
+    else:
+        import numpy
+        try:
+            text = numpy.dtype(dtype).name
+        except TypeError:
+            raise TypeError(f"dtype must be a string, a torch dtype or a numpy dtype, got "
+                            f"{type(dtype).__name__}") from None
+    if text not in _DTYPE_NAMES:
+        raise ValueError(f"dtype {dtype}: flashload converts floating tensors to float32, float16 "
+                         "or bfloat16")
+    return _DTYPE_NAMES[text]
+
+
 def _open_file(filename: Union[str, "os.PathLike[str]"], strategy: str = "auto", threads: int = 0,
-               budget_mib: int = 256, lazy: bool = False, device: str = "cpu") -> _File:
+               budget_mib: int = 256, lazy: bool = False, device: str = "cpu",
+               dtype: Any = None) -> _File:
     """Loads one safetensors file with the engine, or with ``lazy`` reads only its header (the
-    whole-file load comes on first use). ``device``: "cpu" or "cuda:N", where the engine loads.
+    whole-file load comes on first use). ``device``: "cpu" or "cuda:N", where the engine loads;
+    ``dtype``: conversion on the way (see _dtype_spec).
 
     Raises as described in the module docstring.
     """
@@ -64,7 +93,7 @@ def _open_file(filename: Union[str, "os.PathLike[str]"], strategy: str = "auto",
     if not _is_uri(path) and os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a safetensors file", path)
     return _File.open(path, **_engine_options(strategy, threads, budget_mib), lazy=lazy,
-                      device=device)
+                      device=device, dtype=_dtype_spec(dtype))
 
 
 def _is_uri(path: str) -> bool:
@@ -120,6 +149,9 @@ class safe_open:  # noqa: N801 (the reference's name)
             accepts: a CUDA device ("cuda", "cuda:N", N) is loaded into straight by the engine
             (pinned staging, one device allocation); other devices get tensors loaded to host
             memory, then moved by torch. Slices read before the file is loaded are moved by torch.
+        dtype: convert floating tensors on the way (keyword only): torch.bfloat16, "bf16",
+            "fp16", "fp32", or rules such as "F32=BF16,lm_head.*:keep"; None (default) keeps the
+            stored dtypes. Conversion rounds to nearest even, on the GPU for a CUDA device.
         strategy, threads, budget_mib: engine options (keyword only); the defaults need no tuning.
 
     Opening reads and validates the header only (a malformed file raises here, as in the
@@ -130,12 +162,13 @@ class safe_open:  # noqa: N801 (the reference's name)
     """
 
     def __init__(self, filename: Union[str, "os.PathLike[str]"], framework: str,
-                 device: Any = "cpu", *, strategy: str = "auto", threads: int = 0,
-                 budget_mib: int = 256) -> None:
+                 device: Any = "cpu", *, dtype: Any = None, strategy: str = "auto",
+                 threads: int = 0, budget_mib: int = 256) -> None:
         self._framework = _Framework(framework, device)
         self._file: Optional[_File] = _open_file(filename, strategy, threads, budget_mib,
                                                  lazy=True,
-                                                 device=self._framework.native_device)
+                                                 device=self._framework.native_device,
+                                                 dtype=dtype)
 
     def __enter__(self) -> "safe_open":
         return self
@@ -182,8 +215,8 @@ class safe_open:  # noqa: N801 (the reference's name)
 
 
 def load_model_dir(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", framework: str = "pt",
-                   *, variant: Optional[str] = None, strategy: str = "auto", threads: int = 0,
-                   budget_mib: int = 256) -> Dict[str, Dict[str, Any]]:
+                   *, variant: Optional[str] = None, dtype: Any = None, strategy: str = "auto",
+                   threads: int = 0, budget_mib: int = 256) -> Dict[str, Dict[str, Any]]:
     """Loads a whole model in one engine run: one dict of tensors per component.
 
     Args:
@@ -192,6 +225,8 @@ def load_model_dir(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", fr
             or the URI string of one file ("scheme://..."), passed to the native layer unchanged.
         device, framework: as for :class:`safe_open` ("pt" by default, or "np").
         variant: diffusers variant, e.g. "fp16" for ``*.fp16.safetensors``.
+        dtype: conversion on the way, as for :class:`safe_open` (tensor names in rules are
+            "component/name" for a diffusers folder).
         strategy, threads, budget_mib: engine options; the defaults need no tuning.
 
     Returns:
@@ -201,7 +236,8 @@ def load_model_dir(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", fr
     """
     fw = _Framework(framework, device)
     files = _load_model(os.fspath(path), **_engine_options(strategy, threads, budget_mib),
-                        variant=variant or "", device=fw.native_device)
+                        variant=variant or "", device=fw.native_device,
+                        dtype=_dtype_spec(dtype))
     return {component: {name: fw.convert(file, name) for name in file.offset_keys()}
             for component, file in files.items()}
 

@@ -38,9 +38,9 @@ class File:
     """
 
     @staticmethod
-    def open(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, lazy: bool = False, device: str = 'cpu', _test_delay_ms: int = 0) -> File:
+    def open(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, lazy: bool = False, device: str = 'cpu', dtype: str = '', _test_delay_ms: int = 0) -> File:
         """
-        Opens the file (or URI) at `path`: loads it whole (GIL released; Ctrl-C cancels), or with lazy=True reads and validates only its header. `device`: 'cpu', or 'cuda:N' to load into that GPU (one device allocation, pinned staging). _test_delay_ms is for tests only: each engine progress report (about every 64 MiB and at the end) sleeps that long, to make a load slow on purpose.
+        Opens the file (or URI) at `path`: loads it whole (GIL released; Ctrl-C cancels), or with lazy=True reads and validates only its header. `device`: 'cpu', or 'cuda:N' to load into that GPU (one device allocation, pinned staging). `dtype`: a conversion spec ('bf16', 'F32=F16,lm_head.*:keep'; '' keeps stored dtypes) applied on the way. _test_delay_ms is for tests only: each engine progress report (about every 64 MiB and at the end) sleeps that long, to make a load slow on purpose.
         """
 
     @staticmethod
@@ -90,7 +90,7 @@ class File:
         Bytes of tensor data read from storage so far (header reads not counted).
         """
 
-def load_model(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, variant: str = '', device: str = 'cpu', _test_delay_ms: int = 0) -> dict[str, File]:
+def load_model(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, variant: str = '', device: str = 'cpu', dtype: str = '', _test_delay_ms: int = 0) -> dict[str, File]:
     """
     Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: File} ('model' for a model without components). GIL released; Ctrl-C cancels. _test_delay_ms: tests only, as in File.open.
     """

@@ -122,12 +122,14 @@ def load(data: bytes) -> Dict[str, np.ndarray]:
     return {name: _from_file(file, name) for name in file.offset_keys()}
 
 
-def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap", strategy: str = "auto",
-              threads: int = 0, budget_mib: int = 256) -> Dict[str, np.ndarray]:
+def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap", dtype: Any = None,
+              strategy: str = "auto", threads: int = 0,
+              budget_mib: int = 256) -> Dict[str, np.ndarray]:
     """Every tensor of `filename`, in file order, loaded by flashload's engine.
 
     `backend` is accepted for compatibility with safetensors and ignored: `strategy` chooses how
-    the file is read ("auto" picks per file).
+    the file is read ("auto" picks per file). `dtype` ("fp16", np.float32, "F32=BF16", ...)
+    converts floating tensors on the way, as flashload.safe_open describes.
     """
-    file = _open_file(filename, strategy, threads, budget_mib)
+    file = _open_file(filename, strategy, threads, budget_mib, dtype=dtype)
     return {name: _from_file(file, name) for name in file.offset_keys()}

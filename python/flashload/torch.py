@@ -170,16 +170,19 @@ def load(data: bytes) -> Dict[str, Any]:
 
 
 def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *,
-              backend: str = "mmap", strategy: str = "auto", threads: int = 0,
+              backend: str = "mmap", dtype: Any = None, strategy: str = "auto", threads: int = 0,
               budget_mib: int = 256) -> Dict[str, Any]:
     """Every tensor of `filename`, in file order, on `device`, loaded by flashload's engine.
 
-    A CUDA `device` ("cuda", "cuda:N", N, torch.device) loads straight into that GPU.
+    A CUDA `device` ("cuda", "cuda:N", N, torch.device) loads straight into that GPU. `dtype`
+    (torch.bfloat16, "bf16", "F32=F16", ...) converts floating tensors on the way (on the GPU for
+    a CUDA device), as flashload.safe_open describes.
     `backend` is accepted for compatibility with safetensors and ignored: `strategy` chooses how
     the file is read.
     """
     _require_torch()
-    file = _open_file(filename, strategy, threads, budget_mib, device=_native_device(device))
+    file = _open_file(filename, strategy, threads, budget_mib, device=_native_device(device),
+                      dtype=dtype)
     return {name: _from_file(file, name, device) for name in file.offset_keys()}
 
 

@@ -46,6 +46,7 @@
 #include <utility>
 #include <vector>
 
+#include "flashload/convert.h"
 #include "flashload/dtype.h"
 #include "flashload/header.h"
 #include "flashload/loader.h"
@@ -194,8 +195,12 @@ bool SameLayout(const Header& a, const Header& b) {
 
 // Engine options from the Python keyword arguments; ValueError for bad ones.
 LoadOptions MakeLoadOptions(const std::string& strategy, uint32_t threads, uint64_t budget_mib,
-                            const std::string& device) {
+                            const std::string& device, const std::string& dtype) {
   LoadOptions options;
+  if (Result<ConvertSpec> spec = ParseConvertSpec(dtype); !spec.ok()) {
+    throw nb::value_error(("dtype: " + std::string(spec.status().message())).c_str());
+  }
+  options.dtype = dtype;
   Result<Device> parsed_device = ParseDevice(device);
   if (!parsed_device.ok())
     throw nb::value_error(std::string(parsed_device.status().message()).c_str());
@@ -209,8 +214,8 @@ LoadOptions MakeLoadOptions(const std::string& strategy, uint32_t threads, uint6
   if (budget_mib == 0) throw nb::value_error("budget_mib must be at least 1");
   options.strategy = *parsed;
   // As safetensors does: a file entirely in the page cache is mapped, and its tensors are
-  // copy-on-write views of the cache, instead of copies (host loads only).
-  options.zero_copy_hot = options.device.type == DeviceType::kCpu;
+  // copy-on-write views of the cache, instead of copies (host loads without conversion only).
+  options.zero_copy_hot = options.device.type == DeviceType::kCpu && dtype.empty();
   options.threads = threads;
   options.memory_budget = budget_mib << 20;
   return options;
@@ -231,8 +236,8 @@ class File {
   // header only; the data is read on first use.
   static File Open(const std::string& path, const std::string& strategy, uint32_t threads,
                    uint64_t budget_mib, bool lazy, const std::string& device,
-                   uint32_t test_delay_ms) {
-    LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib, device);
+                   const std::string& dtype, uint32_t test_delay_ms) {
+    LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib, device, dtype);
     if (lazy) return OpenHeader(path, std::move(options), test_delay_ms);
     Result<LoadedModel> model = LoadInterruptibly(path, std::move(options), test_delay_ms);
     if (!model.ok()) ThrowStatus(model.status());
@@ -288,7 +293,7 @@ class File {
   // (dtype name, shape) of tensor `name`, from the header (reads nothing).
   nb::tuple Info(const std::string& name) const {
     const TensorInfo& info = Find(name);
-    return nb::make_tuple(std::string(DtypeName(info.dtype)), info.shape);
+    return nb::make_tuple(std::string(DtypeName(LoadedDtype(info))), info.shape);
   }
 
   // The tensor `name`; loads the whole file first if it is not loaded yet.
@@ -306,6 +311,10 @@ class File {
     std::vector<uint64_t> shape = info.shape;
     uint64_t first = 0;
     uint64_t length = info.byte_size();
+    uint64_t first_row = 0;
+    uint64_t rows = 0;
+    uint64_t elements = info.element_count();
+    const Dtype loaded = LoadedDtype(info);
     if (!shape.empty()) {
       if (start > stop || stop > shape[0]) {
         throw nb::value_error(("rows " + std::to_string(start) + ".." + std::to_string(stop) +
@@ -316,6 +325,9 @@ class File {
       uint64_t row_elements = 1;
       for (size_t i = 1; i < shape.size(); ++i) row_elements *= shape[i];
       const uint64_t row_bits = row_elements * DtypeBits(info.dtype);
+      first_row = start;
+      rows = stop - start;
+      elements = rows * row_elements;
       if (row_bits % 8 != 0) {
         throw SafetensorError("File " + name_ + ": rows of tensor " + name + " (" +
                               std::string(DtypeName(info.dtype)) + ", " +
@@ -329,10 +341,15 @@ class File {
     }
     std::unique_lock<std::mutex> lock = Lock();
     if (state_->tensors) {
+      // Loaded: a view, in the loaded dtype (the conversion, if any, is done).
       const Tensor& whole = state_->tensors->at(name);
-      std::byte* data = static_cast<std::byte*>(const_cast<void*>(whole.data())) + first;
+      const uint64_t row_bytes =
+          info.shape.empty() || info.shape[0] == 0 ? 0 : whole.byte_size() / info.shape[0];
+      const uint64_t offset = info.shape.empty() ? 0 : first_row * row_bytes;
+      const uint64_t bytes = info.shape.empty() ? whole.byte_size() : rows * row_bytes;
+      std::byte* data = static_cast<std::byte*>(const_cast<void*>(whole.data())) + offset;
       return Array(
-          Tensor(name, info.dtype, std::move(shape), whole.device(), data, length, whole.owner()),
+          Tensor(name, whole.dtype(), std::move(shape), whole.device(), data, bytes, whole.owner()),
           raw);
     }
     std::shared_ptr<std::byte> buffer = AllocateAligned(length);
@@ -344,6 +361,17 @@ class File {
     }
     if (!status.ok()) ThrowStatus(status);
     state_->bytes_read += length;
+    if (loaded != info.dtype) {
+      // Converted on the host, with the code and rounding of the engine's conversions.
+      const uint64_t out_bytes = elements * (DtypeBits(loaded) / 8);
+      std::shared_ptr<std::byte> converted = AllocateAligned(std::max<uint64_t>(out_bytes, 1));
+      Status st = ConvertElements(info.dtype, loaded, buffer.get(), converted.get(), elements);
+      if (!st.ok()) ThrowStatus(st);
+      std::byte* data = converted.get();
+      return Array(
+          Tensor(name, loaded, std::move(shape), Device{}, data, out_bytes, std::move(converted)),
+          raw);
+    }
     std::byte* data = buffer.get();
     return Array(
         Tensor(name, info.dtype, std::move(shape), Device{}, data, length, std::move(buffer)), raw);
@@ -402,6 +430,20 @@ class File {
     return File(path, std::move(header).value(), std::move(state));
   }
 
+  // The dtype tensor `info` has once loaded: its loaded tensor's, or what the load's conversion
+  // spec makes of its stored dtype.
+  Dtype LoadedDtype(const TensorInfo& info) const {
+    if (state_->tensors) {
+      auto it = state_->tensors->find(info.name);
+      if (it != state_->tensors->end()) return it->second.dtype();
+    }
+    if (state_->options.dtype.empty()) return info.dtype;
+    Result<ConvertSpec> spec = ParseConvertSpec(state_->options.dtype);
+    if (!spec.ok()) return info.dtype;
+    Result<Dtype> to = TargetDtype(info.name, info.dtype, *spec);
+    return to.ok() ? *to : info.dtype;
+  }
+
   const TensorInfo& Find(const std::string& name) const {
     const TensorInfo* info = header_.Find(name);
     if (info == nullptr) {
@@ -432,9 +474,9 @@ class File {
 std::map<std::string, File> LoadModel(const std::string& path, const std::string& strategy,
                                       uint32_t threads, uint64_t budget_mib,
                                       const std::string& variant, const std::string& device,
-                                      uint32_t test_delay_ms) {
+                                      const std::string& dtype, uint32_t test_delay_ms) {
   std::map<std::string, File> files;
-  LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib, device);
+  LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib, device, dtype);
   options.variant = variant;
   Result<LoadedModel> model = LoadInterruptibly(path, std::move(options), test_delay_ms);
   if (!model.ok()) ThrowStatus(model.status());
@@ -586,11 +628,12 @@ NB_MODULE(_core, m) {
                    "(header only) and loaded on first use.")
       .def_static("open", &File::Open, nb::arg("path"), nb::arg("strategy") = "auto",
                   nb::arg("threads") = 0, nb::arg("budget_mib") = 256, nb::arg("lazy") = false,
-                  nb::arg("device") = "cpu", nb::arg("_test_delay_ms") = 0,
+                  nb::arg("device") = "cpu", nb::arg("dtype") = "", nb::arg("_test_delay_ms") = 0,
                   "Opens the file (or URI) at `path`: loads it whole (GIL released; Ctrl-C "
                   "cancels), or with lazy=True reads and validates only its header. `device`: "
                   "'cpu', or 'cuda:N' to load into that GPU (one device allocation, pinned "
-                  "staging). "
+                  "staging). `dtype`: a conversion spec ('bf16', 'F32=F16,lm_head.*:keep'; '' "
+                  "keeps stored dtypes) applied on the way. "
                   "_test_delay_ms is for tests only: each engine progress report (about every 64 "
                   "MiB and at the end) sleeps that long, to make a load slow on purpose.")
       .def_static("from_bytes", &File::FromBytes, nb::arg("data"),
@@ -617,7 +660,7 @@ NB_MODULE(_core, m) {
 
   m.def("load_model", &flashload::python::LoadModel, nb::arg("path"), nb::arg("strategy") = "auto",
         nb::arg("threads") = 0, nb::arg("budget_mib") = 256, nb::arg("variant") = "",
-        nb::arg("device") = "cpu", nb::arg("_test_delay_ms") = 0,
+        nb::arg("device") = "cpu", nb::arg("dtype") = "", nb::arg("_test_delay_ms") = 0,
         "Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: "
         "File} ('model' for a model without components). GIL released; Ctrl-C cancels. "
         "_test_delay_ms: tests only, as in File.open.");

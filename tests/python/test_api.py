@@ -623,6 +623,57 @@ def test_bad_engine_options_are_value_errors(native_file):
         fl_np.load_file(native_file, budget_mib=0)
 
 
+# ---- conversion on the way (dtype=) ------------------------------------------------------------
+
+@pytest.fixture
+def float_file(tmp_path):
+    path = str(tmp_path / "f.safetensors")
+    ref_np.save_file({"w": sample(np.float32, (300, 7)), "h": sample(np.float16, (50, 3), 1),
+                      "i": sample(np.int32, (9,), 2), "keep": sample(np.float32, (4, 4), 3)}, path)
+    return path
+
+
+def test_numpy_load_file_converts_on_the_way(float_file):
+    want = ref_np.load_file(float_file)
+    got = fl_np.load_file(float_file, dtype="fp16")
+    assert got["w"].dtype == np.float16 and np.array_equal(got["w"], want["w"].astype(np.float16))
+    assert got["h"].dtype == np.float16 and np.array_equal(got["h"], want["h"])
+    assert got["i"].dtype == np.int32 and np.array_equal(got["i"], want["i"])  # floats only
+    got = fl_np.load_file(float_file, dtype=np.float32)
+    assert got["h"].dtype == np.float32 and np.array_equal(got["h"], want["h"].astype(np.float32))
+    got = fl_np.load_file(float_file, dtype="bf16,keep:keep")
+    assert got["w"].dtype == ml_dtypes.bfloat16
+    assert np.array_equal(got["w"], want["w"].astype(ml_dtypes.bfloat16))
+    assert got["keep"].dtype == np.float32 and np.array_equal(got["keep"], want["keep"])
+
+
+def test_safe_open_with_dtype_slices_and_reports_the_loaded_dtype(float_file):
+    want = ref_np.load_file(float_file)
+    with safe_open(float_file, "np", dtype="F32=F16") as f:
+        sl = f.get_slice("w")
+        assert sl.get_dtype() == "F16"
+        rows = sl[10:20]  # before the file is loaded: those rows read and converted on the host
+        assert rows.dtype == np.float16
+        assert np.array_equal(rows, want["w"][10:20].astype(np.float16))
+        assert f.get_tensor("w").dtype == np.float16
+        assert np.array_equal(f.get_slice("w")[5:8, 2], want["w"][5:8, 2].astype(np.float16))
+        assert np.array_equal(f.get_tensor("h"), want["h"])
+
+
+def test_load_model_dir_with_dtype(float_file):
+    got = flashload.load_model_dir(float_file, framework="np", dtype="fp16")["model"]
+    assert got["w"].dtype == np.float16 and got["i"].dtype == np.int32
+
+
+def test_bad_dtypes_are_value_or_type_errors(float_file):
+    with pytest.raises(ValueError, match="dtype"):
+        fl_np.load_file(float_file, dtype="F32=I8")
+    with pytest.raises(ValueError, match="float32, float16 or bfloat16"):
+        fl_np.load_file(float_file, dtype=np.int8)
+    with pytest.raises(TypeError, match="dtype must be"):
+        fl_np.load_file(float_file, dtype=object())
+
+
 # ---- torch --------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -689,6 +740,16 @@ def test_torch_signatures_extend_the_reference(torch):
         ref = list(inspect.signature(getattr(ref_pt, name)).parameters.values())
         assert [(p.name, p.kind, p.default) for p in ours[:len(ref)]] == [
             (p.name, p.kind, p.default) for p in ref]
+
+
+def test_torch_load_file_converts_on_the_way(torch, float_file):
+    import flashload.torch as fl_pt
+    want = {k: torch.from_numpy(v) for k, v in ref_np.load_file(float_file).items()}
+    got = fl_pt.load_file(float_file, dtype=torch.bfloat16)
+    assert got["w"].dtype == torch.bfloat16 and torch.equal(got["w"], want["w"].bfloat16())
+    assert got["i"].dtype == torch.int32
+    with pytest.raises(ValueError, match="float32, float16 or bfloat16"):
+        fl_pt.load_file(float_file, dtype=torch.int8)
 
 
 def test_release_cached_memory_is_an_int_and_idempotent():
