@@ -126,3 +126,18 @@ def test_device_memory_goes_back_with_the_tensors(tmp_path):
     torch.cuda.synchronize()
     free_after, _ = torch.cuda.mem_get_info()
     assert free_before - free_after < 64 << 20
+
+
+def test_conversion_on_the_gpu_equals_torchs(model_file):
+    """fp32/fp16/fp8 -> bf16 by flashload's CUDA kernels equals torch's own rounding (nearest
+    even); integers and bool keep their dtype."""
+    ref = ref_pt.load_file(model_file)
+    got = fl_pt.load_file(model_file, device="cuda:0", dtype=torch.bfloat16)
+    for name, want in ref.items():
+        t = got[name]
+        assert t.device.type == "cuda", name
+        if want.is_floating_point():
+            assert t.dtype == torch.bfloat16, name
+            assert same_bytes(t, want.float().bfloat16() if want.dtype != torch.bfloat16 else want), name
+        else:
+            assert same_bytes(t, want), name
