@@ -30,7 +30,7 @@ Result<std::string> CutElementReason(const FilePlan& f, const ConvertSpec& spec)
 
 }  // namespace
 
-Result<DeviceReadChoice> SetUpDeviceReads(const sink::CuFileDriver* driver,
+Result<DeviceReadChoice> SetUpDeviceReads(const CuFileDriverFn& open_driver,
                                           std::shared_ptr<sink::CopyEngine> copy_engine,
                                           const DeviceReadOptions& options, LoadPlan& plan,
                                           std::vector<std::unique_ptr<Source>>& sources,
@@ -39,15 +39,12 @@ Result<DeviceReadChoice> SetUpDeviceReads(const sink::CuFileDriver* driver,
   DeviceReadChoice choice;
   const size_t n = plan.files.size();
   choice.reasons.resize(n);
+  std::shared_ptr<sink::CuFileDriver> driver;
   for (size_t i = 0; i < n; ++i) {
     FilePlan& f = plan.files[i];
     std::string& reason = choice.reasons[i];
     if (options.mode == GpuDirect::kOff) {
       reason = "pinned staging: GPUDirect Storage turned off";
-      continue;
-    }
-    if (driver == nullptr || !driver->direct()) {
-      reason = driver == nullptr ? "pinned staging: no cuFile driver" : driver->reason();
       continue;
     }
     const FileStrategy& s = strategies[i];
@@ -71,10 +68,16 @@ Result<DeviceReadChoice> SetUpDeviceReads(const sink::CuFileDriver* driver,
       reason = std::move(cut);
       continue;
     }
+    if (!driver && open_driver) driver = open_driver();
+    if (driver == nullptr || !driver->direct()) {
+      reason = driver == nullptr ? "pinned staging: no cuFile driver" : driver->reason();
+      continue;
+    }
+    if (!choice.buffers) choice.buffers = driver->NewBuffers();
     sink::CuFileSourceOptions so;
     so.threads = options.threads;
     so.preferred_chunk = options.chunk_bytes;
-    so.buffers = options.buffers;
+    so.buffers = choice.buffers;
     Result<std::unique_ptr<Source>> src = driver->OpenSource(f.path, copy_engine, so);
     if (!src.ok()) {
       if (src.status().code() != StatusCode::kFailedPrecondition) return src.status();
@@ -89,6 +92,7 @@ Result<DeviceReadChoice> SetUpDeviceReads(const sink::CuFileDriver* driver,
     reason = driver->reason();
     ++choice.direct_files;
   }
+  if (choice.direct_files == 0) choice.buffers.reset();
   return choice;
 }
 

@@ -17,6 +17,7 @@
 #ifndef FLASHLOAD_ENGINE_DEVICE_READS_H_
 #define FLASHLOAD_ENGINE_DEVICE_READS_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,20 +35,26 @@ namespace flashload::engine {
 struct DeviceReadOptions {
   GpuDirect mode = GpuDirect::kAuto;
   ConvertSpec convert;
-  uint32_t threads = 8;                                // cuFileRead calls in flight per file
-  uint64_t chunk_bytes = 16ull << 20;                  // bytes per cuFileRead (a multiple of 4096)
-  std::shared_ptr<const sink::CuFileBuffers> buffers;  // registered destinations (may be null)
+  uint32_t threads = 8;                // cuFileRead calls in flight per file
+  uint64_t chunk_bytes = 16ull << 20;  // bytes per cuFileRead (a multiple of 4096)
 };
 
 struct DeviceReadChoice {
   std::vector<std::string> reasons;  // per file: how it reaches the device, or why staged
   uint32_t direct_files = 0;
+  // The destinations to register for the direct files' reads (after the sink's Prepare; cleared
+  // before the scratch goes); null when no file is read directly.
+  std::shared_ptr<sink::CuFileBuffers> buffers;
 };
 
+// The cuFile driver, opened only when a file gets past every other check (opening it costs time
+// and threads): CuFileDriver::Shared in loads, a stand-in library in tests.
+using CuFileDriverFn = std::function<std::shared_ptr<sink::CuFileDriver>()>;
+
 // Chooses per file (see above), replacing sources[i], re-chunking plan.files[i] and setting its
-// queue_depths[i] for each file read directly. `driver` may be null (mode kOff). Errors: only
-// those that would fail a staged read too (the file vanished: kNotFound).
-Result<DeviceReadChoice> SetUpDeviceReads(const sink::CuFileDriver* driver,
+// queue_depths[i] for each file read directly. Errors: only those that would fail a staged read
+// too (the file vanished: kNotFound).
+Result<DeviceReadChoice> SetUpDeviceReads(const CuFileDriverFn& open_driver,
                                           std::shared_ptr<sink::CopyEngine> copy_engine,
                                           const DeviceReadOptions& options, LoadPlan& plan,
                                           std::vector<std::unique_ptr<Source>>& sources,

@@ -349,21 +349,17 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   std::vector<std::string> gds_reasons(n);
   std::shared_ptr<sink::CuFileBuffers> gds_buffers;
   if (options.device.type == DeviceType::kCuda) {
-    std::shared_ptr<sink::CuFileDriver> driver;
-    if (options.gpu_direct != GpuDirect::kOff) driver = sink::CuFileDriver::Shared();
-    if (driver) gds_buffers = driver->NewBuffers();
     engine::DeviceReadOptions dro;
     dro.mode = options.gpu_direct;
     dro.convert = spec;
-    dro.buffers = gds_buffers;
     // Device scratch is slots x chunk: keep it within the budget (at least 4 slots' worth).
     dro.chunk_bytes =
         std::clamp<uint64_t>(options.memory_budget / 4 / 4096 * 4096, 64ull << 10, 16ull << 20);
     FL_ASSIGN_OR_RETURN(engine::DeviceReadChoice choice,
-                        engine::SetUpDeviceReads(driver.get(), copy_engine, dro, plan, sources,
-                                                 strategies, p.queue_depths));
+                        engine::SetUpDeviceReads(sink::CuFileDriver::Shared, copy_engine, dro, plan,
+                                                 sources, strategies, p.queue_depths));
     gds_reasons = std::move(choice.reasons);
-    if (choice.direct_files == 0) gds_buffers.reset();
+    gds_buffers = std::move(choice.buffers);
   }
   const auto prepare_start = Clock::now();
   FL_RETURN_IF_ERROR(sink.Prepare(plan));

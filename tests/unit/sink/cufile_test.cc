@@ -167,20 +167,25 @@ class CuFileTest : public ::testing::Test {
       sources[i] = *std::move(s);
     }
     std::vector<uint32_t> depths(plan.files.size(), 4);
-    std::shared_ptr<CuFileBuffers> buffers = driver->NewBuffers();
     engine::DeviceReadOptions dro;
     dro.mode = mode;
     dro.convert = *spec;
     dro.threads = 3;
     dro.chunk_bytes = 256 << 10;
-    dro.buffers = buffers;
-    Result<engine::DeviceReadChoice> choice =
-        engine::SetUpDeviceReads(driver.get(), engine, dro, plan, sources, strategies, depths);
+    driver_opened_ = false;
+    Result<engine::DeviceReadChoice> choice = engine::SetUpDeviceReads(
+        [&] {
+          driver_opened_ = true;
+          return driver;
+        },
+        engine, dro, plan, sources, strategies, depths);
     if (!choice.ok()) {
       out.status = choice.status();
       return out;
     }
     out.choice = *choice;
+    std::shared_ptr<CuFileBuffers> buffers = out.choice.buffers;
+    EXPECT_EQ(buffers != nullptr, out.choice.direct_files > 0);
     DeviceSinkOptions dso;
     dso.convert = *spec;
     dso.memory_budget = 1 << 20;
@@ -227,6 +232,7 @@ class CuFileTest : public ::testing::Test {
 
   testing::TempDir dir_;
   Fake fake_;
+  bool driver_opened_ = false;  // whether the last Run() opened the driver
 };
 
 TEST_F(CuFileTest, AMissingLibraryMeansStagingWithTheReason) {
@@ -394,6 +400,12 @@ TEST_F(CuFileTest, EachFileFallsBackToStagingWithItsOwnReason) {
   FL_ASSERT_OK(off.status);
   EXPECT_EQ(off.choice.direct_files, 0u);
   EXPECT_THAT(off.choice.reasons[0], HasSubstr("turned off"));
+  EXPECT_FALSE(driver_opened_);
+  // No file eligible (all hot, auto): the driver is never opened.
+  Outcome hot = Run(plan, {Hot(), Hot(), Hot(), net}, "");
+  FL_ASSERT_OK(hot.status);
+  EXPECT_EQ(hot.choice.direct_files, 0u);
+  EXPECT_FALSE(driver_opened_);
   fake_.set("refuse_register", 1);
   Outcome refused = Run(plan, {Cold(), Hot(), Cold(), net}, "");
   FL_ASSERT_OK(refused.status);
