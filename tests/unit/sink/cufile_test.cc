@@ -140,7 +140,9 @@ class CuFileTest : public ::testing::Test {
     CpuCopyEngineOptions o;
     o.streams = 3;
     o.device_is_host = false;  // the sink treats its memory as device memory, as with a GPU
-    return std::make_shared<CpuCopyEngine>(o);
+    o.fail_copy_at = fail_copy_at_;
+    engine_ = std::make_shared<CpuCopyEngine>(o);
+    return engine_;
   }
 
   struct Outcome {
@@ -232,7 +234,9 @@ class CuFileTest : public ::testing::Test {
 
   testing::TempDir dir_;
   Fake fake_;
-  bool driver_opened_ = false;  // whether the last Run() opened the driver
+  bool driver_opened_ = false;             // whether the last Run() opened the driver
+  int64_t fail_copy_at_ = -1;              // GpuStandIn(): the copy that fails (-1: none)
+  std::shared_ptr<CpuCopyEngine> engine_;  // the last GpuStandIn()
 };
 
 TEST_F(CuFileTest, AMissingLibraryMeansStagingWithTheReason) {
@@ -350,6 +354,27 @@ TEST_F(CuFileTest, ReadFaultsSurfaceNamingFileOffsetAndTensor) {
     EXPECT_THAT(o.status.message(),
                 HasSubstr(with_errno ? "Input/output error" : "cuFile error 5011"));
     EXPECT_TRUE(o.tensors.empty());
+    EXPECT_EQ(fake_.get("handles"), 0);
+    EXPECT_EQ(fake_.get("buffers"), 0);
+  }
+}
+
+TEST_F(CuFileTest, ADeviceCopyFaultAfterADirectReadSurfacesAndFreesEverything) {
+  ASSERT_NE(fake_.set, nullptr);
+  engine::LoadPlan plan;
+  plan.files.push_back(WriteModel("m.safetensors", AlignedTensors()));
+  Outcome clean = Run(plan, {Cold()}, "");
+  FL_ASSERT_OK(clean.status);
+  const int64_t copies = static_cast<int64_t>(engine_->copies_enqueued());
+  ASSERT_GT(copies, 2);
+  for (int64_t at : {int64_t{0}, copies / 2, copies - 1}) {
+    fail_copy_at_ = at;
+    Outcome o = Run(plan, {Cold()}, "");
+    EXPECT_EQ(o.choice.direct_files, 1u);
+    EXPECT_THAT(o.status, StatusIs(StatusCode::kIoError, HasSubstr("injected fault")));
+    EXPECT_THAT(o.status.message(), HasSubstr("device copy"));
+    EXPECT_TRUE(o.tensors.empty());
+    EXPECT_EQ(engine_->live_allocations(), 0) << "copy " << at;
     EXPECT_EQ(fake_.get("handles"), 0);
     EXPECT_EQ(fake_.get("buffers"), 0);
   }
