@@ -63,13 +63,15 @@ FL_CONVERT_CLONES void F32ToBF16(const unsigned char* src, unsigned char* dst, u
   ConvertBlocks<uint32_t, uint16_t>(src, dst, n, [](auto x) { return sink::F32ToBF16Bits(x); });
 }
 FL_CONVERT_CLONES void F16ToF32(const unsigned char* src, unsigned char* dst, uint64_t n) {
-  ConvertBlocks<uint16_t, uint32_t>(src, dst, n, [](auto x) { return sink::F16ToF32Bits(x); });
+  ConvertBlocks<uint16_t, uint32_t>(src, dst, n,
+                                    [](auto x) { return sink::F16ToF32BitsVectorized(x); });
 }
 FL_CONVERT_CLONES void BF16ToF32(const unsigned char* src, unsigned char* dst, uint64_t n) {
   ConvertBlocks<uint16_t, uint32_t>(src, dst, n, [](auto x) { return sink::BF16ToF32Bits(x); });
 }
 FL_CONVERT_CLONES void F16ToBF16(const unsigned char* src, unsigned char* dst, uint64_t n) {
-  ConvertBlocks<uint16_t, uint16_t>(src, dst, n, [](auto x) { return sink::F16ToBF16Bits(x); });
+  ConvertBlocks<uint16_t, uint16_t>(
+      src, dst, n, [](auto x) { return sink::F32ToBF16Bits(sink::F16ToF32BitsVectorized(x)); });
 }
 FL_CONVERT_CLONES void BF16ToF16(const unsigned char* src, unsigned char* dst, uint64_t n) {
   ConvertBlocks<uint16_t, uint16_t>(src, dst, n, [](auto x) { return sink::BF16ToF16Bits(x); });

@@ -273,6 +273,14 @@ TEST(ConvertReferenceTest, EncodesKnownValues) {
 
 // ---- Every 16-bit and fp8 pattern ---------------------------------------------------------------
 
+TEST(ConvertTest, VectorizedF16DecodeEqualsTheScalarOneForEveryPattern) {
+  for (uint32_t h = 0; h <= 0xFFFF; ++h) {
+    ASSERT_EQ(sink::F16ToF32BitsVectorized(static_cast<uint16_t>(h)),
+              sink::F16ToF32Bits(static_cast<uint16_t>(h)))
+        << std::hex << h;
+  }
+}
+
 TEST(ConvertTest, F16ToF32EveryPattern) {
   ExpectMatchesReference<uint16_t, uint32_t>(Dtype::kF16, Dtype::kF32, kF16, kF32, All16());
 }
