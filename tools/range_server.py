@@ -13,7 +13,7 @@ Serves the files below --root over HTTP/1.1 (keep-alive), path-style like S3:
   POST /__control         JSON body {"faults": "SPEC"} replaces the fault rules (their counters restart);
                           {"reset_stats": true} zeroes the statistics
   GET  /__stats           JSON statistics: requests, bytes_sent, faults_injected (total and per kind),
-                          open_connections, max_concurrent_connections
+                          connections (accepted), open_connections, max_concurrent_connections
 
 BUCKET is a folder directly below --root, KEY a file path below it. Every object response carries a
 quoted ETag derived from the file's size, mtime_ns and inode (so it changes when the file is replaced),
@@ -208,6 +208,7 @@ class RangeServer(http.server.ThreadingHTTPServer):
     def reset_stats(self):
         with self.lock:
             self.requests = 0
+            self.connections = 0
             self.bytes_sent = 0
             self.faults_injected = 0
             self.faults_by_kind = {}
@@ -258,6 +259,7 @@ class RangeServer(http.server.ThreadingHTTPServer):
         with self.lock:
             return {
                 "requests": self.requests,
+                "connections": self.connections,
                 "bytes_sent": self.bytes_sent,
                 "faults_injected": self.faults_injected,
                 "faults_by_kind": dict(self.faults_by_kind),
@@ -291,6 +293,7 @@ class RangeRequestHandler(http.server.BaseHTTPRequestHandler):
         srv = self.server
         self.conn_bucket = (TokenBucket(srv.per_conn_rate) if srv.per_conn_rate else None)
         with srv.lock:
+            srv.connections += 1
             srv.open_connections += 1
             srv.max_concurrent = max(srv.max_concurrent, srv.open_connections)
 

@@ -202,6 +202,7 @@ def test_head_has_headers_but_no_body(server):
 
 def test_many_ranges_on_one_keep_alive_connection(server):
     data = positional_bytes(SIZE)
+    before = server.stats()
     conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
     try:
         for i in range(20):
@@ -215,8 +216,10 @@ def test_many_ranges_on_one_keep_alive_connection(server):
     finally:
         conn.close()
     stats = server.stats()
-    assert stats["max_concurrent_connections"] == 1  # one connection served all 20 requests
-    assert stats["requests"] == 21
+    # Accepted connections, not concurrent ones: the server may still be closing the keep-alive
+    # connection when the statistics request arrives on its own.
+    assert stats["connections"] - before["connections"] == 2  # all 20 requests, then /__stats
+    assert stats["requests"] - before["requests"] == 21
 
 
 def test_url_encoded_keys(root, server):
@@ -544,7 +547,8 @@ def test_bandwidth_total_is_shared(big_root):
         for t in threads:
             t.join()
         elapsed = time.monotonic() - start
-        assert srv.stats()["max_concurrent_connections"] == 2
+        # Both transfers were open at once (the statistics request may overlap their closing).
+        assert srv.stats()["max_concurrent_connections"] >= 2
     assert [(status, len(body)) for _, status, body in results] == [(206, 10**7)] * 2
     assert elapsed >= 0.35  # 2 x 10 MB through one 50 MB/s link
 
