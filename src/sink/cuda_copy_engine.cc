@@ -38,8 +38,12 @@ class CudaCopyEngine final : public CopyEngine {
         device_in_use_(std::make_shared<std::atomic<uint64_t>>(0)) {}
 
   ~CudaCopyEngine() override {
-    // Work still queued may read memory the caller frees next: let it finish first.
-    if (!streams_.empty() && cuda::SetDevice(device_).ok()) cuda::DeviceSynchronize().IgnoreError();
+    // Work still queued may read memory the caller frees next: let it finish first. Only this
+    // engine's streams: other work on the GPU (a model serving while another loads) is not ours
+    // to wait for.
+    if (!streams_.empty() && cuda::SetDevice(device_).ok()) {
+      for (void* s : streams_) cuda::StreamSynchronize(s).IgnoreError();
+    }
     for (void* e : events_) cuda::EventDestroy(e);
     for (void* s : streams_) cuda::StreamDestroy(s);
   }
@@ -133,8 +137,11 @@ class CudaCopyEngine final : public CopyEngine {
 
   Status Synchronize() override {
     FL_RETURN_IF_ERROR(cuda::SetDevice(device_));
-    Status st = cuda::DeviceSynchronize();
-    if (!st.ok()) return Sticky(std::move(st));
+    // This engine's streams only (see the destructor).
+    for (void* s : streams_) {
+      Status st = cuda::StreamSynchronize(s);
+      if (!st.ok()) return Sticky(std::move(st));
+    }
     return Failed();
   }
 
@@ -197,7 +204,7 @@ Status CheckDevice(int device) {
 
 Status WarmUpCuda(int device) {
   FL_RETURN_IF_ERROR(CheckDevice(device));
-  return cuda::DeviceSynchronize();
+  return cuda::InitContext();
 }
 
 void TrimPinnedCache() { PinnedCache().Trim(); }

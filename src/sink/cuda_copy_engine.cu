@@ -164,6 +164,18 @@ Status EventSynchronize(void* event) {
   return Status::Ok();
 }
 
+Status StreamSynchronize(void* stream) {
+  const cudaError_t err = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+  if (err != cudaSuccess) return Error(err, "work on the GPU failed");
+  return Status::Ok();
+}
+
+Status InitContext() {
+  const cudaError_t err = cudaFree(nullptr);  // creates the current device's context
+  if (err != cudaSuccess) return Error(err, "creating the CUDA context");
+  return Status::Ok();
+}
+
 Status DeviceSynchronize() {
   const cudaError_t err = cudaDeviceSynchronize();
   if (err != cudaSuccess) return Error(err, "work on the GPU failed");

@@ -75,6 +75,8 @@ void EventDestroy(void* event);
 Status EventRecord(void* event, void* stream);
 Result<bool> EventQuery(void* event);
 Status EventSynchronize(void* event);
+Status StreamSynchronize(void* stream);
+Status InitContext();  // the current device's context, created if the process has none yet
 Status DeviceSynchronize();
 Status MemGetInfo(uint64_t* free_bytes, uint64_t* total_bytes);
 

@@ -141,3 +141,24 @@ def test_conversion_on_the_gpu_equals_torchs(model_file):
             assert same_bytes(t, want.float().bfloat16() if want.dtype != torch.bfloat16 else want), name
         else:
             assert same_bytes(t, want), name
+
+
+def test_a_load_does_not_wait_for_other_work_on_the_gpu(model_file):
+    """A model server keeps computing while it loads: a load synchronizes its own streams, never
+    the whole device, so it returns while another stream is still busy."""
+    import time
+    if not hasattr(torch.cuda, "_sleep"):
+        pytest.skip("torch.cuda._sleep is not available in this torch")
+    fl_pt.load_file(model_file, device="cuda:0")  # context, pinned staging: ready
+    gc.collect()
+    torch.cuda.synchronize()
+    other = torch.cuda.Stream()
+    with torch.cuda.stream(other):
+        torch.cuda._sleep(int(5e9))  # several seconds of spinning on the GPU
+    t0 = time.perf_counter()
+    got = fl_pt.load_file(model_file, device="cuda:0")
+    elapsed = time.perf_counter() - t0
+    still_busy = not other.query()
+    other.synchronize()
+    assert still_busy, f"the load took {elapsed:.2f} s: it waited for the other stream"
+    assert got["f32"].device.type == "cuda"
