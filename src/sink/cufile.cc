@@ -12,6 +12,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "io/local_file.h"
 #include "io/read_pool.h"
 #include "sink/copy_engine.h"
 
@@ -124,6 +125,7 @@ class CuFileSource final : public Source {
   }
 
   Status Submit(std::span<const ReadRequest> requests) override {
+    FL_RETURN_IF_ERROR(io_internal::ValidateBatch(requests, caps(), path_));
     pool_->Enqueue(requests);
     return Status();
   }

@@ -68,8 +68,12 @@ class CuFileTest : public ::testing::Test {
 
   // A file with the given tensors, position-encoded bytes; returns its plan (one chunk size).
   engine::FilePlan WriteModel(const std::string& name, const std::vector<TensorToWrite>& ts) {
-    const std::string path = dir_.File(name);
-    EXPECT_TRUE(WriteSafetensors(path, ts).ok());
+    EXPECT_TRUE(WriteSafetensors(dir_.File(name), ts).ok());
+    return PlanOf(dir_.File(name));
+  }
+
+  // The plan of one written file: its header, the aligned read range, 1 MiB chunks.
+  static engine::FilePlan PlanOf(const std::string& path) {
     Result<Header> h = ReadHeader(path);
     EXPECT_TRUE(h.ok()) << h.status().ToString();
     engine::FilePlan f;
@@ -92,15 +96,7 @@ class CuFileTest : public ::testing::Test {
     std::vector<std::byte> data = testing::PositionalBytes(40997, 9);
     bytes.append(reinterpret_cast<const char*>(data.data()), data.size());
     testing::WriteFile(dir_.File(name), bytes);
-    Result<Header> h = ReadHeader(dir_.File(name));
-    EXPECT_TRUE(h.ok()) << h.status().ToString();
-    engine::FilePlan f;
-    f.path = dir_.File(name);
-    f.header = *h;
-    f.read_begin = f.header.data_offset() / 4096 * 4096;
-    f.read_end = (f.header.file_size + 4095) / 4096 * 4096;
-    engine::RechunkFile(f, 0, 1 << 20);
-    return f;
+    return PlanOf(dir_.File(name));
   }
 
   static TensorToWrite Tensor(const std::string& name, Dtype dtype, uint64_t count, uint64_t seed) {
@@ -455,7 +451,7 @@ TEST_F(CuFileTest, ACompatibilityModeDriverStagesEveryFile) {
   ExpectTensorsMatchFile(o, plan.files[0], "");
 }
 
-TEST_F(CuFileTest, TheSourceRefusesHostReads) {
+TEST_F(CuFileTest, TheSourceRefusesHostReadsAndRequestsOffTheGrid) {
   ASSERT_NE(fake_.set, nullptr);
   engine::FilePlan f = WriteModel("m.safetensors", AlignedTensors());
   auto d = Driver();
@@ -466,6 +462,16 @@ TEST_F(CuFileTest, TheSourceRefusesHostReads) {
   std::vector<std::byte> buf(4096);
   EXPECT_THAT(s->ReadAt(0, buf),
               StatusIs(StatusCode::kFailedPrecondition, HasSubstr("only into device memory")));
+  // Requests off the 4096-byte grid, or without a buffer, are refused before any read.
+  alignas(4096) static std::byte device[8192];
+  const long long reads = fake_.get("reads");
+  for (const ReadRequest& bad :
+       {ReadRequest{100, 4096, device, 0}, ReadRequest{0, 100, device, 0},
+        ReadRequest{0, 4096, device + 8, 0}, ReadRequest{0, 4096, nullptr, 0}}) {
+    EXPECT_THAT(s->Submit(std::span(&bad, 1)), StatusIs(StatusCode::kInvalidArgument))
+        << bad.offset << " " << bad.length;
+  }
+  EXPECT_EQ(fake_.get("reads"), reads);
   s.reset();
   EXPECT_EQ(fake_.get("handles"), 0);
   EXPECT_THAT(d->OpenSource(dir_.File("missing.safetensors"), engine, {}),
