@@ -71,8 +71,11 @@ enum class GpuDirect {
 // "auto", "on", "off". kInvalidArgument naming the text otherwise.
 Result<GpuDirect> ParseGpuDirect(std::string_view text);
 
-// GPU loads keep their pinned staging memory (up to 1 GiB) for the next load of the process, so
-// loading shard after shard pins it once. Frees what is kept; returns the bytes freed.
+// Memory kept for the next load of the process: GPU loads keep their pinned staging memory (up to
+// 1 GiB), so loading shard after shard pins it once; host tensor memory freed by an earlier load
+// is kept populated (up to FLASHLOAD_CACHED_MEMORY_MIB, default 2048), so the next load does not
+// pay the first touch of fresh pages again. Frees everything kept; returns the bytes freed.
+// Thread-safe.
 uint64_t ReleaseCachedMemory();
 
 struct LoadOptions {
@@ -138,6 +141,14 @@ struct LoadReport {
   uint64_t output_bytes = 0;       // bytes of all tensors as loaded
   uint64_t staging_bytes = 0;      // pinned staging buffers used
   uint64_t peak_device_bytes = 0;  // GPU loads: most device memory held at once (tensors+scratch)
+  // Host loads: how the tensors' fresh memory was supplied. `page_size` says which page size the
+  // process uses and why (measured once per process); bytes reused from memory an earlier load of
+  // the process freed (already populated), populated by worker threads ahead of the reads, and
+  // populated by a read that got ahead of them.
+  std::string page_size;
+  uint64_t memory_reused_bytes = 0;
+  uint64_t memory_populated_ahead = 0;
+  uint64_t memory_populated_on_demand = 0;
   double GbPerSecond() const { return seconds > 0 ? bytes / seconds / 1e9 : 0; }
 };
 

@@ -19,6 +19,7 @@
 #include "sink/cuda_copy_engine.h"
 #include "sink/cufile.h"
 #include "sink/device_sink.h"
+#include "sink/host_memory.h"
 #include "sink/host_sink.h"
 
 namespace flashload {
@@ -113,7 +114,7 @@ std::optional<Strategy> ParseStrategy(std::string_view name) {
 uint64_t ReleaseCachedMemory() {
   const uint64_t bytes = sink::PinnedCacheBytes();
   sink::TrimPinnedCache();
-  return bytes;
+  return bytes + sink::TrimHostMemoryCache();
 }
 
 Result<GpuDirect> ParseGpuDirect(std::string_view text) {
@@ -422,6 +423,18 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
     model.report.output_bytes += r.output_bytes;
     model.report.bytes += r.bytes;
     model.report.files.push_back(std::move(r));
+  }
+  if (!device_sink) {
+    const sink::HostMemoryStats& ms = host_sink.memory_stats();
+    model.report.page_size = sink::CurrentPageSizeChoice().reason;
+    if (model.report.page_size.empty()) {
+      model.report.page_size = fmt::format(
+          "the kernel's default page size (measured on the first load of {} MiB or more)",
+          4 * sink::kPageProbeBytes >> 20);
+    }
+    model.report.memory_reused_bytes = ms.reused_bytes;
+    model.report.memory_populated_ahead = ms.populated_ahead;
+    model.report.memory_populated_on_demand = ms.populated_on_demand;
   }
   model.report.device = DeviceString(options.device);
   model.report.copy_engine_seconds = copy_engine_seconds;

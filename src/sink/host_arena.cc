@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
+
+#include "sink/host_memory.h"
 
 namespace flashload::sink {
 
@@ -15,19 +18,17 @@ constexpr uint64_t kPage = 4096;
 }
 
 Result<std::shared_ptr<HostArena>> HostArena::Allocate(uint64_t size) {
-  if (size == 0) return std::shared_ptr<HostArena>(new HostArena(nullptr, 0, 0));
-  const uint64_t mapped = (size + kPage - 1) & ~(kPage - 1);
-  void* p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) {
+  if (size == 0) return std::shared_ptr<HostArena>(new HostArena(nullptr, 0, 0, 0, false));
+  const CachedMapping m = TakeHostMapping(size);
+  if (m.data == nullptr) {
     const int err = errno;
     return ResourceExhaustedError(fmt::format(
         "cannot allocate {} bytes of host memory for tensors: {} (errno {}); free memory or load "
         "fewer tensors",
         size, std::strerror(err), err));
   }
-  // Large arenas: fewer, larger page faults. Best effort.
-  if (mapped >= (4ull << 20)) (void)madvise(p, mapped, MADV_HUGEPAGE);
-  return std::shared_ptr<HostArena>(new HostArena(static_cast<std::byte*>(p), size, mapped));
+  return std::shared_ptr<HostArena>(
+      new HostArena(m.data, size, m.mapped, std::min(m.populated, size), false));
 }
 
 Result<std::shared_ptr<HostArena>> HostArena::MapFile(const std::string& path, uint64_t offset,
@@ -35,7 +36,7 @@ Result<std::shared_ptr<HostArena>> HostArena::MapFile(const std::string& path, u
   if (offset % kPage != 0) {
     return InternalError(fmt::format("{}: mapping offset {} is not page aligned", path, offset));
   }
-  if (size == 0) return std::shared_ptr<HostArena>(new HostArena(nullptr, 0, 0));
+  if (size == 0) return std::shared_ptr<HostArena>(new HostArena(nullptr, 0, 0, 0, true));
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoToStatus(errno, "open", path);
   const uint64_t mapped = (size + kPage - 1) & ~(kPage - 1);
@@ -45,11 +46,17 @@ Result<std::shared_ptr<HostArena>> HostArena::MapFile(const std::string& path, u
   ::close(fd);  // the mapping keeps the file
   if (p == MAP_FAILED) return ErrnoToStatus(err, "mmap", path, static_cast<int64_t>(offset));
   // No MADV_WILLNEED: the file is in the page cache already (auto maps only resident files).
-  return std::shared_ptr<HostArena>(new HostArena(static_cast<std::byte*>(p), size, mapped));
+  return std::shared_ptr<HostArena>(
+      new HostArena(static_cast<std::byte*>(p), size, mapped, mapped, true));
 }
 
 HostArena::~HostArena() {
-  if (data_ != nullptr) munmap(data_, mapped_);
+  if (data_ == nullptr) return;
+  if (file_backed_) {
+    munmap(data_, mapped_);
+  } else {
+    GiveHostMapping(data_, mapped_);
+  }
 }
 
 }  // namespace flashload::sink

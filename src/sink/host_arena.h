@@ -1,9 +1,12 @@
 // HostArena: one aligned block of host memory holding a file's tensors.
 //
 // Ownership: held by shared_ptr; every Tensor cut from it holds a share, so the memory lives until
-// the last tensor (or exported DLPack tensor) is gone. Alignment: 4096 bytes (page), backed by an
-// anonymous mapping with transparent huge pages requested, so large arenas fault in 2 MiB at a
-// time.
+// the last tensor (or exported DLPack tensor) is gone. Alignment: 4096 bytes (page); arenas of
+// 2 MiB or more start on a 2 MiB boundary. Memory: an anonymous mapping from the process's cache of
+// host memory (sink/host_memory.h): it may hold bytes of an earlier load, and its first
+// `populated()` bytes are already backed by pages; when the arena dies the mapping goes back to
+// the cache. The page size (4 KiB or huge pages) is the process's measured choice, applied by the
+// sink that populates the arena.
 #ifndef FLASHLOAD_SINK_HOST_ARENA_H_
 #define FLASHLOAD_SINK_HOST_ARENA_H_
 
@@ -31,13 +34,20 @@ class HostArena {
 
   std::byte* data() const { return data_; }
   uint64_t size() const { return size_; }
+  // Bytes at the start already backed by memory (reused from an earlier load).
+  uint64_t populated() const { return populated_; }
+  // A private mapping of a file (MapFile), not memory to fill.
+  bool file_backed() const { return file_backed_; }
 
  private:
-  HostArena(std::byte* data, uint64_t size, uint64_t mapped)
-      : data_(data), size_(size), mapped_(mapped) {}
+  HostArena(std::byte* data, uint64_t size, uint64_t mapped, uint64_t populated, bool file_backed)
+      : data_(data), size_(size), mapped_(mapped), populated_(populated),
+        file_backed_(file_backed) {}
   std::byte* data_;
   uint64_t size_;
   uint64_t mapped_;
+  uint64_t populated_;
+  bool file_backed_;
 };
 
 }  // namespace flashload::sink

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <thread>
 
 namespace flashload::sink {
 
@@ -11,35 +12,20 @@ std::string QualifiedTensorName(const std::string& component, const std::string&
   return component.empty() ? name : component + "/" + name;
 }
 
-namespace {
+HostSink::~HostSink() { StopPopulating(); }
 
-// Pre-faults `arenas` (writable, contents kept) in 32 MiB steps until done or `stop`.
-void PrefaultArenas(std::vector<std::shared_ptr<HostArena>> arenas, const std::atomic<bool>* stop) {
-  constexpr uint64_t kStep = 32ull << 20;
-  for (const std::shared_ptr<HostArena>& a : arenas) {
-    for (uint64_t off = 0; off < a->size() && !stop->load(std::memory_order_relaxed);
-         off += kStep) {
-      const uint64_t len = std::min(kStep, a->size() - off);
-      // Best effort: a kernel without MADV_POPULATE_WRITE (< 5.14) just faults on first write.
-      if (madvise(a->data() + off, (len + 4095) & ~uint64_t{4095}, MADV_POPULATE_WRITE) != 0) {
-        return;
-      }
-    }
-  }
-}
-
-}  // namespace
-
-HostSink::~HostSink() { StopPrefault(); }
-
-void HostSink::StopPrefault() {
-  stop_prefault_ = true;
-  if (prefault_.joinable()) prefault_.join();
+void HostSink::StopPopulating() {
+  if (!populator_) return;
+  populator_->Stop();
+  stats_.populated_ahead = populator_->populated_by_workers();
+  stats_.populated_on_demand = populator_->populated_by_callers();
+  stats_.waits = populator_->waits();
+  populator_.reset();
 }
 
 Status HostSink::Prepare(const engine::LoadPlan& plan) {
-  StopPrefault();
-  stop_prefault_ = false;
+  StopPopulating();
+  stats_ = HostMemoryStats{};
   plan_ = &plan;
   arenas_.clear();
   arenas_.reserve(plan.files.size());
@@ -53,14 +39,38 @@ Status HostSink::Prepare(const engine::LoadPlan& plan) {
     }
     arenas_.push_back(*std::move(arena));
   }
-  std::vector<std::shared_ptr<HostArena>> remote;
-  for (size_t i = 0; i < plan.files.size(); ++i) {
-    if (!plan.files[i].mapped && plan.files[i].path.find("://") != std::string::npos &&
-        arenas_[i]->data() != nullptr) {
-      remote.push_back(arenas_[i]);
+  std::vector<MemoryPopulator::Region> regions(arenas_.size());
+  for (size_t i = 0; i < arenas_.size(); ++i) {
+    const HostArena& a = *arenas_[i];
+    if (a.file_backed() || a.data() == nullptr || plan.files[i].chunks.empty()) continue;
+    regions[i] = {a.data(), a.size(), a.populated()};
+    stats_.reused_bytes += a.populated();
+    stats_.fresh_bytes += a.size() - a.populated();
+  }
+  // The process's page size, measured once on the first arena large enough for the probe.
+  if (CurrentPageSizeChoice().page == PageSize::kUndecided) {
+    for (MemoryPopulator::Region& r : regions) {
+      if (r.data != nullptr && r.populated == 0 && r.size >= 4 * kPageProbeBytes) {
+        r.populated = DecidePageSize(r.data, r.size);
+        break;
+      }
+    }
+    if (CurrentPageSizeChoice().page == PageSize::kUndecided) (void)DecidePageSize(nullptr, 0);
+  }
+  const PageSize page = CurrentPageSizeChoice().page;
+  for (const MemoryPopulator::Region& r : regions) {
+    if (r.data != nullptr && r.populated < r.size) {
+      AdvisePageSize(r.data + r.populated, r.size - r.populated, page);
     }
   }
-  if (!remote.empty()) prefault_ = std::thread(PrefaultArenas, std::move(remote), &stop_prefault_);
+  uint32_t workers = 0;
+  if (stats_.fresh_bytes >= 4 * MemoryPopulator::kStep) {
+    workers = populate_workers_ >= 0
+                  ? static_cast<uint32_t>(populate_workers_)
+                  : std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+  }
+  stats_.workers = workers;
+  populator_ = std::make_unique<MemoryPopulator>(std::move(regions), workers);
   return Status();
 }
 
@@ -70,11 +80,12 @@ Result<std::span<std::byte>> HostSink::Acquire(const engine::Chunk& chunk) {
     return InternalError(fmt::format("chunk [{}, +{}) outside the arena of {} bytes",
                                      chunk.arena_offset, chunk.length, arena.size()));
   }
+  if (populator_) populator_->Ensure(chunk.file, chunk.arena_offset, chunk.length);
   return std::span<std::byte>(arena.data() + chunk.arena_offset, chunk.length);
 }
 
 Result<TensorMap> HostSink::Finish() {
-  StopPrefault();
+  StopPopulating();
   TensorMap out;
   for (size_t i = 0; i < plan_->files.size(); ++i) {
     const engine::FilePlan& f = plan_->files[i];
@@ -95,7 +106,7 @@ Result<TensorMap> HostSink::Finish() {
 }
 
 void HostSink::Abort() {
-  StopPrefault();
+  StopPopulating();
   arenas_.clear();
 }
 

@@ -2,22 +2,36 @@
 #ifndef FLASHLOAD_SINK_HOST_SINK_H_
 #define FLASHLOAD_SINK_HOST_SINK_H_
 
-#include <atomic>
 #include <memory>
-#include <thread>
 #include <vector>
 
 #include "sink/host_arena.h"
+#include "sink/host_memory.h"
 #include "sink/sink.h"
 
 namespace flashload::sink {
 
-// Remote files (a "scheme://" path): their reads complete on one event thread, which would also
-// take every first-touch page fault of the arena (zeroing fresh pages). A helper thread pre-faults
-// those arenas in file order with MADV_POPULATE_WRITE, which never changes bytes already written,
-// so it may run beside the reads; it is joined in Finish() and Abort().
+// Fresh memory (sink/host_memory.h): the arenas come from the process's cache of host memory;
+// what is not already populated is populated by worker threads ahead of the reads (one per core,
+// at most 8), in the order the engine reads it, and Acquire() returns a chunk's memory only once
+// it is populated (waiting for a worker, or populating it itself). So no read takes page faults:
+// an io_uring submission would fault the pages in one by one on the submitting thread, an HTTP
+// event thread inside its write callback. The first large load of the process measures which page
+// size populates faster (DecidePageSize). The workers are joined in Finish() and Abort().
+struct HostMemoryStats {
+  uint64_t fresh_bytes = 0;          // arena bytes that needed populating
+  uint64_t reused_bytes = 0;         // arena bytes that came populated from an earlier load
+  uint64_t populated_ahead = 0;      // populated by the workers
+  uint64_t populated_on_demand = 0;  // populated by Acquire() itself
+  uint64_t waits = 0;                // Acquire() calls that waited for a worker
+  uint32_t workers = 0;
+};
+
 class HostSink final : public Sink {
  public:
+  // `populate_workers`: threads that populate fresh memory ahead of the reads (-1: one per core,
+  // at most 8; 0: none, Acquire() populates each chunk itself).
+  explicit HostSink(int populate_workers = -1) : populate_workers_(populate_workers) {}
   ~HostSink() override;
   Status Prepare(const engine::LoadPlan& plan) override;
   Result<std::span<std::byte>> Acquire(const engine::Chunk& chunk) override;
@@ -26,14 +40,17 @@ class HostSink final : public Sink {
   void Abort() override;
 
   const std::vector<std::shared_ptr<HostArena>>& arenas() const { return arenas_; }
+  // Valid after Finish() or Abort().
+  const HostMemoryStats& memory_stats() const { return stats_; }
 
  private:
-  void StopPrefault();
+  void StopPopulating();
 
+  const int populate_workers_;
   const engine::LoadPlan* plan_ = nullptr;
   std::vector<std::shared_ptr<HostArena>> arenas_;
-  std::atomic<bool> stop_prefault_{false};
-  std::thread prefault_;
+  std::unique_ptr<MemoryPopulator> populator_;
+  HostMemoryStats stats_;
 };
 
 // Full tensor name inside a load: "<component>/<name>", or "<name>" without a component.

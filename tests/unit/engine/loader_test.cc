@@ -74,6 +74,39 @@ TEST_F(LoaderTest, EveryStrategyLoadsIdenticalBytes) {
   }
 }
 
+// A process that loads model after model reuses the memory an earlier load freed: it comes back
+// populated (no first-touch cost), holds exactly the new file's bytes, and
+// ReleaseCachedMemory() frees what is kept.
+TEST_F(LoaderTest, MemoryFreedByALoadIsReusedByTheNext) {
+  const std::string a = dir_.File("a.safetensors");
+  const std::string b = dir_.File("b.safetensors");
+  FL_ASSERT_OK(WriteSafetensors(a, Tensors(40, 60000, 3)));
+  FL_ASSERT_OK(WriteSafetensors(b, Tensors(40, 50000, 4)));
+  (void)ReleaseCachedMemory();
+  for (Strategy s : {Strategy::kDirect, Strategy::kBuffered, Strategy::kMmap}) {
+    LoadOptions o;
+    o.strategy = s;
+    uint64_t first_bytes = 0;
+    {
+      FL_ASSERT_OK_AND_ASSIGN(LoadedModel m, Load(a, o));
+      ExpectPositional(m.tensors, "", 40, 3);
+      EXPECT_EQ(m.report.memory_reused_bytes, 0u);
+      EXPECT_GE(m.report.memory_populated_ahead + m.report.memory_populated_on_demand,
+                m.report.bytes - 8192);
+      EXPECT_FALSE(m.report.page_size.empty());
+      first_bytes = m.report.bytes;
+    }  // every tensor of `a` is gone: its memory goes to the cache
+    {
+      FL_ASSERT_OK_AND_ASSIGN(LoadedModel m, Load(b, o));
+      ExpectPositional(m.tensors, "", 40, 4);
+      EXPECT_GT(m.report.memory_reused_bytes, 0u) << StrategyName(s);
+      EXPECT_LE(m.report.memory_reused_bytes, first_bytes + 8192);
+    }
+    EXPECT_GT(ReleaseCachedMemory(), 0u) << StrategyName(s);
+    EXPECT_EQ(ReleaseCachedMemory(), 0u) << "everything kept was freed";
+  }
+}
+
 TEST_F(LoaderTest, DataSectionAlignedTo4096GivesPageAlignedTensorsUnderDirectIo) {
   const std::string path = dir_.File("aligned.safetensors");
   WriteOptions wo;
