@@ -1,0 +1,302 @@
+"""Whole-model read-ahead for framework loads under patch().
+
+A framework loads a model folder one weight file at a time, and builds each component (a diffusers
+pipeline's text encoder, UNet, VAE; a sharded checkpoint's shards) between the reads. When a patched
+call opens a local weight file that belongs to a larger model — a shard listed in a
+``*.safetensors.index.json`` beside it, or a component of a diffusers folder (``model_index.json``
+one level up) — the files the framework will open next are loaded in the background, one at a
+time, in the order it opens them, while it builds what it already has:
+
+- **Within a budget**: bytes loaded ahead and not yet claimed stay under ``FLASHLOAD_PREFETCH_MIB``
+  (default: the smaller of 4 GiB and half the memory available when the read-ahead starts); the
+  next file waits until the framework has claimed enough.
+- **Nothing read twice**: a file being read ahead is handed to the framework's call as it is (the
+  call waits for the rest of its load instead of reading it again).
+- **Memory never read is released**: a file read ahead but not opened by the framework within
+  ``FLASHLOAD_PREFETCH_IDLE_S`` seconds (default 30) of the last claim is dropped, and so is
+  everything held when ``flashload.release_cached_memory()`` is called.
+
+``FLASHLOAD_PREFETCH=0`` turns read-ahead off. Only loads with the default options (host memory,
+stored dtypes, automatic strategy) are read ahead or served from it.
+
+Thread-safety: every function may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+__all__ = ["note_open", "claim", "release", "stats"]
+
+_WEIGHT_SUFFIX = ".safetensors"
+
+
+def _enabled() -> bool:
+    return os.environ.get("FLASHLOAD_PREFETCH", "1") not in ("0", "off", "false", "no")
+
+
+def _budget_bytes() -> int:
+    env = os.environ.get("FLASHLOAD_PREFETCH_MIB")
+    if env:
+        try:
+            return max(0, int(env)) << 20
+        except ValueError:
+            pass
+    available = 0
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        available = 0
+    cap = 4 << 30
+    return min(cap, available // 2) if available > 0 else cap
+
+
+def _idle_seconds() -> float:
+    try:
+        return float(os.environ.get("FLASHLOAD_PREFETCH_IDLE_S", "30"))
+    except ValueError:
+        return 30.0
+
+
+def _variant_of(name: str) -> Optional[str]:
+    """"diffusion_pytorch_model.fp16.safetensors" -> "fp16"; no variant -> None."""
+    stem = name[: -len(_WEIGHT_SUFFIX)]
+    parts = stem.split(".")
+    return parts[-1] if len(parts) >= 2 else None
+
+
+def _index_files(folder: str, variant: Optional[str]) -> Optional[List[str]]:
+    """The shards a ``*.safetensors.index.json`` in ``folder`` lists, in order, or None."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return None
+    for name in names:
+        if not name.endswith(_WEIGHT_SUFFIX + ".index.json"):
+            continue
+        stem = name[: -len(_WEIGHT_SUFFIX + ".index.json")]
+        matches = "." not in stem if variant is None else stem.endswith("." + variant)
+        if matches:
+            try:
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    weight_map = json.load(f).get("weight_map", {})
+            except (OSError, ValueError, AttributeError):
+                return None
+            if not isinstance(weight_map, dict):
+                return None
+            ordered: List[str] = []
+            for shard in sorted(set(v for v in weight_map.values() if isinstance(v, str))):
+                if os.sep in shard or shard.startswith("."):
+                    continue  # never follow a path out of the folder
+                ordered.append(os.path.join(folder, shard))
+            return ordered
+    return None
+
+
+def _component_files(folder: str, variant: Optional[str]) -> List[str]:
+    """The weight files a framework loads from one component folder."""
+    shards = _index_files(folder, variant)
+    if shards is not None:
+        return shards
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if name.endswith(_WEIGHT_SUFFIX) and _variant_of(name) == variant:
+            out.append(os.path.join(folder, name))
+    return out[:1]  # one file per component (the framework picks one)
+
+
+def model_files(path: str) -> List[str]:
+    """Every weight file of the model ``path`` belongs to, in the order frameworks open them
+    (``path`` among them), or [] when it is a model of its own."""
+    path = os.path.abspath(path)
+    folder, name = os.path.split(path)
+    variant = _variant_of(name)
+    root = os.path.dirname(folder)
+    index = os.path.join(root, "model_index.json")
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                components = json.load(f)
+        except (OSError, ValueError):
+            components = None
+        if isinstance(components, dict):
+            files: List[str] = []
+            for key, value in components.items():  # diffusers loads them in this order
+                if key.startswith("_") or not isinstance(value, list) or value[:1] == [None]:
+                    continue
+                sub = os.path.join(root, key)
+                if os.path.isdir(sub):
+                    files += _component_files(sub, variant)
+            if path in files and len(files) > 1:
+                return files
+    shards = _index_files(folder, variant)
+    if shards and path in shards and len(shards) > 1:
+        return shards
+    return []
+
+
+class _Entry:
+    def __init__(self, path: str, size: int) -> None:
+        self.path = path
+        self.size = size
+        self.file: Any = None
+        self.error: Optional[BaseException] = None
+        self.done = threading.Event()
+        self.finished_at = 0.0
+
+
+class _ReadAhead:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: List[str] = []
+        self._entries: Dict[str, _Entry] = {}  # loaded or loading, not yet claimed
+        self._seen: set = set()  # opened by the framework, or queued once: never read again
+        self._thread: Optional[threading.Thread] = None
+        self._opener: Optional[Callable[[str], Any]] = None
+        self._budget = 0
+        self._last_claim = time.monotonic()
+        self.served = 0
+        self.dropped = 0
+        self.loaded = 0
+
+    def note_open(self, path: str, opener: Callable[[str], Any]) -> None:
+        if not _enabled() or "://" in path:
+            return
+        path = os.path.abspath(path)
+        files = model_files(path)
+        with self._cond:
+            self._seen.add(path)
+            self._last_claim = time.monotonic()
+            if not files:
+                return
+            if self._thread is None or not self._thread.is_alive():
+                self._budget = _budget_bytes()
+            after = files[files.index(path) + 1:]
+            for f in after:
+                if f not in self._seen:
+                    self._seen.add(f)
+                    self._queue.append(f)
+            self._opener = opener
+            if self._queue and (self._thread is None or not self._thread.is_alive()):
+                self._thread = threading.Thread(target=self._run, name="flashload-read-ahead",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def claim(self, path: str) -> Any:
+        """The file read ahead for ``path`` (loaded, or still loading: its load_all() waits), or
+        None."""
+        if "://" in path:
+            return None
+        path = os.path.abspath(path)
+        with self._cond:
+            entry = self._entries.pop(path, None)
+            self._seen.add(path)
+            self._last_claim = time.monotonic()
+            if path in self._queue:  # not started yet: the caller reads it itself
+                self._queue.remove(path)
+            self._cond.notify_all()
+        if entry is None:
+            return None
+        entry.done.wait()
+        if entry.error is not None or entry.file is None:
+            return None  # the caller opens it again and gets the error itself
+        with self._cond:
+            self.served += 1
+        return entry.file
+
+    def release(self) -> int:
+        with self._cond:
+            dropped = len(self._entries) + len(self._queue)
+            self._queue.clear()
+            self._entries.clear()
+            self.dropped += dropped
+            self._cond.notify_all()
+            return dropped
+
+    def _held_bytes(self) -> int:
+        return sum(e.size for e in self._entries.values())
+
+    def _drop_idle(self) -> None:
+        idle = _idle_seconds()
+        now = time.monotonic()
+        if now - self._last_claim < idle:
+            return
+        for path in [p for p, e in self._entries.items() if e.done.is_set()]:
+            del self._entries[path]
+            self.dropped += 1
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    self._drop_idle()
+                    if self._queue:
+                        path = self._queue[0]
+                        try:
+                            size = os.path.getsize(path)
+                        except OSError:
+                            self._queue.pop(0)
+                            continue
+                        if not self._entries or self._held_bytes() + size <= self._budget:
+                            self._queue.pop(0)
+                            entry = _Entry(path, size)
+                            self._entries[path] = entry
+                            opener = self._opener
+                            break
+                    elif not self._entries:
+                        return  # nothing to read, nothing held
+                    self._cond.wait(timeout=1.0)
+            try:
+                assert opener is not None
+                file = opener(path)
+                file.load_all()
+                entry.file = file
+                with self._cond:
+                    self.loaded += 1
+            except BaseException as e:  # noqa: BLE001 (handed to the claimant, who reopens)
+                entry.error = e
+            entry.finished_at = time.monotonic()
+            entry.done.set()
+
+    def stats(self) -> Dict[str, int]:
+        with self._cond:
+            return {"loaded": self.loaded, "served": self.served, "dropped": self.dropped,
+                    "held": len(self._entries), "queued": len(self._queue),
+                    "held_bytes": self._held_bytes()}
+
+
+_read_ahead = _ReadAhead()
+
+
+def note_open(path: str, opener: Callable[[str], Any]) -> None:
+    """A framework call opened ``path``: read the files its model loads next ahead. ``opener``
+    opens one file lazily with the default options (flashload's File)."""
+    _read_ahead.note_open(path, opener)
+
+
+def claim(path: str) -> Any:
+    """The File read ahead for ``path``, or None; never returns the same File twice."""
+    return _read_ahead.claim(path)
+
+
+def release() -> int:
+    """Drops every file read ahead and not claimed, and what is queued; returns how many."""
+    return _read_ahead.release()
+
+
+def stats() -> Dict[str, int]:
+    """Files read ahead (loaded), handed to a framework call (served), dropped unclaimed, held."""
+    return _read_ahead.stats()
