@@ -23,7 +23,9 @@ Contracts shared by the whole package:
   after the file is closed and garbage collected; flashload never writes to them afterwards.
 - Errors in the file raise :class:`SafetensorError` (an ``Exception``) with flashload's diagnosis
   (file, tensor, byte offset, and what the file really is); a missing file raises
-  ``FileNotFoundError``, a folder ``IsADirectoryError``.
+  ``FileNotFoundError``, a folder ``IsADirectoryError``. Where the reference package is
+  installed, :class:`SafetensorError` also derives from ``safetensors.SafetensorError``, so code
+  written against the reference catches flashload's errors unchanged.
 """
 
 from __future__ import annotations
@@ -33,14 +35,82 @@ import operator
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from flashload import _core
 from flashload._core import File as _File
-from flashload._core import SafetensorError
 from flashload._core import load_model as _load_model
 from flashload._core import release_cached_memory
 
 __all__ = ["SafetensorError", "safe_open", "load_model_dir", "release_cached_memory", "patch",
-           "unpatch", "__version__"]
+           "unpatch", "is_patched", "patch_report", "PatchReport", "PatchFallbackError",
+           "PatchFallbackWarning", "__version__"]
 __version__ = "0.1.0"
+
+
+def _reference_error_class() -> Tuple[type, ...]:
+    """(safetensors.SafetensorError,) where the reference package is installed, else ()."""
+    try:
+        from safetensors import SafetensorError as reference
+    except ImportError:
+        return ()
+    return (reference,) if isinstance(reference, type) and issubclass(reference, Exception) else ()
+
+
+class SafetensorError(_core.SafetensorError, *_reference_error_class()):  # type: ignore[misc]
+    """An error in a safetensors file or in a call (file, tensor and what to do in the message).
+
+    Derives from ``safetensors.SafetensorError`` where the reference package is installed, so
+    ``except safetensors.SafetensorError`` catches flashload's errors, under patch() too. Every
+    error flashload raises for a file, native or not, is this class.
+    """
+
+
+SafetensorError.__module__ = "flashload"
+_core._set_error_class(SafetensorError)
+
+_BACKENDS = ("mmap", "pread")
+
+
+def _not_str(value: Any) -> str:
+    """How the reference names a value that is not a str in its TypeErrors."""
+    return "'None'" if value is None else f"'{type(value).__name__}' object"
+
+
+def _check_save_arguments(names: Sequence[Any], filename: Any = None,
+                          metadata: Any = None) -> Optional[str]:
+    """The reference's checks of a save call's arguments, in its order and with its TypeErrors:
+    tensor names, then the filename (when saving to a file), then the metadata. Returns the
+    filename as a path."""
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"argument 'tensor_dict': {_not_str(name)} is not an instance of 'str'")
+    path = None
+    if filename is not None:
+        try:
+            path = os.fspath(filename)
+        except TypeError:
+            raise TypeError("argument 'filename': expected str, bytes or os.PathLike object, not "
+                            f"{type(filename).__name__}") from None
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise TypeError(f"argument 'metadata': {_not_str(metadata)} is not an instance of "
+                            "'dict'")
+        for key, value in metadata.items():
+            for item in (key, value):
+                if not isinstance(item, str):
+                    raise TypeError(f"argument 'metadata': {_not_str(item)} is not an instance of "
+                                    "'str'")
+    return path
+
+
+def _check_backend(backend: Any) -> None:
+    """The reference's check of its ``backend`` argument, with its errors (flashload reads every
+    file its own way, so a valid value changes nothing)."""
+    if not isinstance(backend, str):
+        raise TypeError(f"argument 'backend': {_not_str(backend)} is not an instance of 'str'")
+    if backend not in _BACKENDS:
+        raise SafetensorError(f'backend "{backend}" is invalid (expected one of: "mmap", "pread")')
 
 _NUMPY_NAMES = ("np", "numpy")
 _TORCH_NAMES = ("pt", "torch", "pytorch")
@@ -90,10 +160,17 @@ def _open_file(filename: Union[str, "os.PathLike[str]"], strategy: str = "auto",
     if not isinstance(path, str):
         raise TypeError(f"argument 'filename': '{type(path).__name__}' object is not an instance "
                         "of 'str'")
-    if not _is_uri(path) and os.path.isdir(path):
+    local = not _is_uri(path)
+    if local and os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a safetensors file", path)
-    return _File.open(path, **_engine_options(strategy, threads, budget_mib), lazy=lazy,
-                      device=device, dtype=_dtype_spec(dtype))
+    try:
+        return _File.open(path, **_engine_options(strategy, threads, budget_mib), lazy=lazy,
+                          device=device, dtype=_dtype_spec(dtype))
+    except FileNotFoundError:
+        if not local:
+            raise
+        # The reference's message, word for word (code may match on it).
+        raise FileNotFoundError(f"No such file or directory: {path}") from None
 
 
 def _is_uri(path: str) -> bool:
@@ -149,6 +226,8 @@ class safe_open:  # noqa: N801 (the reference's name)
             accepts: a CUDA device ("cuda", "cuda:N", N) is loaded into straight by the engine
             (pinned staging, one device allocation); other devices get tensors loaded to host
             memory, then moved by torch. Slices read before the file is loaded are moved by torch.
+        backend: the reference's storage backend, "mmap" or "pread" (keyword only): checked as
+            the reference checks it, then ignored, since flashload's engine picks how to read.
         dtype: convert floating tensors on the way (keyword only): torch.bfloat16, "bf16",
             "fp16", "fp32", or rules such as "F32=BF16,lm_head.*:keep"; None (default) keeps the
             stored dtypes. Conversion rounds to nearest even, on the GPU for a CUDA device.
@@ -156,14 +235,18 @@ class safe_open:  # noqa: N801 (the reference's name)
 
     Opening reads and validates the header only (a malformed file raises here, as in the
     reference). The first get_tensor()/get_tensors() loads the whole file once through the engine
-    and serves every later call from memory; get_slice(name)[...] on a file not loaded yet reads
-    only the rows it needs, in one read. After the context exits, keys(), get_tensor() etc. raise
-    SafetensorError("File is closed"); tensors already returned stay valid.
+    and serves every later call from memory; so does indexing a get_slice() handle with the whole
+    tensor (``[...]``, ``[:]``, slices covering every row), as transformers does for every
+    tensor: one engine load, however many threads race to it. A partial slice of a file not
+    loaded yet reads only the rows it needs, in one read. After the context exits, keys(),
+    get_tensor() etc. raise SafetensorError("File is closed"); tensors and slice handles already
+    returned stay valid.
     """
 
     def __init__(self, filename: Union[str, "os.PathLike[str]"], framework: str,
-                 device: Any = "cpu", *, dtype: Any = None, strategy: str = "auto",
-                 threads: int = 0, budget_mib: int = 256) -> None:
+                 device: Any = "cpu", *, backend: str = "mmap", dtype: Any = None,
+                 strategy: str = "auto", threads: int = 0, budget_mib: int = 256) -> None:
+        _check_backend(backend)
         self._framework = _Framework(framework, device)
         self._file: Optional[_File] = _open_file(filename, strategy, threads, budget_mib,
                                                  lazy=True,
@@ -246,9 +329,14 @@ class _SafeSlice:
     """One tensor of an open file, indexed like the reference's PySafeSlice.
 
     Indexing accepts ints (negative counts from the end), ``start:stop:step`` slices with a positive
-    step, and one ``...``, on the leading dimensions. Out-of-range indices raise SafetensorError as
-    the reference does (a slice's stop beyond the dimension is an error, not clipped). Unlike the
-    reference, negative slice bounds count from the end (the reference raises OverflowError).
+    step, one ``...``, and the empty list (no rows), with the reference's checks and messages: a
+    slice's start must lie inside the dimension and its stop not beyond it (out-of-range bounds
+    raise, they are not clipped). An index covering the whole tensor loads the whole file once
+    (all threads share that one load) and returns a view of it; any other reads just its rows
+    until the file is loaded. Where the reference fails outside its own checks, flashload does
+    what Python slicing does: negative slice bounds count from the end (the reference raises
+    OverflowError) and a slice whose stop is before its start is empty (the reference raises
+    SystemError).
     """
 
     def __init__(self, file: _File, name: str, framework: _Framework) -> None:
@@ -269,9 +357,17 @@ class _SafeSlice:
 
     def __getitem__(self, index: Any) -> Any:
         key = _normalize_index(index, self._shape)
+        if _covers_everything(key, self._shape):
+            return self._framework.convert(self._file, self._name)  # one whole-file load
         start, stop, rest = _leading_rows(key, self._shape)
         rows = self._framework.convert_rows(self._file, self._name, self._dtype, start, stop)
         return rows[rest]
+
+
+def _covers_everything(key: Tuple[Any, ...], shape: Sequence[int]) -> bool:
+    """Whether a normalized ``key`` selects the whole tensor, unchanged in shape."""
+    return all(isinstance(k, slice) and k.start == 0 and k.stop == size and k.step == 1
+               for k, size in zip(key, shape))
 
 
 def _leading_rows(key: Tuple[Any, ...], shape: Sequence[int]) -> Tuple[int, int, Tuple[Any, ...]]:
@@ -291,64 +387,100 @@ def _leading_rows(key: Tuple[Any, ...], shape: Sequence[int]) -> Tuple[int, int,
     return first, first + 1, (0,) + key[1:]
 
 
-def _describe(items: Sequence[Any]) -> str:
+_INT64 = range(-(2**63), 2**63)
+
+
+def _as_int(item: Any) -> Optional[int]:
+    """``item`` as an index when the reference takes it as one (a Python or numpy integer, a bool,
+    within 64 bits), else None."""
+    if isinstance(item, (slice, list, tuple, float, str, bytes)) or item is None or item is Ellipsis:
+        return None
+    try:
+        value = operator.index(item)
+    except TypeError:
+        return None
+    return value if value in _INT64 else None
+
+
+def _describe(key: Sequence[Any]) -> str:
+    """A key as the reference prints it in its messages: "[0:2, 3, :9:2]"."""
     def one(item: Any) -> str:
-        if isinstance(item, slice):
-            parts = ["" if v is None else str(v) for v in (item.start, item.stop)]
-            text = ":".join(parts)
-            return text if item.step is None else f"{text}:{item.step}"
-        return "..." if item is Ellipsis else str(item)
-    return "[" + ", ".join(one(i) for i in items) + "]"
+        if not isinstance(item, slice):
+            return str(item)
+        text = ":".join("" if v is None else str(v) for v in (item.start, item.stop))
+        return text if item.step in (None, 1) else f"{text}:{item.step}"
+    return "[" + ", ".join(one(i) for i in key) + "]"
 
 
 def _normalize_index(index: Any, shape: Sequence[int]) -> Tuple[Any, ...]:
-    """Checks ``index`` against ``shape`` with the reference's rules; returns an in-range key."""
-    items = tuple(index) if isinstance(index, tuple) else (index,)
+    """Checks ``index`` against ``shape`` with the reference's rules, in the reference's order, and
+    returns an in-range key: ints from 0, slices with explicit start, stop and step, no ``...``.
+
+    Order (the first failure raises, with the reference's message): the type of every item; more
+    than one ``...``; per dimension, a negative int beyond the dimension and a step that is not
+    positive; more items than dimensions; then, from the last dimension indexed to the first, an int
+    or a slice start not inside the dimension, or a slice stop beyond it.
+    """
     if isinstance(index, list):
-        raise SafetensorError("Non empty lists are not implemented" if index else
-                              "Empty lists are not implemented")
-    if sum(1 for i in items if i is Ellipsis) > 1:
-        raise SafetensorError("Only one ellipsis (...) is allowed in slice index")
-    where = f"Error during slicing {_describe(items)} with shape {list(shape)}"
-    explicit = [i for i in items if i is not Ellipsis]
-    if len(explicit) > len(shape):
-        raise SafetensorError(f"{where}: more slicing indexes than dimensions in tensor")
-    key: List[Any] = []
-    dim = 0
+        if index:
+            raise SafetensorError("Non empty lists are not implemented")
+        items: Tuple[Any, ...] = (slice(0, 0),)
+    else:
+        items = index if isinstance(index, tuple) else (index,)
     for position, item in enumerate(items):
+        if not (item is Ellipsis or isinstance(item, slice) or _as_int(item) is not None):
+            raise SafetensorError(f"Unsupported slice index at position {position}: expected "
+                                  "slice, int, or ellipsis")
+    ellipses = sum(1 for i in items if i is Ellipsis)
+    if ellipses > 1:
+        raise SafetensorError("Only one ellipsis (...) is allowed in slice index")
+    expanded: List[Any] = []
+    for item in items:
         if item is Ellipsis:
-            skipped = len(shape) - len(explicit)
-            key.extend([slice(None)] * skipped)
-            dim += skipped
-            continue
-        size = shape[dim]
+            expanded.extend([slice(None)] * max(0, len(shape) - (len(items) - 1)))
+        else:
+            expanded.append(item)
+    key: List[Any] = []
+    shown: List[Any] = []
+    for dim, item in enumerate(expanded):
+        size = shape[dim] if dim < len(shape) else 0
         if isinstance(item, slice):
             step = 1 if item.step is None else operator.index(item.step)
             if step <= 0:
                 raise SafetensorError(f"Slice step must be a positive integer, got {step}")
             start = 0 if item.start is None else operator.index(item.start)
             stop = size if item.stop is None else operator.index(item.stop)
-            start = start + size if start < 0 else start
+            start = start + size if start < 0 else start  # the reference: OverflowError
             stop = stop + size if stop < 0 else stop
-            for bound in (start, stop):
-                if bound < 0 or bound > size:
-                    raise SafetensorError(f"{where}: index {bound} out of bounds for tensor "
-                                          f"dimension #{dim} of size {size}")
-            key.append(slice(start, max(start, stop), step))
+            key.append(slice(start, stop, step))
+            shown.append(slice(item.start if item.start is None else start,
+                               item.stop if item.stop is None else stop, step))
         else:
-            try:
-                value = operator.index(item)
-            except TypeError:
-                raise SafetensorError(f"Unsupported slice index at position {position}: expected "
-                                      "slice, int, or ellipsis") from None
-            if value < -size:
-                raise SafetensorError(f"Invalid index {value} for dimension {dim} of size {size}")
-            if value >= size:
-                raise SafetensorError(f"{where}: index {value} out of bounds for tensor dimension "
-                                      f"#{dim} of size {size}")
-            key.append(value + size if value < 0 else value)
-        dim += 1
-    return tuple(key)
+            value = _as_int(item)
+            assert value is not None
+            if value < 0:
+                if value < -size:
+                    raise SafetensorError(f"Invalid index {value} for dimension {dim} of size "
+                                          f"{size}")
+                value += size
+            key.append(value)
+            shown.append(value)
+    where = f"Error during slicing {_describe(shown)} with shape {list(shape)}"
+    if len(key) > len(shape):
+        raise SafetensorError(f"{where}: more slicing indexes than dimensions in tensor")
+    for dim in reversed(range(len(key))):
+        item, size = key[dim], shape[dim]
+        if isinstance(item, slice):
+            bad = item.start if item.start >= size else (item.stop - 1 if item.stop > size else None)
+        else:
+            bad = item if item >= size else None
+        if bad is not None:
+            raise SafetensorError(f"{where}: index {bad} out of bounds for tensor dimension #{dim} "
+                                  f"of size {size}")
+    # In range: a stop before its start selects nothing (the reference raises SystemError).
+    return tuple(slice(k.start, max(k.start, k.stop), k.step) if isinstance(k, slice) else k
+                 for k in key)
 
 
-from flashload._patch import is_patched, patch, unpatch  # noqa: E402  (needs the names above)
+from flashload._patch import (  # noqa: E402  (needs the names above)
+    PatchFallbackError, PatchFallbackWarning, PatchReport, is_patched, patch, patch_report, unpatch)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from flashload import SafetensorError, _open_file
+from flashload import SafetensorError, _check_backend, _check_save_arguments, _open_file
 from flashload._core import File as _File
 from flashload._core import serialize as _serialize
 from flashload._core import serialize_file as _serialize_file
@@ -88,10 +88,12 @@ def _from_file(file: _File, name: str, device: Any = "cpu") -> np.ndarray:
 
 
 def _to_write(tensor_dict: Dict[str, np.ndarray]) -> List[Tuple[str, str, List[int], np.ndarray]]:
+    """The arrays to write; raises as the reference does, in its order: AttributeError for a
+    value without a dtype, SafetensorError for a dtype the format cannot hold (names, filename
+    and metadata are checked after, by _check_save_arguments)."""
     items = []
     for name, value in tensor_dict.items():
-        if not isinstance(name, str):
-            raise TypeError(f"tensor names must be str, got {type(name).__name__}")
+        value.dtype  # noqa: B018  (the reference's AttributeError for a value that is no array)
         array = np.asarray(value)
         dtype_name = _safetensors_dtype(array.dtype.newbyteorder("="))
         if array.dtype.byteorder == (">" if sys.byteorder == "little" else "<"):
@@ -107,13 +109,17 @@ def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] 
     Arrays need not be contiguous or little-endian (they are converted). Raises SafetensorError
     for a dtype safetensors cannot hold.
     """
-    return _serialize(_to_write(tensor_dict), metadata)
+    items = _to_write(tensor_dict)
+    _check_save_arguments([item[0] for item in items], metadata=metadata)
+    return _serialize(items, metadata)
 
 
 def save_file(tensor_dict: Dict[str, np.ndarray], filename: Union[str, os.PathLike],
               metadata: Optional[Dict[str, str]] = None) -> None:
     """Writes `tensor_dict` to `filename` atomically (a temporary file renamed over it)."""
-    _serialize_file(_to_write(tensor_dict), os.fspath(filename), metadata)
+    items = _to_write(tensor_dict)
+    path = _check_save_arguments([item[0] for item in items], filename, metadata)
+    _serialize_file(items, path, metadata)
 
 
 def load(data: bytes) -> Dict[str, np.ndarray]:
@@ -127,9 +133,10 @@ def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap", dtype
               budget_mib: int = 256) -> Dict[str, np.ndarray]:
     """Every tensor of `filename`, in file order, loaded by flashload's engine.
 
-    `backend` is accepted for compatibility with safetensors and ignored: `strategy` chooses how
-    the file is read ("auto" picks per file). `dtype` ("fp16", np.float32, "F32=BF16", ...)
-    converts floating tensors on the way, as flashload.safe_open describes.
+    `backend` ("mmap" or "pread") is checked as safetensors checks it, then ignored: `strategy`
+    chooses how the file is read ("auto" picks per file). `dtype` ("fp16", np.float32,
+    "F32=BF16", ...) converts floating tensors on the way, as flashload.safe_open describes.
     """
+    _check_backend(backend)
     file = _open_file(filename, strategy, threads, budget_mib, dtype=dtype)
     return {name: _from_file(file, name) for name in file.offset_keys()}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from flashload import SafetensorError, _open_file
+from flashload import SafetensorError, _check_backend, _check_save_arguments, _open_file
 from flashload._core import File as _File
 from flashload._core import cuda_built as _cuda_built
 from flashload._core import serialize as _serialize
@@ -115,7 +115,16 @@ def _storage_bytes(tensor: Any) -> int:
 
 
 def _to_write(tensors: Dict[str, Any]) -> Tuple[List[Tuple[str, str, List[int], Any]], List[Any]]:
+    """The tensors to write, and the host copies to keep alive while writing. Raises as the
+    reference does, in its order: ValueError for a non-dict or a value that is no tensor, sparse
+    tensors, RuntimeError for tensors sharing memory, ValueError for a non-contiguous tensor."""
     torch = _require_torch()
+    if not isinstance(tensors, dict):
+        raise ValueError(f"Expected a dict of [str, torch.Tensor] but received {type(tensors)}")
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"Key `{name}` is invalid, expected torch.Tensor but received "
+                             f"{type(tensor)}")
     names = {getattr(torch, a): n for n, a in {**_EXACT, **_VIEWED}.items() if hasattr(torch, a)}
     sparse = [k for k, v in tensors.items() if v.layout != torch.strided]
     if sparse:
@@ -132,7 +141,8 @@ def _to_write(tensors: Dict[str, Any]) -> Tuple[List[Tuple[str, str, List[int], 
         raise RuntimeError(
             f"Some tensors share memory, this will lead to duplicate memory on disk and potential "
             f"differences when loading them again: {groups}.\nA potential way to correctly save "
-            "your model is to use `save_model`.")
+            "your model is to use `save_model`.\nMore information at "
+            "https://huggingface.co/docs/safetensors/torch_shared_tensors")
     items, keep = [], []
     for name, tensor in tensors.items():
         if not tensor.is_contiguous():
@@ -153,6 +163,7 @@ def _to_write(tensors: Dict[str, Any]) -> Tuple[List[Tuple[str, str, List[int], 
 def save(tensors: Dict[str, Any], metadata: Optional[Dict[str, str]] = None) -> bytes:
     """The safetensors bytes of `tensors` (dense, contiguous, not sharing memory)."""
     items, _keep = _to_write(tensors)
+    _check_save_arguments(list(tensors), metadata=metadata)
     return _serialize(items, metadata)
 
 
@@ -160,7 +171,8 @@ def save_file(tensors: Dict[str, Any], filename: Union[str, os.PathLike],
               metadata: Optional[Dict[str, str]] = None) -> None:
     """Writes `tensors` to `filename` atomically (a temporary file renamed over it)."""
     items, _keep = _to_write(tensors)
-    _serialize_file(items, os.fspath(filename), metadata)
+    path = _check_save_arguments(list(tensors), filename, metadata)
+    _serialize_file(items, path, metadata)
 
 
 def load(data: bytes) -> Dict[str, Any]:
@@ -177,9 +189,10 @@ def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu"
     A CUDA `device` ("cuda", "cuda:N", N, torch.device) loads straight into that GPU. `dtype`
     (torch.bfloat16, "bf16", "F32=F16", ...) converts floating tensors on the way (on the GPU for
     a CUDA device), as flashload.safe_open describes.
-    `backend` is accepted for compatibility with safetensors and ignored: `strategy` chooses how
-    the file is read.
+    `backend` ("mmap" or "pread") is checked as safetensors checks it, then ignored: `strategy`
+    chooses how the file is read.
     """
+    _check_backend(backend)
     _require_torch()
     file = _open_file(filename, strategy, threads, budget_mib, device=_native_device(device),
                       dtype=dtype)

@@ -61,11 +61,16 @@ namespace nb = nanobind;
 namespace flashload::python {
 namespace {
 
-// The C++ side of flashload.SafetensorError (translated by nanobind).
+// The C++ side of flashload.SafetensorError (translated by the translator in NB_MODULE).
 class SafetensorError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// The Python class a SafetensorError is raised as: the module's own class until the package sets
+// its public subclass with _set_error_class() (one that also derives from the reference's
+// safetensors.SafetensorError where that is installed). A strong reference, guarded by the GIL.
+PyObject* error_class = nullptr;
 
 // Raises the Python exception for a non-OK status. Requires the GIL.
 [[noreturn]] void ThrowStatus(const Status& status) {
@@ -594,7 +599,31 @@ NB_MODULE(_core, m) {
   using flashload::python::File;
   m.doc() = "flashload native module: loads and writes safetensors files; see flashload.safe_open";
 
-  nb::exception<flashload::python::SafetensorError>(m, "SafetensorError", PyExc_Exception);
+  nb::exception<flashload::python::SafetensorError> native_error(m, "SafetensorError",
+                                                                 PyExc_Exception);
+  flashload::python::error_class = native_error.inc_ref().ptr();
+  // Registered after nb::exception's own translator, so it is tried first.
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const flashload::python::SafetensorError& e) {
+      PyErr_SetString(flashload::python::error_class, e.what());
+    }
+  });
+  m.def(
+      "_set_error_class",
+      [native_error](nb::handle cls) {
+        if (!PyType_Check(cls.ptr()) || PyObject_IsSubclass(cls.ptr(), native_error.ptr()) != 1) {
+          PyErr_Clear();
+          throw nb::type_error("_set_error_class: expected a subclass of _core.SafetensorError");
+        }
+        PyObject* previous = flashload::python::error_class;
+        flashload::python::error_class = cls.inc_ref().ptr();
+        Py_XDECREF(previous);
+      },
+      nb::arg("cls"),
+      "Makes native errors raise `cls` (a subclass of SafetensorError) from now on; the package "
+      "sets its public class at import.");
 #ifdef FLASHLOAD_HAVE_CUDA
   m.attr("cuda_built") = true;
 #else
