@@ -75,6 +75,15 @@ def _not_str(value: Any) -> str:
     return "'None'" if value is None else f"'{type(value).__name__}' object"
 
 
+def _save_to_file(items: List[Any], path: str, metadata: Optional[Dict[str, str]]) -> None:
+    """Writes a file for the save_file functions; a missing folder is a SafetensorError there, as
+    in the reference (the message names the file flashload tried to create)."""
+    try:
+        _core.serialize_file(items, path, metadata)
+    except FileNotFoundError as error:
+        raise SafetensorError(f"Error while serializing: {error}") from None
+
+
 def _check_save_arguments(names: Sequence[Any], filename: Any = None,
                           metadata: Any = None) -> Optional[str]:
     """The reference's checks of a save call's arguments, in its order and with its TypeErrors:
@@ -387,19 +396,19 @@ def _leading_rows(key: Tuple[Any, ...], shape: Sequence[int]) -> Tuple[int, int,
     return first, first + 1, (0,) + key[1:]
 
 
-_INT64 = range(-(2**63), 2**63)
+_INT32 = range(-(2**31), 2**31)
 
 
 def _as_int(item: Any) -> Optional[int]:
     """``item`` as an index when the reference takes it as one (a Python or numpy integer, a bool,
-    within 64 bits), else None."""
+    within 32 bits), else None."""
     if isinstance(item, (slice, list, tuple, float, str, bytes)) or item is None or item is Ellipsis:
         return None
     try:
         value = operator.index(item)
     except TypeError:
         return None
-    return value if value in _INT64 else None
+    return value if value in _INT32 else None
 
 
 def _describe(key: Sequence[Any]) -> str:
@@ -416,10 +425,11 @@ def _normalize_index(index: Any, shape: Sequence[int]) -> Tuple[Any, ...]:
     """Checks ``index`` against ``shape`` with the reference's rules, in the reference's order, and
     returns an in-range key: ints from 0, slices with explicit start, stop and step, no ``...``.
 
-    Order (the first failure raises, with the reference's message): the type of every item; more
-    than one ``...``; per dimension, a negative int beyond the dimension and a step that is not
-    positive; more items than dimensions; then, from the last dimension indexed to the first, an int
-    or a slice start not inside the dimension, or a slice stop beyond it.
+    Order (the first failure raises, with the reference's message): more than one ``...``; then,
+    with ``...`` expanded, per position: an item that is no int, slice or ``...``, a negative int
+    beyond its dimension, a step that is not positive; more items than dimensions; then, from the
+    last dimension indexed to the first, an int or a slice start not inside the dimension, or a
+    slice stop beyond it.
     """
     if isinstance(index, list):
         if index:
@@ -427,12 +437,7 @@ def _normalize_index(index: Any, shape: Sequence[int]) -> Tuple[Any, ...]:
         items: Tuple[Any, ...] = (slice(0, 0),)
     else:
         items = index if isinstance(index, tuple) else (index,)
-    for position, item in enumerate(items):
-        if not (item is Ellipsis or isinstance(item, slice) or _as_int(item) is not None):
-            raise SafetensorError(f"Unsupported slice index at position {position}: expected "
-                                  "slice, int, or ellipsis")
-    ellipses = sum(1 for i in items if i is Ellipsis)
-    if ellipses > 1:
+    if sum(1 for i in items if i is Ellipsis) > 1:
         raise SafetensorError("Only one ellipsis (...) is allowed in slice index")
     expanded: List[Any] = []
     for item in items:
@@ -444,6 +449,9 @@ def _normalize_index(index: Any, shape: Sequence[int]) -> Tuple[Any, ...]:
     shown: List[Any] = []
     for dim, item in enumerate(expanded):
         size = shape[dim] if dim < len(shape) else 0
+        if not isinstance(item, slice) and _as_int(item) is None:
+            raise SafetensorError(f"Unsupported slice index at position {dim}: expected slice, int, "
+                                  "or ellipsis")
         if isinstance(item, slice):
             step = 1 if item.step is None else operator.index(item.step)
             if step <= 0:

@@ -14,10 +14,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from flashload import SafetensorError, _check_backend, _check_save_arguments, _open_file
+from flashload import (SafetensorError, _check_backend, _check_save_arguments, _open_file,
+                       _save_to_file)
 from flashload._core import File as _File
 from flashload._core import serialize as _serialize
-from flashload._core import serialize_file as _serialize_file
 
 __all__ = ["load_file", "save_file", "load", "save"]
 
@@ -119,7 +119,7 @@ def save_file(tensor_dict: Dict[str, np.ndarray], filename: Union[str, os.PathLi
     """Writes `tensor_dict` to `filename` atomically (a temporary file renamed over it)."""
     items = _to_write(tensor_dict)
     path = _check_save_arguments([item[0] for item in items], filename, metadata)
-    _serialize_file(items, path, metadata)
+    _save_to_file(items, path, metadata)
 
 
 def load(data: bytes) -> Dict[str, np.ndarray]:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from flashload import SafetensorError, _check_backend, _check_save_arguments, _open_file
+from flashload import (SafetensorError, _check_backend, _check_save_arguments, _open_file,
+                       _save_to_file)
 from flashload._core import File as _File
 from flashload._core import cuda_built as _cuda_built
 from flashload._core import serialize as _serialize
-from flashload._core import serialize_file as _serialize_file
 
 __all__ = ["load_file", "save_file", "load", "save", "save_model", "load_model"]
 
@@ -172,7 +172,7 @@ def save_file(tensors: Dict[str, Any], filename: Union[str, os.PathLike],
     """Writes `tensors` to `filename` atomically (a temporary file renamed over it)."""
     items, _keep = _to_write(tensors)
     path = _check_save_arguments(list(tensors), filename, metadata)
-    _serialize_file(items, path, metadata)
+    _save_to_file(items, path, metadata)
 
 
 def load(data: bytes) -> Dict[str, Any]:
