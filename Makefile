@@ -12,8 +12,9 @@ CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
 VENV_TORCH ?= .venv-torch
+VENV_FRAMEWORKS ?= .venv-frameworks
 
-.PHONY: all deps build venv demo test unit integration storage python python-torch asan tsan fuzz gpu-test gpu-kit format clean
+.PHONY: all deps build venv demo test unit integration storage python python-torch frameworks asan tsan fuzz gpu-test gpu-kit format clean
 
 all: build
 
@@ -68,6 +69,21 @@ python-torch: build $(VENV_TORCH)/.installed
 	@FLASHLOAD_BIN=$(abspath $(BUILD))/flashload $(VENV_TORCH)/bin/python -m pytest -q \
 		tests/python/test_api.py tests/python/test_patch.py tests/python/test_model_dir.py
 
+# The frameworks users load with, from PyPI (torch, diffusers, transformers, accelerate; about
+# 5.7 GB, built once per clone): tiny models saved by the libraries themselves, loaded through their
+# own from_pretrained/from_single_file with flashload.patch() and without, compared bit for bit,
+# every weight file counted through flashload. The package is built in its own folder: .venv's
+# build has the same wheel tag.
+$(VENV_FRAMEWORKS)/.installed: tests/frameworks/requirements.txt
+	@$(PYTHON) -m venv $(VENV_FRAMEWORKS)
+	@$(VENV_FRAMEWORKS)/bin/pip install -q --disable-pip-version-check -r tests/frameworks/requirements.txt
+	@touch $@
+
+frameworks: deps $(VENV_FRAMEWORKS)/.installed
+	@$(VENV_FRAMEWORKS)/bin/pip install -q --disable-pip-version-check --no-build-isolation \
+		--config-settings=build-dir=build-python/frameworks .
+	@$(VENV_FRAMEWORKS)/bin/python -m pytest -q tests/frameworks
+
 # The unit suite under ASan+UBSan; the engine and I/O suites under TSan.
 asan: deps
 	@cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFLASHLOAD_SANITIZE=address,undefined >/dev/null
@@ -106,7 +122,7 @@ gpu-test: build
 gpu-kit: deps
 	@scripts/gpu-kit.sh
 
-test: build venv unit integration storage python python-torch asan tsan fuzz
+test: build venv unit integration storage python python-torch frameworks asan tsan fuzz
 	@echo "make test: all suites passed"
 
 format:
