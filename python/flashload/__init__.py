@@ -255,8 +255,8 @@ class safe_open:  # noqa: N801 (the reference's name)
     def __init__(self, filename: Union[str, "os.PathLike[str]"], framework: str,
                  device: Any = "cpu", *, backend: str = "mmap", dtype: Any = None,
                  strategy: str = "auto", threads: int = 0, budget_mib: int = 256) -> None:
-        _check_backend(backend)
         self._framework = _Framework(framework, device)
+        _check_backend(backend)  # after the framework and device, as the reference checks them
         self._file: Optional[_File] = _open_file(filename, strategy, threads, budget_mib,
                                                  lazy=True,
                                                  device=self._framework.native_device,
@@ -337,15 +337,22 @@ def load_model_dir(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", fr
 class _SafeSlice:
     """One tensor of an open file, indexed like the reference's PySafeSlice.
 
-    Indexing accepts ints (negative counts from the end), ``start:stop:step`` slices with a positive
-    step, one ``...``, and the empty list (no rows), with the reference's checks and messages: a
-    slice's start must lie inside the dimension and its stop not beyond it (out-of-range bounds
-    raise, they are not clipped). An index covering the whole tensor loads the whole file once
-    (all threads share that one load) and returns a view of it; any other reads just its rows
-    until the file is loaded. Where the reference fails outside its own checks, flashload does
-    what Python slicing does: negative slice bounds count from the end (the reference raises
-    OverflowError) and a slice whose stop is before its start is empty (the reference raises
-    SystemError).
+    An index covering the whole tensor (``[...]``, ``[:]``, slices covering every row) loads the
+    whole file once (all threads share that one load) and returns a view of it; a partial index
+    reads just the rows it touches until the file is loaded. What an index means follows the
+    reference, which differs by framework:
+
+    - numpy: ints (negative counts from the end), ``start:stop:step`` slices with a positive step,
+      one ``...``, and the empty list (no rows), with the reference's checks and messages: a
+      slice's start must lie inside the dimension and its stop not beyond it (out-of-range bounds
+      raise, they are not clipped). Where the reference fails outside its own checks, flashload
+      does what Python slicing does: negative slice bounds count from the end (the reference
+      raises OverflowError) and a slice whose stop is before its start is empty (the reference
+      raises SystemError).
+    - torch: the reference applies torch's indexing to the tensor, and so does flashload: any
+      index torch takes (None, lists, bool and integer tensors; bounds clipped as Python does),
+      with torch's errors. Indexes of ints, slices and ``...`` alone read only their rows; any
+      other reads this one tensor whole, then indexes it.
     """
 
     def __init__(self, file: _File, name: str, framework: _Framework) -> None:
@@ -365,12 +372,58 @@ class _SafeSlice:
         return self._dtype
 
     def __getitem__(self, index: Any) -> Any:
-        key = _normalize_index(index, self._shape)
+        if self._framework.name == "pytorch":
+            key = _basic_key(index, self._shape)
+            if key is None:  # an index only torch knows: index this tensor, read whole
+                whole = self._framework.convert_rows(self._file, self._name, self._dtype, 0,
+                                                     self._shape[0] if self._shape else 0)
+                return whole[index]
+        else:
+            key = _normalize_index(index, self._shape)
         if _covers_everything(key, self._shape):
             return self._framework.convert(self._file, self._name)  # one whole-file load
         start, stop, rest = _leading_rows(key, self._shape)
         rows = self._framework.convert_rows(self._file, self._name, self._dtype, start, stop)
         return rows[rest]
+
+
+def _basic_key(index: Any, shape: Sequence[int]) -> Optional[Tuple[Any, ...]]:
+    """``index`` as a normalized key (ints from 0, slices clipped as Python does, no ``...``) when
+    it holds only in-range ints, slices with a positive step and at most one ``...``, within the
+    tensor's dimensions: an index whose meaning is the same in torch and in that key. None for any
+    other index (torch then decides what it means, or which error it is)."""
+    import numpy
+    items = index if isinstance(index, tuple) else (index,)
+    if sum(1 for i in items if i is Ellipsis) > 1:
+        return None
+    explicit = len(items) - (1 if any(i is Ellipsis for i in items) else 0)
+    if explicit > len(shape):
+        return None
+    key: List[Any] = []
+    dim = 0
+    for item in items:
+        if item is Ellipsis:
+            key.extend(slice(0, size, 1) for size in shape[dim:dim + len(shape) - explicit])
+            dim += len(shape) - explicit
+            continue
+        size = shape[dim]
+        if isinstance(item, slice):
+            try:
+                start, stop, step = item.indices(size)
+            except TypeError:
+                return None
+            if item.step is not None and step <= 0:
+                return None
+            key.append(slice(start, max(start, stop), step))
+        elif isinstance(item, int) and not isinstance(item, bool) or isinstance(item, numpy.integer):
+            value = int(item)
+            if not -size <= value < size:
+                return None
+            key.append(value + size if value < 0 else value)
+        else:  # None, bools, lists, tensors...
+            return None
+        dim += 1
+    return tuple(key)
 
 
 def _covers_everything(key: Tuple[Any, ...], shape: Sequence[int]) -> bool:

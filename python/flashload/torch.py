@@ -62,14 +62,18 @@ def _check_dtype(name: str) -> None:
 def _native_device(device: Any) -> str:
     """The device flashload's engine loads into for the torch `device`: "cuda:N" for a CUDA device
     (an int N means "cuda:N", "cuda" the current device, as in safetensors), "cpu" for anything
-    else, whose tensors torch then moves. Without CUDA in this build of flashload: "cpu"."""
-    if device is None or not _cuda_built:
+    else, whose tensors torch then moves. Without CUDA in this build of flashload: "cpu".
+    A device torch does not know raises the reference's SafetensorError."""
+    if device is None:
         return "cpu"
     torch = _require_torch()
     if isinstance(device, int) and not isinstance(device, bool):
         device = f"cuda:{device}"
-    target = torch.device(device)
-    if target.type != "cuda":
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SafetensorError(f"device {device} is invalid") from None
+    if target.type != "cuda" or not _cuda_built:
         return "cpu"
     index = target.index
     if index is None:
@@ -192,10 +196,9 @@ def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu"
     `backend` ("mmap" or "pread") is checked as safetensors checks it, then ignored: `strategy`
     chooses how the file is read.
     """
-    _check_backend(backend)
-    _require_torch()
-    file = _open_file(filename, strategy, threads, budget_mib, device=_native_device(device),
-                      dtype=dtype)
+    native_device = _native_device(device)
+    _check_backend(backend)  # after the device, as the reference checks them
+    file = _open_file(filename, strategy, threads, budget_mib, device=native_device, dtype=dtype)
     return {name: _from_file(file, name, device) for name in file.offset_keys()}
 
 
