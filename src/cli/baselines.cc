@@ -86,6 +86,16 @@ int64_t ProcStatusKb(const char* field) {
   return -1;
 }
 
+// The process's anonymous memory in transparent huge pages (kB), -1 when /proc does not say.
+int64_t AnonHugePagesKb() {
+  std::ifstream f("/proc/self/smaps_rollup");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("AnonHugePages:", 0) == 0) return std::strtoll(line.c_str() + 14, nullptr, 10);
+  }
+  return -1;
+}
+
 // Reads the `len` bytes at `offset` of an O_DIRECT descriptor into `dst` (aligned). Requests are
 // rounded up to 4 KiB, as O_DIRECT wants; the file's end makes the last one come back short.
 Status ReadDirect(int fd, std::byte* dst, uint64_t len, uint64_t offset, const std::string& path) {
@@ -440,12 +450,14 @@ Result<BaselineResult> MemcpyLimit(uint64_t bytes, uint32_t threads, uint32_t re
 
 namespace {
 
-// Anonymous memory as the loader's host arenas get it: a fresh mapping with huge pages requested.
+// A fresh anonymous mapping; by default as the loader's host arenas get it, huge pages requested.
 struct FreshMapping {
-  explicit FreshMapping(uint64_t n) : size(n) {
+  explicit FreshMapping(uint64_t n, PageMode pages = PageMode::kHuge) : size(n) {
     void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     data = p == MAP_FAILED ? nullptr : static_cast<std::byte*>(p);
-    if (data != nullptr && n >= (4ull << 20)) (void)madvise(data, n, MADV_HUGEPAGE);
+    if (data != nullptr && pages == PageMode::kHuge && n >= (4ull << 20)) {
+      (void)madvise(data, n, MADV_HUGEPAGE);
+    }
   }
   ~FreshMapping() {
     if (data != nullptr) munmap(data, size);
@@ -495,6 +507,35 @@ Result<BaselineResult> FreshMemcpyLimit(uint64_t bytes, uint32_t threads, uint64
   });
   r.seconds = SecondsSince(start);
   r.peak_rss_delta = rss.PeakDeltaBytes();
+  return r;
+}
+
+Result<BaselineResult> FreshTouchLimit(uint64_t bytes, uint32_t threads, PageMode pages) {
+  if (bytes == 0 || threads == 0) {
+    return InvalidArgumentError("fresh memory limit: bytes and threads must be > 0");
+  }
+  const bool huge = pages == PageMode::kHuge;
+  BaselineResult r = Named("first-touch", "");
+  r.bytes = bytes;
+  PeakRssMeter rss;
+  const auto start = Clock::now();
+  FreshMapping m(bytes, pages);
+  if (m.data == nullptr) return ResourceExhaustedError(fmt::format("cannot map {} bytes", bytes));
+  Split(bytes, threads, [&](uint64_t begin, uint64_t end) {
+    for (uint64_t pos = begin & ~uint64_t{4095}; pos < end; pos += 4096) m.data[pos] = std::byte{1};
+    Escape(m.data + begin);
+  });
+  r.seconds = SecondsSince(start);
+  r.peak_rss_delta = rss.PeakDeltaBytes();
+  // The mapping is the process's only large one: its share of AnonHugePages is the share granted.
+  const int64_t huge_kb = AnonHugePagesKb();
+  std::string granted;
+  if (huge && huge_kb >= 0) {
+    granted = fmt::format(", {:.0f}% in huge pages",
+                          std::min(100.0, 100.0 * static_cast<double>(huge_kb) * 1024 / bytes));
+  }
+  r.detail = fmt::format("{} threads write 1 byte per 4 KiB page of a new mapping, {}{}", threads,
+                         huge ? "MADV_HUGEPAGE" : "4 KiB pages (no madvise)", granted);
   return r;
 }
 

@@ -11,6 +11,8 @@
 // - DirectReadLimit: the same measured by flashload itself (threads issuing O_DIRECT preads), for
 //   machines without fio.
 // - MemcpyLimit: multi-threaded memcpy between resident buffers: the hot page cache limit.
+// - FreshMemcpyLimit / FreshTouchLimit: memcpy into, or first touch of, new memory: what any loader
+//   pays to get memory for its tensors (the fresh-memory supply).
 //
 // Every function frees what it allocated before returning, and keeps the compiler from eliding the
 // copies. None of them evicts the page cache: the caller makes runs cold (io/page_cache.h) and
@@ -86,10 +88,26 @@ Result<double> ResidentFractionOf(std::span<const std::string> files);
 Result<BaselineResult> FreshMemcpyLimit(uint64_t bytes, uint32_t threads = 2,
                                         uint64_t max_buffer = 1ull << 30);
 
+// How fresh anonymous memory is asked for: plain 4 KiB pages, or transparent huge pages requested
+// with MADV_HUGEPAGE (as flashload's host arenas do; whether the kernel grants them depends on
+// /sys/kernel/mm/transparent_hugepage).
+enum class PageMode { kSmall, kHuge };
+
+// The fresh-memory supply limit: maps `bytes` of new anonymous memory (`pages`) and writes one byte
+// of every 4 KiB page with `threads` threads, which makes the kernel fault in and zero every page.
+// seconds covers mapping and touching (unmapping excluded), so the figure is the rate at which a
+// loader can get new memory to write tensors into, whatever the storage: on virtual machines whose
+// host reclaims idle guest memory, or with huge-page compaction, it can be below the disk's rate.
+// detail says how many threads and, for kHuge, how much of the mapping really was in huge pages.
+// Measure it in a fresh process with nothing touched before (see bench.cc), as a user's load runs.
+Result<BaselineResult> FreshTouchLimit(uint64_t bytes, uint32_t threads, PageMode pages);
+
 // Maps, touches (every 4 KiB, `threads` threads) and unmaps `bytes` of fresh memory; returns the
-// first-touch rate in GB/s. On virtual machines whose host reclaims idle guest memory (free page
-// reporting), memory first touched after a pause costs several times more than memory reused soon
-// after; touching it right before a timed run gives every method the same, warm, memory.
+// first-touch rate in GB/s. For benchmarking only (`bench --warm-memory`, `load
+// --warm-memory-mib`): on virtual machines whose host reclaims idle guest memory, memory first
+// touched after a pause costs several times more than memory reused soon after, so touching it
+// right before a timed run hides a cost that every user's fresh process pays. Figures measured
+// after it are "warmed" and never a headline.
 Result<double> WarmFreshMemory(uint64_t bytes, uint32_t threads = 2);
 
 // Peak RSS growth of this process from construction to PeakDeltaBytes(): resets the kernel's
