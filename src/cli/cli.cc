@@ -344,8 +344,8 @@ int LoadCommand(const LoadArgs& a) {
   std::signal(SIGINT, OnSigint);
   std::optional<PeakRssMeter> warm_meter;
   if (a.warm_memory_mib > 0) {
-    // Benchmarks: touch fresh memory right before the clock (see WarmFreshMemory), as `bench`
-    // does, so a virtual machine's first-touch cost does not land on the load.
+    // Benchmarking only (see WarmFreshMemory): touch fresh memory right before the clock, as
+    // `bench --warm-memory` does for its "warmed" variant; a user's load never gets this.
     (void)WarmFreshMemory(a.warm_memory_mib << 20);
     warm_meter.emplace();  // peak RSS from here on: the warming is not the load's
   }
@@ -491,8 +491,10 @@ int RunCli(int argc, char** argv) {
       "FUSE/NFS/CIFS/9p/Lustre), direct, buffered, mmap, network (many descriptors, "
       "16 MiB sequential ranges), mapped (zero-copy views of a file in the page cache)");
   load->add_option("--warm-memory-mib", la.warm_memory_mib,
-                   "benchmarks: touch this much fresh memory just before the load starts (virtual "
-                   "machines whose host reclaims idle memory make first touches slow)");
+                   "for benchmarking only, never for real loads: touch (and free) this much fresh "
+                   "memory just before the clock starts, hiding the first-touch cost that virtual "
+                   "machines whose host reclaims idle memory put on every fresh process; a figure "
+                   "measured with it is a 'warmed' one, not what a user's load gets");
   load->add_flag("--zero-copy", la.zero_copy,
                  "auto maps files that are entirely in the page cache instead of copying them "
                  "(tensors become copy-on-write views of the page cache, as safetensors returns)");
@@ -527,8 +529,11 @@ int RunCli(int argc, char** argv) {
   BenchArgs ba;
   CLI::App* bench = app.add_subcommand(
       "bench",
-      "Measure loading cold and hot beside the limit (fio, memcpy) and the usual ways of "
-      "reading (mmap + copy per tensor as safetensors does, one-thread read), interleaved.");
+      "Measure loading cold and hot, every run in its own fresh process with nothing warmed for "
+      "it, beside the limits (storage by fio; the fresh-memory supply, first touch of new memory "
+      "by one thread per core with 4 KiB and huge pages) and the usual ways of reading (mmap + "
+      "copy per tensor as safetensors does, one-thread read), interleaved. Cold is judged "
+      "against min(fio, fresh memory), hot against fresh memory.");
   AddBenchOptions(*bench, ba);
 
   GenArgs ga;
@@ -542,7 +547,8 @@ int RunCli(int argc, char** argv) {
   CLI::App* demo = app.add_subcommand(
       "demo",
       "Generate a realistic model (SD-1.5-like diffusers folder, ~2 GB) in a temporary "
-      "folder and benchmark loading it cold and hot against its limit and the baselines.");
+      "folder and benchmark it as `flashload bench` does: cold and hot, fresh processes, nothing "
+      "warmed, against fio, the fresh-memory supply and the baselines.");
   AddDemoOptions(*demo, da);
 
   try {
