@@ -12,8 +12,9 @@ A drop-in for the `safetensors` API:
 Contracts shared by the whole package:
 - ``load_file`` loads a file whole, once, by flashload's engine (GIL released; Ctrl-C cancels the
   load with KeyboardInterrupt). ``safe_open`` reads and validates only the header when it opens;
-  the first ``get_tensor``/``get_tensors`` loads the whole file once through the engine, and a
-  ``get_slice`` before that reads only the rows it needs. Engine options are keyword arguments
+  the first ``get_tensor``/``get_tensors`` — or ``get_slice(name)[...]`` of a whole tensor, as
+  transformers does from several threads — loads the whole file once through the engine, and a
+  partial ``get_slice`` before that reads only the rows it needs. Engine options are keyword arguments
   whose defaults need no tuning: ``strategy`` ("auto", "direct", "buffered", "mmap", "network",
   "mapped"), ``threads`` (0: automatic) and ``budget_mib`` (memory for reads in flight).
 - With ``strategy="auto"`` a file entirely in the page cache is mapped instead of copied, as
