@@ -36,6 +36,11 @@ the imports cold; they are outside the ready-to-serve clock but inside the proce
 is reported too. Hot: every weight file is read first and its residency checked the same way.
 Peak RSS: the child's high-water mark (ru_maxrss, imports included) and its growth during the load.
 
+Limits, measured in the same rounds (--no-limits to skip), as seconds for the model's bytes:
+storage, fio sequential O_DIRECT io_uring 1 MiB reads of every weight file (best of iodepth 8 and 32
+per file; cold phase), and fresh memory, the first touch of as many new bytes in a fresh process
+(torch.empty + fill_ on torch's threads): a loader that copies into new memory pays it.
+
 Breakdown (--breakdown-runs, default 1 per model, phase and variant, after the timed rounds, never
 mixed into them): the same child with timing hooks, which record the wall-clock intervals spent
 - in model construction: the top-level model classes' __init__ (UNet2DConditionModel,
@@ -479,8 +484,9 @@ def _touch(torch: Any, modules: Sequence[Any]) -> Tuple[int, int, int]:
     return checksum, tensors, nbytes
 
 
-def _install_coverage(served: List[str]) -> Optional[str]:
-    """Counts the files flashload's engine opens; returns how, or None when it cannot."""
+def _install_coverage(served: List[str]) -> bool:
+    """Counts the files flashload's engine opens (a cross-check of patch_report(), and the count
+    where flashload has none); False when flashload's internals have changed so it cannot."""
     import functools
     import importlib
     hooked = False
@@ -499,7 +505,7 @@ def _install_coverage(served: List[str]) -> Optional[str]:
             return _original(filename, *args, **kwargs)
         module._open_file = counted
         hooked = True
-    return "own count (a wrapper on flashload._open_file)" if hooked else None
+    return hooked
 
 
 def child_main(spec: Dict[str, Any]) -> None:
@@ -526,12 +532,7 @@ def child_main(spec: Dict[str, Any]) -> None:
     elif preloaded:
         flashload = sys.modules["flashload"]
     served: List[str] = []
-    coverage_how = None
-    if flashload is not None:
-        if hasattr(flashload, "patch_report"):
-            coverage_how = "flashload.patch_report()"
-        else:
-            coverage_how = _install_coverage(served)  # before patch(): it binds the functions
+    own_count = _install_coverage(served) if flashload is not None else None
     if spec["variant"] == "patched":
         start = time.perf_counter()
         flashload.patch()
@@ -581,11 +582,13 @@ def child_main(spec: Dict[str, Any]) -> None:
         result["load_peak_rss_growth"] = max(0, _status_kb("VmHWM") * 1024 - rss_before)
     if breakdown is not None:
         result["breakdown"] = breakdown.report(t0, t_loaded, t_ready)
-    if coverage_how == "flashload.patch_report()":
-        report = flashload.patch_report()
-        result["coverage"] = {"how": coverage_how, "report": _jsonable(report)}
-    elif coverage_how is not None:
-        result["coverage"] = {"how": coverage_how, "served": sorted(set(served))}
+    if flashload is not None:
+        coverage: Dict[str, Any] = {}
+        if hasattr(flashload, "patch_report"):
+            coverage["report"] = _jsonable(flashload.patch_report())
+        if own_count is not None:
+            coverage["own_count"] = sorted(set(served))
+        result["coverage"] = coverage
     print(json.dumps(result))
 
 
@@ -701,6 +704,50 @@ def run_child(model: str, model_dir: Path, variant: str, breakdown: bool,
     return result
 
 
+FIO_DEPTHS = (8, 32)
+FRESH_MEMORY = r"""
+import sys, time, torch
+n = int(sys.argv[1])
+start = time.perf_counter()
+x = torch.empty(n, dtype=torch.uint8)
+x.fill_(1)  # first touch of fresh memory, on torch's intra-op threads
+print(time.perf_counter() - start)
+"""
+
+
+def fio_seconds(files: Sequence[str]) -> Optional[float]:
+    """Storage limit: seconds for fio (sequential O_DIRECT io_uring 1 MiB reads, best of
+    FIO_DEPTHS per file) to read every weight file, one after another; None without fio."""
+    if not shutil.which("fio"):
+        return None
+    total = 0.0
+    for path in files:
+        best = 0.0
+        for depth in FIO_DEPTHS:
+            out = subprocess.run(
+                ["fio", "--name=limit", "--readonly", "--rw=read", "--direct=1",
+                 "--ioengine=io_uring", "--bs=1M", f"--iodepth={depth}", "--invalidate=0",
+                 "--filename=" + path.replace(":", "\\:"), "--output-format=json"],
+                capture_output=True, text=True)
+            if out.returncode != 0:
+                return None
+            text = out.stdout
+            best = max(best, float(json.loads(text[text.index("{"):])["jobs"][0]["read"]
+                                   ["bw_bytes"]))
+        if best <= 0:
+            return None
+        total += os.path.getsize(path) / best
+    return total
+
+
+def fresh_memory_seconds(nbytes: int) -> Optional[float]:
+    """Memory limit: seconds for a fresh process to first-touch nbytes of new memory (every
+    loader writes its tensors into new memory; on this VM that can be slower than the disk)."""
+    out = subprocess.run([sys.executable, "-c", FRESH_MEMORY, str(nbytes)], capture_output=True,
+                         text=True, env=child_env("unpatched"))
+    return float(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def summary(values: List[float]) -> Dict[str, Any]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
             "runs": values}
@@ -722,6 +769,7 @@ def measure_model(model: str, model_dir: Path, args: argparse.Namespace,
     for phase in args.phases.split(","):
         prepare = make_cold if phase == "cold" else make_hot
         samples: Dict[str, List[Dict[str, Any]]] = {v: [] for v in variants}
+        limits: Dict[str, List[float]] = {}
         for r in range(args.runs):
             for k in range(len(variants)):
                 v = variants[(k + r) % len(variants)]
@@ -735,6 +783,18 @@ def measure_model(model: str, model_dir: Path, args: argparse.Namespace,
                       f"({100 * fraction:.0f}% resident before)", file=sys.stderr, flush=True)
                 if "error" in result:
                     print(result["error"], file=sys.stderr)
+            if args.limits:
+                if phase == "cold":
+                    make_cold(files)
+                    fio = fio_seconds(files)
+                    if fio is not None:
+                        limits.setdefault("storage_fio_s", []).append(fio)
+                memory = fresh_memory_seconds(total)
+                if memory is not None:
+                    limits.setdefault("fresh_memory_s", []).append(memory)
+                print(f"  {model} {phase} round {r + 1}/{args.runs}: limits "
+                      + ", ".join(f"{k} {v[-1]:.2f}" for k, v in limits.items()),
+                      file=sys.stderr, flush=True)
         breakdowns: Dict[str, List[Dict[str, Any]]] = {v: [] for v in variants if v != "env"}
         for _ in range(args.breakdown_runs):
             for v in breakdowns:
@@ -759,7 +819,8 @@ def measure_model(model: str, model_dir: Path, args: argparse.Namespace,
                 entry["imports"] = {k: statistics.median([s["imports"].get(k, 0.0) for s in ok])
                                     for k in ok[0]["imports"]}
             table[v] = entry
-        out["phases"][phase] = {"variants": table, "breakdown": breakdowns}
+        out["phases"][phase] = {"variants": table, "breakdown": breakdowns,
+                                "limits": {k: summary(v) for k, v in limits.items()}}
     return out
 
 
@@ -810,6 +871,16 @@ def print_report(results: Dict[str, Any], args: argparse.Namespace, variants: Se
                   f"{100 * resident:7.1f} %{flag}  {rss:>9} GiB  {verdict}"
                   + (f"  ({failed} runs FAILED)" if failed else ""))
 
+    print("\nLIMITS  seconds for the model's bytes, median (min–max), same rounds: storage = fio "
+          "O_DIRECT io_uring 1 MiB, best of iodepth 8/32 per file (cold only); fresh memory = "
+          "first touch of as many new bytes in a fresh process (torch.empty + fill_)")
+    for model, m in results["models"].items():
+        for phase, p in m["phases"].items():
+            lim = p.get("limits", {})
+            if lim:
+                print(f"  {model:<6} {phase:<5} storage {fmt(lim.get('storage_fio_s')):>20}  "
+                      f"fresh memory {fmt(lim.get('fresh_memory_s')):>20}")
+
     print("\nIMPORTS and the whole process  seconds, median: torch / framework / flashload + "
           "patch(); process wall = spawn to exit (imports, load, touch, exit)")
     for model, m in results["models"].items():
@@ -857,20 +928,32 @@ def print_report(results: Dict[str, Any], args: argparse.Namespace, variants: Se
                 if not runs:
                     continue
                 c = runs[-1]["coverage"]
-                if "served" in c:
-                    served = {os.path.relpath(f, m["dir"]) for f in c["served"]}
-                    fallback = sorted(names - served)
-                    print(f"  {model:<6} {phase:<5} {v:<9} {len(names & served)}/{len(names)} "
-                          f"files through flashload, {len(fallback)} fallbacks to safetensors "
-                          f"[{c['how']}]" + (f": {', '.join(fallback)}" if fallback else ""))
+                parts = []
+                if "report" in c:
+                    r = c["report"]
+                    served = {_rel(f, m["dir"]) for f in r.get("files", {})}
+                    fell = {_rel(f, m["dir"]) for f in r.get("fallback_files", {})}
+                    parts.append(f"patch_report(): {len(names & served)}/{len(names)} weight "
+                                 f"files served by flashload, {len(names & fell)} fell back to "
+                                 f"safetensors" + (f" ({', '.join(sorted(names & fell))}; "
+                                                   f"reasons: {json.dumps(r.get('fallbacks'))})"
+                                                   if names & fell else ""))
                 else:
-                    print(f"  {model:<6} {phase:<5} {v:<9} [{c['how']}] "
-                          f"{json.dumps(c['report'])[:600]}")
+                    parts.append("no flashload.patch_report() in this version")
+                if "own_count" in c:
+                    opened = {_rel(f, m["dir"]) for f in c["own_count"]}
+                    parts.append(f"own count (files flashload's engine opened): "
+                                 f"{len(names & opened)}/{len(names)}")
+                print(f"  {model:<6} {phase:<5} {v:<9} " + "; ".join(parts))
 
     print("\nGOALS (patched against unpatched, medians, same run)")
     for model, phase, ratio, goal in goal_lines:
         what = {"cold": f"cold ≥ {goal:g}×", "hot": "hot not slower (≥ 1.00×)"}[phase]
         print(f"  {model:<6} {what:<28} {ratio:6.2f}×  {goal_verdict(ratio, goal)}")
+
+
+def _rel(path: str, folder: str) -> str:
+    return os.path.relpath(os.path.realpath(path), os.path.realpath(folder))
 
 
 def machine_description() -> str:
@@ -903,6 +986,8 @@ def main() -> None:
                         help="instrumented runs per model, phase and variant (0: none)")
     parser.add_argument("--no-device-map", dest="device_map", action="store_false",
                         help="transformers without device_map='cpu'")
+    parser.add_argument("--no-limits", dest="limits", action="store_false",
+                        help="skip the storage (fio) and fresh-memory limits")
     parser.add_argument("--json", help="write every sample and summary to this file")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
