@@ -32,7 +32,17 @@ def _llama(folder: Path, dtype: Any, **kwargs: Any) -> Any:
 def _single_file(file: Path, config: Path) -> Any:
     from diffusers import UNet2DConditionModel
     return UNet2DConditionModel.from_single_file(str(file), config=str(config), subfolder="unet",
-                                                 torch_dtype=torch.float32)
+                                                 torch_dtype=torch.float32, device_map="cpu")
+
+
+def _accelerate(folder: Path) -> Any:
+    """accelerate's own loader: an empty model, then its shards dispatched onto the CPU."""
+    from accelerate import init_empty_weights, load_checkpoint_and_dispatch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(folder)))
+    return load_checkpoint_and_dispatch(model, str(folder), device_map={"": "cpu"},
+                                        dtype=torch.float32)
 
 
 # name -> (load(paths), the weight files it must read: a key of `paths` naming a folder or file)
@@ -45,11 +55,12 @@ LOADS: Dict[str, Callable[[Dict[str, Path]], Any]] = {
     "sharded llama to bfloat16": lambda p: _llama(p["llama"], torch.bfloat16, device_map="cpu"),
     "sharded llama, no device_map": lambda p: _llama(p["llama"], torch.float32),
     "unet from_single_file": lambda p: _single_file(p["single_file"], p["sd"]),
+    "sharded llama through accelerate": lambda p: _accelerate(p["llama"]),
 }
 READS = {"stable diffusion": "sd", "stable diffusion to bfloat16": "sd",
          "stable diffusion fp16 variant": "sd_fp16", "sharded llama": "llama",
          "sharded llama to bfloat16": "llama", "sharded llama, no device_map": "llama",
-         "unet from_single_file": "single_file"}
+         "unet from_single_file": "single_file", "sharded llama through accelerate": "llama"}
 
 
 def weight_files(path: Path) -> List[str]:
