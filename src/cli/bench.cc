@@ -189,8 +189,8 @@ double Median(const PhaseResult& p, BenchMethodKind kind) {
 
 BenchLimit PhaseLimit(const PhaseResult& p) {
   BenchLimitInputs in;
-  in.storage = std::max(Median(p, BenchMethodKind::kFioLimit),
-                        Median(p, BenchMethodKind::kDirectReadLimit));
+  in.storage =
+      std::max(Median(p, BenchMethodKind::kFioLimit), Median(p, BenchMethodKind::kDirectReadLimit));
   in.fresh_small = Median(p, BenchMethodKind::kFreshTouchSmall);
   in.fresh_huge = Median(p, BenchMethodKind::kFreshTouchHuge);
   in.device = Median(p, BenchMethodKind::kPinnedH2D);
@@ -248,9 +248,9 @@ void PrintPhase(const PhaseResult& p, uint64_t model_bytes, uint64_t budget) {
     if (p.gpu) {
       fmt::print("  limit: {} {:.3f} GB/s\n", lim.name, lim.gbps);
     } else if (p.cold) {
-      fmt::print("  limit: min(storage {:.3f}, fresh memory {:.3f} ({})) = {:.3f} GB/s, set by {}\n",
-                 lim.storage_gbps, lim.fresh_memory_gbps, lim.fresh_memory_pages, lim.gbps,
-                 lim.name);
+      fmt::print(
+          "  limit: min(storage {:.3f}, fresh memory {:.3f} ({})) = {:.3f} GB/s, set by {}\n",
+          lim.storage_gbps, lim.fresh_memory_gbps, lim.fresh_memory_pages, lim.gbps, lim.name);
     } else {
       fmt::print("  limit: fresh memory {:.3f} GB/s ({}): a loader writes into new memory\n",
                  lim.fresh_memory_gbps, lim.fresh_memory_pages);
@@ -322,7 +322,8 @@ std::string PhaseJson(const PhaseResult& p) {
   const double f = fl ? GbpsStat(fl->samples).median : 0;
   auto fraction = [&](double whole) { return whole > 0 ? f / whole : 0.0; };
   return fmt::format(
-      "{{\"phase\":{},\"cold\":{},\"limit\":{{\"gbps\":{:.4f},\"set_by\":{},\"storage_gbps\":{:.4f},"
+      "{{\"phase\":{},\"cold\":{},\"limit\":{{\"gbps\":{:.4f},\"set_by\":{},\"storage_gbps\":{:.4f}"
+      ","
       "\"fresh_memory_gbps\":{:.4f},\"fresh_memory_pages\":{}}},\"flashload_of_limit\":{:.4f},"
       "\"flashload_of_storage\":{:.4f},\"flashload_of_fresh_memory\":{:.4f},\"methods\":[{}]}}",
       JsonString(p.name), p.cold ? "true" : "false", lim.gbps, JsonString(lim.name),
@@ -349,8 +350,8 @@ std::vector<BenchMethodPlan> PlanBenchPhase(const BenchArgs& a, const BenchPhase
   };
   if (setup.cold) {
     if (setup.fio) {
-      ms.push_back({K::kFioLimit, "limit: fio O_DIRECT io_uring 1 MiB (best QD)", "limit",
-                    "storage"});
+      ms.push_back(
+          {K::kFioLimit, "limit: fio O_DIRECT io_uring 1 MiB (best QD)", "limit", "storage"});
     } else {
       ms.push_back({K::kDirectReadLimit, "limit: O_DIRECT raw read (no fio)", "limit", "storage"});
     }
@@ -372,8 +373,8 @@ std::vector<BenchMethodPlan> PlanBenchPhase(const BenchArgs& a, const BenchPhase
   }
   ms.push_back({K::kFlashload, "flashload", "flashload", ""});
   if (a.warm_memory) {
-    ms.push_back({K::kFlashloadWarmed, "flashload, warmed (memory touched first)", "warmed", "",
-                  true});
+    ms.push_back(
+        {K::kFlashloadWarmed, "flashload, warmed (memory touched first)", "warmed", "", true});
   }
   if (a.baselines) {
     ms.push_back({K::kMmapCopy, "mmap + copy per tensor (safetensors way)", "baseline", ""});
@@ -630,8 +631,7 @@ int RunBench(const BenchArgs& a) {
   };
 
   if (a.cold) {
-    const bool fio =
-        FioLimit(files, std::span<const uint32_t>(kFioDepths).first(1)).ok();
+    const bool fio = FioLimit(files, std::span<const uint32_t>(kFioDepths).first(1)).ok();
     run_phase("COLD (page cache dropped before each run)", true,
               methods_of({.cold = true, .fio = fio, .gpu = gpu, .threads = threads}));
   }

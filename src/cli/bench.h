@@ -52,31 +52,31 @@ struct DemoArgs {
 // What one phase of `bench` measures, decided before anything runs. Every method runs once per
 // round in a fresh child process, in rotating order.
 enum class BenchMethodKind {
-  kFioLimit,          // storage limit: fio O_DIRECT io_uring
-  kDirectReadLimit,   // storage limit without fio: O_DIRECT preads
-  kFreshTouchSmall,   // fresh-memory supply: first touch, 4 KiB pages
-  kFreshTouchHuge,    // fresh-memory supply: first touch, MADV_HUGEPAGE
-  kPinnedH2D,         // GPU: pinned cudaMemcpyAsync host to device
-  kFreshMemcpy,       // memcpy from a resident buffer into new memory
-  kResidentMemcpy,    // memcpy between resident buffers
-  kFlashload,         // the headline
-  kFlashloadWarmed,   // flashload after WarmFreshMemory in its process (--warm-memory only)
-  kMmapCopy,          // baseline: the safetensors way
-  kBufferedRead,      // baseline: one-thread read()
+  kFioLimit,         // storage limit: fio O_DIRECT io_uring
+  kDirectReadLimit,  // storage limit without fio: O_DIRECT preads
+  kFreshTouchSmall,  // fresh-memory supply: first touch, 4 KiB pages
+  kFreshTouchHuge,   // fresh-memory supply: first touch, MADV_HUGEPAGE
+  kPinnedH2D,        // GPU: pinned cudaMemcpyAsync host to device
+  kFreshMemcpy,      // memcpy from a resident buffer into new memory
+  kResidentMemcpy,   // memcpy between resident buffers
+  kFlashload,        // the headline
+  kFlashloadWarmed,  // flashload after WarmFreshMemory in its process (--warm-memory only)
+  kMmapCopy,         // baseline: the safetensors way
+  kBufferedRead,     // baseline: one-thread read()
 };
 
 struct BenchMethodPlan {
   BenchMethodKind kind;
-  std::string name;   // the table's label
-  std::string role;   // "limit", "reference", "flashload", "warmed" or "baseline"
-  std::string limit;  // for limits and references: "storage", "fresh-memory", "device" or ""
+  std::string name;     // the table's label
+  std::string role;     // "limit", "reference", "flashload", "warmed" or "baseline"
+  std::string limit;    // for limits and references: "storage", "fresh-memory", "device" or ""
   bool warmed = false;  // fresh memory is touched in the run's process before its clock
 };
 
 struct BenchPhaseSetup {
   bool cold = true;
-  bool fio = true;   // fio runs here (else flashload's own O_DIRECT read is the storage limit)
-  bool gpu = false;  // --device cuda
+  bool fio = true;       // fio runs here (else flashload's own O_DIRECT read is the storage limit)
+  bool gpu = false;      // --device cuda
   uint32_t threads = 2;  // threads of the memory limits: as many as cores
 };
 

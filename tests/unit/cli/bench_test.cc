@@ -79,9 +79,9 @@ TEST(BenchPlanTest, WarmedVariantIsLabelledAndNeverTheHeadline) {
   EXPECT_EQ(warmed->role, "warmed");
   EXPECT_THAT(warmed->name, HasSubstr("warmed"));
   EXPECT_EQ(std::count_if(plan.begin(), plan.end(), [](const auto& m) { return m.warmed; }), 1);
-  EXPECT_EQ(std::count_if(plan.begin(), plan.end(),
-                          [](const auto& m) { return m.role == "flashload"; }),
-            1);
+  EXPECT_EQ(
+      std::count_if(plan.begin(), plan.end(), [](const auto& m) { return m.role == "flashload"; }),
+      1);
   EXPECT_FALSE(Find(plan, K::kFlashload)->warmed);
 }
 
@@ -123,7 +123,8 @@ TEST(BenchPlanTest, GpuLoadsKeepFreshMemoryAsAReference) {
 }
 
 TEST(HeadlineLimitTest, ColdIsTheLowerOfStorageAndTheBetterPageSize) {
-  BenchLimit l = HeadlineLimit(true, false, {.storage = 2.0, .fresh_small = 0.8, .fresh_huge = 1.2});
+  BenchLimit l =
+      HeadlineLimit(true, false, {.storage = 2.0, .fresh_small = 0.8, .fresh_huge = 1.2});
   EXPECT_DOUBLE_EQ(l.gbps, 1.2);
   EXPECT_EQ(l.name, "fresh memory");
   EXPECT_EQ(l.fresh_memory_pages, "MADV_HUGEPAGE");
