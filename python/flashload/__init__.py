@@ -36,10 +36,9 @@ import operator
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from flashload import _core
+from flashload import _core, _prefetch
 from flashload._core import File as _File
 from flashload._core import load_model as _load_model
-from flashload._core import release_cached_memory
 
 __all__ = ["SafetensorError", "safe_open", "load_model_dir", "release_cached_memory", "patch",
            "unpatch", "is_patched", "patch_report", "PatchReport", "PatchFallbackError",
@@ -173,6 +172,16 @@ def _open_file(filename: Union[str, "os.PathLike[str]"], strategy: str = "auto",
     local = not _is_uri(path)
     if local and os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a safetensors file", path)
+    default = (strategy == "auto" and int(threads) == 0 and int(budget_mib) == 256
+               and device == "cpu" and dtype is None)
+    if local and default:
+        # A file the read-ahead of a framework load (patch()) has loaded, or is loading: handed
+        # over, never read twice.
+        ahead = _prefetch.claim(path)
+        if ahead is not None:
+            if not lazy:
+                ahead.load_all()
+            return ahead
     try:
         return _File.open(path, **_engine_options(strategy, threads, budget_mib), lazy=lazy,
                           device=device, dtype=_dtype_spec(dtype))
@@ -181,6 +190,15 @@ def _open_file(filename: Union[str, "os.PathLike[str]"], strategy: str = "auto",
             raise
         # The reference's message, word for word (code may match on it).
         raise FileNotFoundError(f"No such file or directory: {path}") from None
+
+
+def release_cached_memory() -> int:
+    """Frees the memory flashload keeps for later loads of the process: files read ahead for a
+    framework load and never opened by it, host memory freed by earlier loads (kept populated),
+    and pinned staging. Returns the bytes of kept memory freed (read-ahead files are freed when
+    their last tensor goes)."""
+    _prefetch.release()
+    return _core.release_cached_memory()
 
 
 def _is_uri(path: str) -> bool:

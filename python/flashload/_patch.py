@@ -121,6 +121,24 @@ def _served(entry: str, filename: Any = None) -> None:
             _count(_files, _file_key(filename))
 
 
+def _open_lazily(path: str) -> Any:
+    from flashload import _File
+    return _File.open(path, strategy="auto", threads=0, budget_mib=256, lazy=True, device="cpu",
+                      dtype="")
+
+
+def _read_ahead(filename: Any) -> None:
+    """A framework opens a weight file: read the files its model loads next ahead
+    (flashload._prefetch)."""
+    from flashload import _prefetch
+    try:
+        path = os.fspath(filename)
+    except TypeError:
+        return
+    if isinstance(path, str) and "://" not in path:
+        _prefetch.note_open(path, _open_lazily)
+
+
 def _fall_back(reason: str, filename: Any, original: Callable[..., Any], args: Tuple[Any, ...],
                kwargs: Dict[str, Any]) -> Any:
     """Counts the call, warns once per reason (or raises when strict), then calls `original`."""
@@ -173,6 +191,7 @@ def _safe_open_replacement(entry: str, original: Callable[..., Any]) -> Callable
             return _fall_back(f"{entry}(framework={framework!r}) went to safetensors: flashload "
                               "serves the numpy and torch frameworks only", filename, original,
                               args, kwargs)
+        _read_ahead(filename)
         handle = safe_open(**arguments)
         _served(entry, filename)
         return handle
@@ -192,6 +211,7 @@ def _load_file_replacement(entry: str, original: Callable[..., Any], ours: Calla
         if arguments is None:
             return _fall_back(f"{entry}() went to safetensors: flashload does not take these "
                               f"arguments ({why})", filename, original, args, kwargs)
+        _read_ahead(filename)
         tensors = ours(**arguments)
         _served(entry, filename)
         return tensors

@@ -115,3 +115,27 @@ def test_flashload_patch_environment_switch_in_a_fresh_interpreter(models):
     every_file = sorted(set().union(*(weight_files(p) for p in paths.values())))
     assert sorted(out["report"]["files"]) == every_file
     assert out["loads"] == want
+
+
+@pytest.mark.parametrize("load", ["stable diffusion", "sharded llama"])
+def test_later_weight_files_are_read_ahead_and_handed_over(models, load):
+    """While the framework builds one component (or materializes one shard), the next weight files
+    are loaded in the background (flashload._prefetch) and handed over to its calls: nothing read
+    twice, nothing read ahead left unclaimed, the same parameters."""
+    from flashload import _prefetch
+    paths = paths_of(models)
+    want = modules(LOADS[load](paths))
+    _prefetch.release()
+    before = _prefetch.stats()
+    flashload.patch(strict=True)
+    got = modules(LOADS[load](paths))
+    flashload.unpatch()
+    after = _prefetch.stats()
+    served = after["served"] - before["served"]
+    loaded = after["loaded"] - before["loaded"]
+    files = len(weight_files(paths[READS[load]]))
+    assert 1 <= served <= files - 1, after
+    assert loaded == served, f"read ahead but never used: {after}"
+    assert after["held"] == 0 and after["queued"] == 0
+    for name in want:
+        assert_bit_identical(got[name], want[name], f"{load}/{name}")
