@@ -177,7 +177,7 @@ def _open_file(filename: Union[str, "os.PathLike[str]"], strategy: str = "auto",
     if local and default:
         # A file the read-ahead of a framework load (patch()) has loaded, or is loading: handed
         # over, never read twice.
-        ahead = _prefetch.claim(path)
+        ahead = _prefetch.claim(path, lazy)
         if ahead is not None:
             if not lazy:
                 ahead.load_all()
@@ -233,6 +233,7 @@ class _Framework:
         self.device = device
 
     def convert(self, file: _File, name: str) -> Any:
+        _prefetch.note_use(file.name)  # a whole file in use: read the model's next files ahead
         return self._module._from_file(file, name, self.device)
 
     def convert_rows(self, file: _File, name: str, dtype: str, start: int, stop: int) -> Any:
@@ -280,6 +281,7 @@ class safe_open:  # noqa: N801 (the reference's name)
                                                  lazy=True,
                                                  device=self._framework.native_device,
                                                  dtype=dtype)
+        _prefetch.note_lazy_open(self._file.name, self._file)
 
     def __enter__(self) -> "safe_open":
         return self
@@ -314,6 +316,7 @@ class safe_open:  # noqa: N801 (the reference's name)
     def get_tensors(self) -> Dict[str, Any]:
         """Every tensor, keyed by name, in file order (one engine load of the whole file)."""
         file = self._opened()
+        _prefetch.note_use(file.name)
         file.load_all()
         return {name: self._framework.convert(file, name) for name in file.offset_keys()}
 

@@ -121,22 +121,16 @@ def _served(entry: str, filename: Any = None) -> None:
             _count(_files, _file_key(filename))
 
 
-def _open_lazily(path: str) -> Any:
-    from flashload import _File
-    return _File.open(path, strategy="auto", threads=0, budget_mib=256, lazy=True, device="cpu",
-                      dtype="")
-
-
 def _read_ahead(filename: Any) -> None:
-    """A framework opens a weight file: read the files its model loads next ahead
+    """A framework loads a weight file whole: read the files its model loads next ahead
     (flashload._prefetch)."""
     from flashload import _prefetch
     try:
         path = os.fspath(filename)
     except TypeError:
         return
-    if isinstance(path, str) and "://" not in path:
-        _prefetch.note_open(path, _open_lazily)
+    if isinstance(path, str):
+        _prefetch.note_use(path)
 
 
 def _fall_back(reason: str, filename: Any, original: Callable[..., Any], args: Tuple[Any, ...],
@@ -191,7 +185,6 @@ def _safe_open_replacement(entry: str, original: Callable[..., Any]) -> Callable
             return _fall_back(f"{entry}(framework={framework!r}) went to safetensors: flashload "
                               "serves the numpy and torch frameworks only", filename, original,
                               args, kwargs)
-        _read_ahead(filename)
         handle = safe_open(**arguments)
         _served(entry, filename)
         return handle
@@ -287,6 +280,8 @@ def patch(strict: bool = False) -> None:
             warning and passing it to safetensors. Calling patch() again changes only this.
     """
     global _strict
+    from flashload import _prefetch
+    _prefetch.activate(True)
     with _lock:
         _strict = bool(strict)
         if _replaced:
@@ -318,6 +313,8 @@ def patch(strict: bool = False) -> None:
 def unpatch() -> None:
     """Restores every name patch() replaced."""
     global _strict
+    from flashload import _prefetch
+    _prefetch.activate(False)
     with _lock:
         _strict = False
         while _replaced:

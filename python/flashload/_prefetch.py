@@ -1,13 +1,16 @@
 """Whole-model read-ahead for framework loads under patch().
 
 A framework loads a model folder one weight file at a time, and builds each component (a diffusers
-pipeline's text encoder, UNet, VAE; a sharded checkpoint's shards) between the reads. When a patched
-call opens a local weight file that belongs to a larger model — a shard listed in a
-``*.safetensors.index.json`` beside it, or a component of a diffusers folder (``model_index.json``
-one level up) — the files the framework will open next are loaded in the background, one at a
-time, in the order it opens them, while it builds what it already has:
+pipeline's text encoder, UNet, VAE; a sharded checkpoint's shards) between the reads. While
+patch() is in force, when a call loads a local weight file whole (``load_file``, or the first
+``get_tensor`` / whole-tensor ``get_slice`` of a ``safe_open`` handle) and the file belongs to a
+larger model — a shard listed in a ``*.safetensors.index.json`` beside it, or a component of a
+diffusers folder (``model_index.json`` one level up) — the files the framework loads next are
+loaded in the background, one at a time, in the order it loads them, while it builds what it
+already has. A file the framework has already opened lazily (transformers opens every shard with
+``safe_open`` before reading any) is loaded into that very handle:
 
-- **Within a budget**: bytes loaded ahead and not yet claimed stay under ``FLASHLOAD_PREFETCH_MIB``
+- **Within a budget**: bytes loaded ahead and not yet used by the framework stay under ``FLASHLOAD_PREFETCH_MIB``
   (default: the smaller of 4 GiB and half the memory available when the read-ahead starts); the
   next file waits until the framework has claimed enough.
 - **Nothing read twice**: a file being read ahead is handed to the framework's call as it is (the
@@ -24,13 +27,14 @@ Thread-safety: every function may be called from any thread.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["note_open", "claim", "release", "stats"]
+__all__ = ["activate", "note_lazy_open", "note_use", "claim", "release", "stats"]
 
 _WEIGHT_SUFFIX = ".safetensors"
 
@@ -153,64 +157,90 @@ class _Entry:
         self.size = size
         self.file: Any = None
         self.error: Optional[BaseException] = None
+        self.opened = threading.Event()
         self.done = threading.Event()
-        self.finished_at = 0.0
 
 
 class _ReadAhead:
+    """See the module docstring. Files move: queued -> loading (an _Entry; the caller's own lazy
+    handle when it has one, else a File opened here) -> claimed by a caller or dropped. Bytes
+    loaded ahead count against the budget until the caller uses the file (note_use)."""
+
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._queue: List[str] = []
-        self._entries: Dict[str, _Entry] = {}  # loaded or loading, not yet claimed
-        self._seen: set = set()  # opened by the framework, or queued once: never read again
+        self._entries: Dict[str, _Entry] = {}  # loaded ahead without a caller's handle
+        self._handles: Dict[str, Any] = {}  # callers' lazy handles of model files, not loaded
+        self._ahead: Dict[str, int] = {}  # loaded ahead, not yet used: path -> bytes
+        self._done: set = set()  # used by the caller, queued or loaded once: never queued again
+        self._used: set = set()  # used by the caller
         self._thread: Optional[threading.Thread] = None
         self._opener: Optional[Callable[[str], Any]] = None
         self._budget = 0
-        self._last_claim = time.monotonic()
+        self._last_use = time.monotonic()
+        self.active = False
         self.served = 0
         self.dropped = 0
         self.loaded = 0
 
-    def note_open(self, path: str, opener: Callable[[str], Any]) -> None:
-        if not _enabled() or "://" in path:
+    def note_lazy_open(self, path: str, file: Any) -> None:
+        if not self.active or not _enabled() or "://" in path:
             return
         path = os.path.abspath(path)
+        with self._cond:
+            if path in self._queue or path not in self._done:
+                self._handles[path] = file  # a read-ahead of this file loads this very handle
+                self._last_use = time.monotonic()
+
+    def note_use(self, path: str, opener: Callable[[str], Any]) -> None:  # noqa: C901
+        if not self.active or not _enabled() or "://" in path:
+            return
+        path = os.path.abspath(path)
+        with self._cond:
+            if time.monotonic() - self._last_use > _idle_seconds() and not self._queue:
+                self._used.clear()  # a new load (the same model may be loaded again)
+                self._done.clear()
+            self._last_use = time.monotonic()
+            if path in self._used:
+                return  # every later call on the same file: nothing to do
+            self._used.add(path)
         files = model_files(path)
         with self._cond:
-            self._seen.add(path)
-            self._last_claim = time.monotonic()
-            if not files:
-                return
-            if self._thread is None or not self._thread.is_alive():
-                self._budget = _budget_bytes()
-            after = files[files.index(path) + 1:]
-            for f in after:
-                if f not in self._seen:
-                    self._seen.add(f)
-                    self._queue.append(f)
-            self._opener = opener
-            if self._queue and (self._thread is None or not self._thread.is_alive()):
-                self._thread = threading.Thread(target=self._run, name="flashload-read-ahead",
-                                                daemon=True)
-                self._thread.start()
+            self._done.add(path)
+            self._ahead.pop(path, None)
+            self._handles.pop(path, None)
+            if path in self._queue:
+                self._queue.remove(path)  # the caller reads it now: never read twice
+            self._last_use = time.monotonic()
+            if files:
+                if self._thread is None or not self._thread.is_alive():
+                    self._budget = _budget_bytes()
+                for f in files[files.index(path) + 1:]:
+                    if f not in self._done:
+                        self._done.add(f)
+                        self._queue.append(f)
+                self._opener = opener
+                if self._queue and (self._thread is None or not self._thread.is_alive()):
+                    self._thread = threading.Thread(target=self._run, daemon=True,
+                                                    name="flashload-read-ahead")
+                    self._thread.start()
             self._cond.notify_all()
 
-    def claim(self, path: str) -> Any:
+    def claim(self, path: str, lazy: bool) -> Any:
         """The file read ahead for ``path`` (loaded, or still loading: its load_all() waits), or
-        None."""
+        None. A lazy open of a file still queued gets None and keeps it queued (its handle is
+        then loaded ahead, note_lazy_open); any other open takes it off the queue."""
         if "://" in path:
             return None
         path = os.path.abspath(path)
         with self._cond:
             entry = self._entries.pop(path, None)
-            self._seen.add(path)
-            self._last_claim = time.monotonic()
-            if path in self._queue:  # not started yet: the caller reads it itself
-                self._queue.remove(path)
+            if entry is None and not lazy and path in self._queue:
+                self._queue.remove(path)  # not started: the caller reads it now
             self._cond.notify_all()
         if entry is None:
             return None
-        entry.done.wait()
+        (entry.opened if lazy else entry.done).wait()
         if entry.error is not None or entry.file is None:
             return None  # the caller opens it again and gets the error itself
         with self._cond:
@@ -222,21 +252,25 @@ class _ReadAhead:
             dropped = len(self._entries) + len(self._queue)
             self._queue.clear()
             self._entries.clear()
+            self._handles.clear()
+            self._ahead.clear()
+            self._used.clear()
+            self._done.clear()
             self.dropped += dropped
             self._cond.notify_all()
             return dropped
 
     def _held_bytes(self) -> int:
-        return sum(e.size for e in self._entries.values())
+        return sum(self._ahead.values())
 
     def _drop_idle(self) -> None:
-        idle = _idle_seconds()
-        now = time.monotonic()
-        if now - self._last_claim < idle:
+        if time.monotonic() - self._last_use < _idle_seconds():
             return
         for path in [p for p, e in self._entries.items() if e.done.is_set()]:
             del self._entries[path]
+            self._ahead.pop(path, None)
             self.dropped += 1
+        self._handles.clear()
 
     def _run(self) -> None:
         while True:
@@ -250,46 +284,91 @@ class _ReadAhead:
                         except OSError:
                             self._queue.pop(0)
                             continue
-                        if not self._entries or self._held_bytes() + size <= self._budget:
+                        if path in self._used:
+                            self._queue.pop(0)  # the caller is reading it
+                            continue
+                        if not self._ahead or self._held_bytes() + size <= self._budget:
                             self._queue.pop(0)
                             entry = _Entry(path, size)
-                            self._entries[path] = entry
+                            handle = self._handles.pop(path, None)
+                            if handle is None:
+                                self._entries[path] = entry
+                            self._ahead[path] = size
                             opener = self._opener
                             break
-                    elif not self._entries:
+                    elif not self._entries and not self._ahead:
                         return  # nothing to read, nothing held
                     self._cond.wait(timeout=1.0)
             try:
-                assert opener is not None
-                file = opener(path)
-                file.load_all()
+                file = handle
+                if file is None:
+                    assert opener is not None
+                    file = opener(path)
                 entry.file = file
+                entry.opened.set()
+                file.load_all()
                 with self._cond:
                     self.loaded += 1
-            except BaseException as e:  # noqa: BLE001 (handed to the claimant, who reopens)
+                    if handle is not None:
+                        self.served += 1  # loaded into the caller's own handle
+            except BaseException as e:  # noqa: BLE001 (the claimant opens it again, and sees it)
                 entry.error = e
-            entry.finished_at = time.monotonic()
+                with self._cond:
+                    self._ahead.pop(path, None)
+            entry.opened.set()
             entry.done.set()
+            with self._cond:
+                self._cond.notify_all()
 
     def stats(self) -> Dict[str, int]:
         with self._cond:
             return {"loaded": self.loaded, "served": self.served, "dropped": self.dropped,
                     "held": len(self._entries), "queued": len(self._queue),
-                    "held_bytes": self._held_bytes()}
+                    "held_bytes": sum(e.size for e in self._entries.values()),
+                    "ahead_bytes": self._held_bytes()}
 
 
 _read_ahead = _ReadAhead()
 
 
-def note_open(path: str, opener: Callable[[str], Any]) -> None:
-    """A framework call opened ``path``: read the files its model loads next ahead. ``opener``
-    opens one file lazily with the default options (flashload's File)."""
-    _read_ahead.note_open(path, opener)
+@atexit.register
+def _at_exit() -> None:
+    # Files held or loading hold native objects: let them go before the interpreter tears down
+    # (a read-ahead in flight finishes its one file first).
+    _read_ahead.release()
+    thread = _read_ahead._thread
+    if thread is not None and thread.is_alive():
+        thread.join(timeout=30)
 
 
-def claim(path: str) -> Any:
+def activate(on: bool) -> None:
+    """Read-ahead runs only while patch() is in force (framework loads)."""
+    with _read_ahead._cond:
+        _read_ahead.active = on
+    if not on:
+        _read_ahead.release()
+
+
+def note_lazy_open(path: str, file: Any) -> None:
+    """A framework call opened ``path`` lazily (header only): if it is queued for read-ahead,
+    this handle is the one loaded ahead (no second open, no second read)."""
+    _read_ahead.note_lazy_open(path, file)
+
+
+def _open_lazily(path: str) -> Any:
+    from flashload._core import File
+    return File.open(path, strategy="auto", threads=0, budget_mib=256, lazy=True, device="cpu",
+                     dtype="")
+
+
+def note_use(path: str) -> None:
+    """A framework call loads ``path`` whole: read the files its model loads next ahead."""
+    _read_ahead.note_use(path, _open_lazily)
+
+
+def claim(path: str, lazy: bool = False) -> Any:
     """The File read ahead for ``path``, or None; never returns the same File twice."""
-    return _read_ahead.claim(path)
+    return _read_ahead.claim(path, lazy)
 
 
 def release() -> int:
@@ -298,5 +377,6 @@ def release() -> int:
 
 
 def stats() -> Dict[str, int]:
-    """Files read ahead (loaded), handed to a framework call (served), dropped unclaimed, held."""
+    """Files read ahead (loaded), handed to a framework call (served), dropped unclaimed, held
+    without a caller (held, held_bytes), loaded ahead and not yet used (ahead_bytes)."""
     return _read_ahead.stats()

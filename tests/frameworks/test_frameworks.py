@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -118,15 +119,34 @@ def test_flashload_patch_environment_switch_in_a_fresh_interpreter(models):
 
 
 @pytest.mark.parametrize("load", ["stable diffusion", "sharded llama"])
-def test_later_weight_files_are_read_ahead_and_handed_over(models, load):
+def test_later_weight_files_are_read_ahead_and_handed_over(models, load, monkeypatch):
     """While the framework builds one component (or materializes one shard), the next weight files
     are loaded in the background (flashload._prefetch) and handed over to its calls: nothing read
-    twice, nothing read ahead left unclaimed, the same parameters."""
+    twice, nothing read ahead left unclaimed, the same parameters. The tiny models load in
+    milliseconds, so the framework is held after its first whole-file load until the read-ahead
+    has loaded one file (what a real component's construction time gives it)."""
     from flashload import _prefetch
     paths = paths_of(models)
     want = modules(LOADS[load](paths))
     _prefetch.release()
     before = _prefetch.stats()
+    real_note_use = _prefetch._read_ahead.note_use
+    held_once = []
+
+    def reading_ahead():
+        s = _prefetch.stats()
+        return s["loaded"] == before["loaded"] and (s["queued"] > 0 or s["ahead_bytes"] > 0)
+
+    def note_use_then_build(path, opener):
+        real_note_use(path, opener)
+        if not held_once:  # until one file was read ahead
+            deadline = time.monotonic() + 20
+            while reading_ahead() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if _prefetch.stats()["loaded"] > before["loaded"]:
+                held_once.append(path)
+
+    monkeypatch.setattr(_prefetch._read_ahead, "note_use", note_use_then_build)
     flashload.patch(strict=True)
     got = modules(LOADS[load](paths))
     flashload.unpatch()

@@ -39,8 +39,9 @@ def pipeline(tmp_path):
         files[comp] = str(root / comp / f"{name}.safetensors")
         _write(files[comp], i)
         _write(str(root / comp / f"{name}.fp16.safetensors"), 10 + i)
+    _prefetch.activate(True)
     yield root, files
-    _prefetch.release()
+    _prefetch.activate(False)
 
 
 def _wait_for(predicate, seconds=10.0):
@@ -55,12 +56,18 @@ def _started():
     return _prefetch.stats()["held"] >= 1
 
 
-def _opener(calls):
-    def open_lazy(path):
+@pytest.fixture
+def opened(monkeypatch):
+    """The files the read-ahead opens itself, in order."""
+    calls = []
+    real = _prefetch._open_lazily
+
+    def counting(path):
         calls.append(path)
-        return flashload._File.open(path, strategy="auto", threads=0, budget_mib=256, lazy=True,
-                                    device="cpu", dtype="")
-    return open_lazy
+        return real(path)
+
+    monkeypatch.setattr(_prefetch, "_open_lazily", counting)
+    return calls
 
 
 def test_model_files_follow_the_pipeline_order_and_variant(pipeline):
@@ -89,10 +96,10 @@ def test_shards_of_an_index_in_order(tmp_path):
     assert _prefetch.model_files(lone) == []
 
 
-def test_later_files_are_read_ahead_and_handed_over_once(pipeline):
+def test_later_files_are_read_ahead_and_handed_over_once(pipeline, opened):
     root, files = pipeline
-    calls = []
-    _prefetch.note_open(files["text_encoder"], _opener(calls))
+    calls = opened
+    _prefetch.note_use(files["text_encoder"])
     _wait_for(_started)
     unet = _prefetch.claim(files["unet"])
     assert unet is not None
@@ -108,16 +115,19 @@ def test_later_files_are_read_ahead_and_handed_over_once(pipeline):
     assert _prefetch.claim(files["text_encoder"]) is None, "the opened file is never re-read"
 
 
-def test_budget_holds_back_the_next_file(pipeline, monkeypatch):
+def test_budget_holds_back_the_next_file(pipeline, monkeypatch, opened):
     root, files = pipeline
     monkeypatch.setenv("FLASHLOAD_PREFETCH_MIB", "0")  # one file at a time ahead
-    calls = []
-    _prefetch.note_open(files["text_encoder"], _opener(calls))
+    calls = opened
+    _prefetch.note_use(files["text_encoder"])
     loaded = _prefetch.stats()["loaded"]
     _wait_for(lambda: _prefetch.stats()["loaded"] > loaded)
     time.sleep(0.2)
-    assert calls == [files["unet"]], "the VAE waits until the UNet is claimed"
+    assert calls == [files["unet"]], "the VAE waits until the UNet is used"
     assert _prefetch.claim(files["unet"]) is not None
+    time.sleep(0.2)
+    assert calls == [files["unet"]], "claimed is not yet used"
+    _prefetch.note_use(files["unet"])
     _wait_for(_started)
     assert _prefetch.claim(files["vae"]) is not None
     assert calls == [files["unet"], files["vae"]]
@@ -127,7 +137,7 @@ def test_unclaimed_files_are_released(pipeline, monkeypatch):
     root, files = pipeline
     monkeypatch.setenv("FLASHLOAD_PREFETCH_IDLE_S", "0.2")
     dropped = _prefetch.stats()["dropped"]
-    _prefetch.note_open(files["text_encoder"], _opener([]))
+    _prefetch.note_use(files["text_encoder"])
     _wait_for(lambda: _prefetch.stats()["dropped"] >= dropped + 2)
     s = _prefetch.stats()
     assert s["dropped"] == dropped + 2 and s["held"] == 0 and s["held_bytes"] == 0
@@ -135,7 +145,7 @@ def test_unclaimed_files_are_released(pipeline, monkeypatch):
 
 def test_release_drops_everything_held(pipeline):
     root, files = pipeline
-    _prefetch.note_open(files["text_encoder"], _opener([]))
+    _prefetch.note_use(files["text_encoder"])
     _wait_for(_started)
     assert _prefetch.claim(files["unet"]) is not None  # waits for the first read-ahead
     _prefetch.release()
@@ -143,20 +153,42 @@ def test_release_drops_everything_held(pipeline):
     assert _prefetch.stats()["held"] == 0
 
 
-def test_disabled_by_environment(pipeline, monkeypatch):
+def test_disabled_by_environment_and_without_patch(pipeline, monkeypatch, opened):
     root, files = pipeline
     monkeypatch.setenv("FLASHLOAD_PREFETCH", "0")
-    calls = []
-    _prefetch.note_open(files["text_encoder"], _opener(calls))
+    _prefetch.note_use(files["text_encoder"])
     assert _prefetch.claim(files["unet"]) is None
-    assert calls == []
+    monkeypatch.delenv("FLASHLOAD_PREFETCH")
+    _prefetch.activate(False)  # read-ahead runs only under patch()
+    _prefetch.note_use(files["text_encoder"])
+    assert _prefetch.claim(files["unet"]) is None
+    assert opened == []
+
+
+def test_a_lazily_opened_handle_is_loaded_ahead_in_place(pipeline, monkeypatch, opened):
+    """transformers opens every shard with safe_open before reading any: the read-ahead loads
+    those handles themselves, one ahead of the file in use."""
+    root, files = pipeline
+    monkeypatch.setenv("FLASHLOAD_PREFETCH_MIB", "0")
+    handles = {k: flashload.safe_open(files[k], framework="np") for k in ("text_encoder", "unet",
+                                                                          "vae")}
+    assert not any(h._file.loaded for h in handles.values())
+    handles["text_encoder"].get_tensor("w")  # a whole-file load: the next file is read ahead
+    _wait_for(lambda: handles["unet"]._file.loaded)
+    time.sleep(0.2)
+    assert not handles["vae"]._file.loaded, "one file ahead within the budget"
+    handles["unet"].get_slice("w")[...]  # in use: the next one follows
+    _wait_for(lambda: handles["vae"]._file.loaded)
+    assert opened == [], "the callers' own handles were loaded, nothing opened twice"
+    want = flashload.numpy.load_file(files["vae"])["w"]
+    np.testing.assert_array_equal(handles["vae"].get_tensor("w"), want)
 
 
 def test_a_read_ahead_error_goes_to_the_claimant(pipeline):
     root, files = pipeline
     with open(files["unet"], "r+b") as f:
         f.truncate(os.path.getsize(files["unet"]) - 10)
-    _prefetch.note_open(files["text_encoder"], _opener([]))
+    _prefetch.note_use(files["text_encoder"])
     _wait_for(_started)
     assert _prefetch.claim(files["unet"]) is None  # the caller opens it and gets the error
     with pytest.raises(flashload.SafetensorError):
