@@ -398,12 +398,15 @@ int LoadCommand(const LoadArgs& a) {
         "\"header_seconds\":{:.6f},\"peak_rss_bytes\":{},\"device\":{},\"copy_engine\":{},"
         "\"dtype\":{},\"tensors_converted\":{},\"bytes_converted\":{},\"output_bytes\":{},"
         "\"staging_bytes\":{},\"peak_device_bytes\":{},\"copy_engine_seconds\":{:.6f},"
-        "\"allocation_seconds\":{:.6f},"
+        "\"allocation_seconds\":{:.6f},\"page_size\":{},\"memory_reused_bytes\":{},"
+        "\"memory_populated_ahead\":{},\"memory_populated_on_demand\":{},"
         "\"files\":[{}],\"verify\":{}}}\n",
         JsonString(a.path), model->tensors.size(), r.bytes, r.seconds, r.GbPerSecond(),
         r.header_seconds, rss, JsonString(r.device), JsonString(r.copy_engine), JsonString(a.dtype),
         r.tensors_converted, r.bytes_converted, r.output_bytes, r.staging_bytes,
-        r.peak_device_bytes, r.copy_engine_seconds, r.allocation_seconds, fmt::join(files, ","), v);
+        r.peak_device_bytes, r.copy_engine_seconds, r.allocation_seconds, JsonString(r.page_size),
+        r.memory_reused_bytes, r.memory_populated_ahead, r.memory_populated_on_demand,
+        fmt::join(files, ","), v);
   } else {
     for (const FileReport& f : r.files) {
       fmt::print("  {}{}{}: {} in {:.3f} s — {} ({})\n", f.component,
@@ -414,6 +417,11 @@ int LoadCommand(const LoadArgs& a) {
     fmt::print("loaded {} tensors, {} in {:.3f} s: {:.2f} GB/s (headers {:.1f} ms); peak RSS {}\n",
                model->tensors.size(), HumanBytes(r.bytes), r.seconds, r.GbPerSecond(),
                r.header_seconds * 1e3, HumanBytes(rss));
+    if (!r.page_size.empty()) {
+      fmt::print("memory: {}; {} populated ahead of the reads, {} by the reads, {} reused\n",
+                 r.page_size, HumanBytes(r.memory_populated_ahead),
+                 HumanBytes(r.memory_populated_on_demand), HumanBytes(r.memory_reused_bytes));
+    }
     if (!r.copy_engine.empty()) {
       fmt::print(
           "to {} through {}: {} staged; {} tensors converted ({} -> {}){}; set-up (included "
