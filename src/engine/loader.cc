@@ -426,12 +426,8 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   }
   if (!device_sink) {
     const sink::HostMemoryStats& ms = host_sink.memory_stats();
-    model.report.page_size = sink::CurrentPageSizeChoice().reason;
-    if (model.report.page_size.empty()) {
-      model.report.page_size = fmt::format(
-          "the kernel's default page size (measured on the first load of {} MiB or more)",
-          4 * sink::kPageProbeBytes >> 20);
-    }
+    model.report.page_size = ms.fresh_bytes > 0 ? ms.page_size.reason
+                                                : "no fresh memory (reused or mapped)";
     model.report.memory_reused_bytes = ms.reused_bytes;
     model.report.memory_populated_ahead = ms.populated_ahead;
     model.report.memory_populated_on_demand = ms.populated_on_demand;

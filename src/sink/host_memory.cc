@@ -3,6 +3,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -45,15 +47,6 @@ std::string ThpMode() {
   return text.substr(open + 1, close - open - 1);
 }
 
-double PopulateTimed(std::byte* p, uint64_t len, PageSize page) {
-  AdvisePageSize(p, len, page);
-  const auto start = std::chrono::steady_clock::now();
-  (void)PopulateForWrite(p, len);
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return secs > 0 ? static_cast<double>(len) / secs / 1e9 : 0;
-}
-
 }  // namespace
 
 PageSizeChoice CurrentPageSizeChoice() {
@@ -72,48 +65,86 @@ PageSize ChoosePageSize(double small_gbps, double huge_gbps) {
   return huge_gbps > 1.2 * small_gbps ? PageSize::kHuge : PageSize::kSmall;
 }
 
-uint64_t DecidePageSize(std::byte* probe, uint64_t size) {
-  std::lock_guard lock(ChoiceMutex());
-  PageSizeChoice& choice = Choice();
-  if (choice.page != PageSize::kUndecided) return 0;
+PageSizeTuner::PageSizeTuner(uint64_t steps) : PageSizeTuner(steps, true) {}
+
+PageSizeTuner::PageSizeTuner(uint64_t steps, bool read_settings) {
+  const PageSizeChoice previous = read_settings ? CurrentPageSizeChoice() : PageSizeChoice{};
+  if (previous.page != PageSize::kUndecided) choice_ = previous.page;
+  probing_ = steps >= kMinProbedSteps;
+  if (!read_settings) return;
   if (const char* env = std::getenv("FLASHLOAD_HUGE_PAGES"); env != nullptr && *env != '\0') {
     const std::string_view v(env);
     if (v == "on" || v == "1") {
-      choice = {PageSize::kHuge, 0, 0, "2 MiB pages (FLASHLOAD_HUGE_PAGES=on)"};
-      return 0;
+      fixed_ = true;
+      choice_ = PageSize::kHuge;
+      fixed_reason_ = "2 MiB pages (FLASHLOAD_HUGE_PAGES=on)";
+    } else if (v == "off" || v == "0") {
+      fixed_ = true;
+      choice_ = PageSize::kSmall;
+      fixed_reason_ = "4 KiB pages (FLASHLOAD_HUGE_PAGES=off)";
     }
-    if (v == "off" || v == "0") {
-      choice = {PageSize::kSmall, 0, 0, "4 KiB pages (FLASHLOAD_HUGE_PAGES=off)"};
-      return 0;
+  }
+  if (!fixed_) {
+    const std::string thp = ThpMode();
+    if (thp == "never" || thp.empty()) {
+      fixed_ = true;
+      choice_ = PageSize::kSmall;
+      fixed_reason_ = "4 KiB pages (transparent huge pages are off in this kernel)";
     }
   }
-  if (ThpMode() == "never" || ThpMode().empty()) {
-    choice = {PageSize::kSmall, 0, 0, "4 KiB pages (transparent huge pages are off here)"};
-    return 0;
+  if (fixed_) probing_ = false;
+}
+
+PageSize PageSizeTuner::ForStep(uint64_t ordinal) {
+  std::lock_guard lock(mu_);
+  if (probing_ && ordinal < 2) return ordinal == 0 ? PageSize::kSmall : PageSize::kHuge;
+  return choice_;
+}
+
+void PageSizeTuner::Record(PageSize page, uint64_t bytes, double seconds) {
+  if (page == PageSize::kUndecided || seconds <= 0) return;
+  const double gbps = static_cast<double>(bytes) / seconds / 1e9;
+  std::lock_guard lock(mu_);
+  const int k = page == PageSize::kHuge ? 1 : 0;
+  rate_[k] = measured_[k] ? 0.5 * rate_[k] + 0.5 * gbps : gbps;
+  measured_[k] = true;
+  if (fixed_ || !measured_[0] || !measured_[1]) return;
+  if (probing_) {  // both probes are in: decide
+    probing_ = false;
+    choice_ = ChoosePageSize(rate_[0], rate_[1]);
+    return;
   }
-  if (probe == nullptr || size < 2 * kPageProbeBytes ||
-      reinterpret_cast<uintptr_t>(probe) % kHugePage != 0) {
-    return 0;  // decided by a later, larger load
+  const int chosen = choice_ == PageSize::kHuge ? 1 : 0;
+  if (k == chosen && rate_[chosen] * 1.5 < rate_[1 - chosen]) {
+    choice_ = chosen == 1 ? PageSize::kSmall : PageSize::kHuge;
+    ++switches_;
   }
-  double small = 0;
-  double huge = 0;
-  if (std::thread::hardware_concurrency() > 1) {
-    std::thread other([&] { huge = PopulateTimed(probe + kPageProbeBytes, kPageProbeBytes,
-                                                 PageSize::kHuge); });
-    small = PopulateTimed(probe, kPageProbeBytes, PageSize::kSmall);
-    other.join();
+}
+
+PageSizeChoice PageSizeTuner::Result() const {
+  std::lock_guard lock(mu_);
+  PageSizeChoice c;
+  c.page = choice_;
+  c.small_gbps = measured_[0] ? rate_[0] : 0;
+  c.huge_gbps = measured_[1] ? rate_[1] : 0;
+  c.switches = switches_;
+  const std::string name = choice_ == PageSize::kHuge ? "2 MiB" : "4 KiB";
+  if (fixed_) {
+    c.reason = fixed_reason_;
+  } else if (measured_[0] && measured_[1]) {
+    c.reason = fmt::format(
+        "{} pages (first touch measured while loading: 4 KiB {:.2f} GB/s, 2 MiB {:.2f} GB/s{})",
+        name, c.small_gbps, c.huge_gbps,
+        switches_ > 0 ? fmt::format("; switched {} times", switches_) : std::string());
   } else {
-    small = PopulateTimed(probe, kPageProbeBytes, PageSize::kSmall);
-    huge = PopulateTimed(probe + kPageProbeBytes, kPageProbeBytes, PageSize::kHuge);
+    c.reason = name + " pages (too little memory to measure: the previous load's choice, else 4 KiB)";
   }
-  choice.page = ChoosePageSize(small, huge);
-  choice.small_gbps = small;
-  choice.huge_gbps = huge;
-  char text[160];
-  std::snprintf(text, sizeof(text), "%s pages (measured first touch: 4 KiB %.2f GB/s, 2 MiB %.2f GB/s)",
-                choice.page == PageSize::kHuge ? "2 MiB" : "4 KiB", small, huge);
-  choice.reason = text;
-  return 2 * kPageProbeBytes;
+  return c;
+}
+
+void PublishPageSizeChoice(const PageSizeChoice& c) {
+  std::lock_guard lock(ChoiceMutex());
+  Choice() = c;
 }
 
 void AdvisePageSize(std::byte* p, uint64_t len, PageSize page) {
@@ -121,6 +152,10 @@ void AdvisePageSize(std::byte* p, uint64_t len, PageSize page) {
   const uintptr_t begin = RoundUp(reinterpret_cast<uintptr_t>(p), kHugePage);
   const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + len) / kHugePage * kHugePage;
   if (end <= begin) return;
+  // 4 KiB pages are what a mapping gets without advice, unless huge pages are always on: only
+  // then is MADV_NOHUGEPAGE needed (madvise takes the address-space lock for writing).
+  static const bool thp_always = ThpMode() == "always";
+  if (page == PageSize::kSmall && !thp_always) return;
   (void)madvise(reinterpret_cast<void*>(begin), end - begin,
                 page == PageSize::kHuge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 }
@@ -158,6 +193,9 @@ MemoryPopulator::MemoryPopulator(std::vector<Region> regions, uint32_t workers) 
     s->next.store(done);
     regions_.push_back(std::move(s));
   }
+  uint64_t steps = 0;
+  for (const auto& r : regions_) steps += r->steps - r->next.load();
+  tuner_ = std::make_unique<PageSizeTuner>(steps);
   for (uint32_t i = 0; i < workers; ++i) workers_.emplace_back([this] { Work(); });
 }
 
@@ -169,13 +207,23 @@ void MemoryPopulator::Stop() {
     if (t.joinable()) t.join();
   }
   workers_.clear();
+  if (claimed_.load() > 0 && !published_) {
+    published_ = true;
+    PublishPageSizeChoice(tuner_->Result());  // the next load starts from it
+  }
 }
 
 bool MemoryPopulator::PopulateStep(RegionState& r, size_t step) {
   uint8_t expected = kFree;
   if (!r.state[step].compare_exchange_strong(expected, kBusy)) return false;
   const uint64_t off = step * kStep;
-  (void)PopulateForWrite(r.region.data + off, std::min(kStep, r.region.size - off));
+  const uint64_t len = std::min(kStep, r.region.size - off);
+  const PageSize page = tuner_->ForStep(claimed_.fetch_add(1));
+  AdvisePageSize(r.region.data + off, len, page);
+  const auto start = std::chrono::steady_clock::now();
+  (void)PopulateForWrite(r.region.data + off, len);
+  tuner_->Record(page, len,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   r.state[step].store(kDone);
   r.state[step].notify_all();
   return true;

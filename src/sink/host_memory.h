@@ -5,11 +5,12 @@
 // too; on some machines that costs more than reading the disk. Three things keep it off the
 // critical path:
 //
-// - Page size chosen by measurement, once per process (PageSizeChoice): transparent huge pages
+// - Page size chosen by measurement, during every load (PageSizeTuner): transparent huge pages
 //   make first touches cheaper on some machines and several times dearer on others (direct
-//   compaction, a hypervisor that backs 4 KiB at a time). The first large arena of the process is
-//   populated half with 4 KiB pages and half with 2 MiB pages, side by side, and the faster wins
-//   for the rest of the process. FLASHLOAD_HUGE_PAGES=on|off forces it.
+//   compaction, a hypervisor that backs 4 KiB at a time, memory the host has just reclaimed). The
+//   first two steps a load populates are one with 4 KiB pages and one with 2 MiB pages; the faster
+//   wins, and the load switches when the winner's measured rate falls well below the other's.
+//   FLASHLOAD_HUGE_PAGES=on|off forces it.
 // - Population ahead of the reads (MemoryPopulator): worker threads populate the arenas
 //   (MADV_POPULATE_WRITE) in the order the reads will need them, and the engine's Acquire() waits
 //   only for the step it needs, or populates it itself when no worker has claimed it yet.
@@ -24,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,28 +34,51 @@ namespace flashload::sink {
 
 enum class PageSize { kUndecided, kSmall, kHuge };
 
-// How the process backs fresh tensor memory, and why.
+// How fresh tensor memory was backed, and why.
 struct PageSizeChoice {
   PageSize page = PageSize::kUndecided;
-  double small_gbps = 0;  // measured population rates of the probe (0: not measured)
+  double small_gbps = 0;  // last measured population rates (0: not measured)
   double huge_gbps = 0;
+  uint32_t switches = 0;  // times a load changed its choice on new measurements
   std::string reason;
 };
 
-// The current choice (kUndecided before the first large load). Thread-safe.
+// The choice of the process's latest load that populated memory (kUndecided before).
+// Thread-safe.
 PageSizeChoice CurrentPageSizeChoice();
-
-// Decides the process's page size once, measuring on `probe` (writable, not yet touched, 2 MiB
-// aligned, at least 2 × kPageProbeBytes): its first half with 4 KiB pages, its second half with
-// 2 MiB pages, on two threads at once (one after the other with one core). Later calls return the
-// decision without touching `probe`. Returns the bytes of `probe` that were populated (0 when no
-// probe ran). Thread-safe.
-inline constexpr uint64_t kPageProbeBytes = 32ull << 20;
-uint64_t DecidePageSize(std::byte* probe, uint64_t size);
-
-// Test seams: forget the decision; or decide from given rates (the rule DecidePageSize applies).
 void ResetPageSizeChoiceForTest();
+void PublishPageSizeChoice(const PageSizeChoice& c);
+
+// The rule: huge pages only when clearly faster.
 PageSize ChoosePageSize(double small_gbps, double huge_gbps);
+
+// Chooses the page size of each step a load populates, from rates measured while populating.
+// Steps are numbered in the order they are claimed: step 0 is populated with 4 KiB pages and step
+// 1 with 2 MiB pages (when the load has at least `kMinProbedSteps`); until both are measured the
+// process's previous choice (or 4 KiB) is used; then the faster (ChoosePageSize), switching when
+// the chosen kind's running rate falls below two thirds of the other kind's last rate.
+// FLASHLOAD_HUGE_PAGES=on|off, or transparent huge pages off in the kernel, fix it. Thread-safe.
+class PageSizeTuner {
+ public:
+  static constexpr uint64_t kMinProbedSteps = 8;
+  explicit PageSizeTuner(uint64_t steps);
+  PageSize ForStep(uint64_t ordinal);
+  void Record(PageSize page, uint64_t bytes, double seconds);
+  PageSizeChoice Result() const;
+  // Test seam: no environment or kernel setting read.
+  static PageSizeTuner ForTest(uint64_t steps) { return PageSizeTuner(steps, false); }
+
+ private:
+  PageSizeTuner(uint64_t steps, bool read_settings);
+  mutable std::mutex mu_;
+  bool fixed_ = false;
+  bool probing_ = false;
+  std::string fixed_reason_;
+  PageSize choice_ = PageSize::kSmall;
+  double rate_[2] = {0, 0};  // [small, huge]: latest (running) rates
+  bool measured_[2] = {false, false};
+  uint32_t switches_ = 0;
+};
 
 // MADV_HUGEPAGE / MADV_NOHUGEPAGE on the 2 MiB-aligned part of [p, p+len) for `page`
 // (kUndecided: no advice). Best effort.
@@ -85,7 +110,8 @@ class MemoryPopulator {
   };
   static constexpr uint64_t kStep = 4ull << 20;
 
-  // Starts `workers` threads (0: none; every step is then populated by Ensure()).
+  // Starts `workers` threads (0: none; every step is then populated by Ensure()). Each step's page
+  // size comes from a PageSizeTuner over all the regions' steps.
   MemoryPopulator(std::vector<Region> regions, uint32_t workers);
   ~MemoryPopulator();
   MemoryPopulator(const MemoryPopulator&) = delete;
@@ -97,6 +123,7 @@ class MemoryPopulator {
   uint64_t populated_by_workers() const { return by_workers_.load(); }
   uint64_t populated_by_callers() const { return by_callers_.load(); }
   uint64_t waits() const { return waits_.load(); }
+  PageSizeChoice page_size() const { return tuner_->Result(); }
 
  private:
   enum : uint8_t { kFree = 0, kBusy = 1, kDone = 2 };
@@ -115,6 +142,9 @@ class MemoryPopulator {
   bool PopulateStep(RegionState& r, size_t step);
 
   std::vector<std::unique_ptr<RegionState>> regions_;
+  std::unique_ptr<PageSizeTuner> tuner_;
+  std::atomic<uint64_t> claimed_{0};  // steps claimed so far (the tuner's step ordinals)
+  bool published_ = false;
   std::vector<std::thread> workers_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> by_workers_{0};

@@ -20,6 +20,7 @@ void HostSink::StopPopulating() {
   stats_.populated_ahead = populator_->populated_by_workers();
   stats_.populated_on_demand = populator_->populated_by_callers();
   stats_.waits = populator_->waits();
+  stats_.page_size = populator_->page_size();
   populator_.reset();
 }
 
@@ -46,22 +47,6 @@ Status HostSink::Prepare(const engine::LoadPlan& plan) {
     regions[i] = {a.data(), a.size(), a.populated()};
     stats_.reused_bytes += a.populated();
     stats_.fresh_bytes += a.size() - a.populated();
-  }
-  // The process's page size, measured once on the first arena large enough for the probe.
-  if (CurrentPageSizeChoice().page == PageSize::kUndecided) {
-    for (MemoryPopulator::Region& r : regions) {
-      if (r.data != nullptr && r.populated == 0 && r.size >= 4 * kPageProbeBytes) {
-        r.populated = DecidePageSize(r.data, r.size);
-        break;
-      }
-    }
-    if (CurrentPageSizeChoice().page == PageSize::kUndecided) (void)DecidePageSize(nullptr, 0);
-  }
-  const PageSize page = CurrentPageSizeChoice().page;
-  for (const MemoryPopulator::Region& r : regions) {
-    if (r.data != nullptr && r.populated < r.size) {
-      AdvisePageSize(r.data + r.populated, r.size - r.populated, page);
-    }
   }
   uint32_t workers = 0;
   if (stats_.fresh_bytes >= 4 * MemoryPopulator::kStep) {

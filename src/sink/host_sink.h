@@ -16,8 +16,8 @@ namespace flashload::sink {
 // at most 8), in the order the engine reads it, and Acquire() returns a chunk's memory only once
 // it is populated (waiting for a worker, or populating it itself). So no read takes page faults:
 // an io_uring submission would fault the pages in one by one on the submitting thread, an HTTP
-// event thread inside its write callback. The first large load of the process measures which page
-// size populates faster (DecidePageSize). The workers are joined in Finish() and Abort().
+// event thread inside its write callback. Each load measures which page size populates faster
+// (PageSizeTuner). The workers are joined in Finish() and Abort().
 struct HostMemoryStats {
   uint64_t fresh_bytes = 0;          // arena bytes that needed populating
   uint64_t reused_bytes = 0;         // arena bytes that came populated from an earlier load
@@ -25,6 +25,7 @@ struct HostMemoryStats {
   uint64_t populated_on_demand = 0;  // populated by Acquire() itself
   uint64_t waits = 0;                // Acquire() calls that waited for a worker
   uint32_t workers = 0;
+  PageSizeChoice page_size;          // how the fresh memory was backed, and why
 };
 
 class HostSink final : public Sink {

@@ -46,39 +46,83 @@ TEST(PageSizeTest, HugePagesOnlyWhenClearlyFaster) {
   EXPECT_EQ(ChoosePageSize(0.0, 0.0), PageSize::kSmall);
 }
 
-TEST(PageSizeTest, DecidedOnceAndReported) {
+// Seconds that populating 4 MiB takes at `gbps`.
+double At(double gbps) { return static_cast<double>(4 * kMiB) / (gbps * 1e9); }
+
+TEST(PageSizeTunerTest, ProbesBothKindsThenKeepsTheFaster) {
+  PageSizeTuner t = PageSizeTuner::ForTest(64);
+  EXPECT_EQ(t.ForStep(0), PageSize::kSmall);
+  EXPECT_EQ(t.ForStep(1), PageSize::kHuge);
+  EXPECT_EQ(t.ForStep(2), PageSize::kSmall) << "until both probes are in: the default";
+  t.Record(PageSize::kSmall, 4 * kMiB, At(2.0));
+  EXPECT_EQ(t.Result().huge_gbps, 0.0);
+  t.Record(PageSize::kHuge, 4 * kMiB, At(0.4));
+  EXPECT_EQ(t.ForStep(3), PageSize::kSmall);
+  const PageSizeChoice c = t.Result();
+  EXPECT_NEAR(c.small_gbps, 2.0, 1e-9);
+  EXPECT_NEAR(c.huge_gbps, 0.4, 1e-9);
+  EXPECT_NE(c.reason.find("4 KiB pages (first touch measured while loading"), std::string::npos)
+      << c.reason;
+}
+
+TEST(PageSizeTunerTest, HugePagesWhenClearlyFaster) {
+  PageSizeTuner t = PageSizeTuner::ForTest(64);
+  t.Record(PageSize::kHuge, 4 * kMiB, At(8.0));
+  t.Record(PageSize::kSmall, 4 * kMiB, At(1.5));
+  EXPECT_EQ(t.ForStep(2), PageSize::kHuge);
+  EXPECT_EQ(t.Result().page, PageSize::kHuge);
+}
+
+TEST(PageSizeTunerTest, SwitchesWhenTheChosenKindSlowsDown) {
+  // Huge pages looked fast at first (memory the host had just freed), then slow down.
+  PageSizeTuner t = PageSizeTuner::ForTest(64);
+  t.Record(PageSize::kSmall, 4 * kMiB, At(2.0));
+  t.Record(PageSize::kHuge, 4 * kMiB, At(6.0));
+  ASSERT_EQ(t.ForStep(2), PageSize::kHuge);
+  for (int i = 0; i < 20 && t.ForStep(2) == PageSize::kHuge; ++i) {
+    t.Record(PageSize::kHuge, 4 * kMiB, At(0.3));
+  }
+  EXPECT_EQ(t.ForStep(10), PageSize::kSmall);
+  EXPECT_EQ(t.Result().switches, 1u);
+  EXPECT_NE(t.Result().reason.find("switched 1 times"), std::string::npos);
+  // A slower 4 KiB step alone does not switch back while it stays above 2/3 of the huge rate.
+  t.Record(PageSize::kSmall, 4 * kMiB, At(1.5));
+  EXPECT_EQ(t.ForStep(11), PageSize::kSmall);
+}
+
+TEST(PageSizeTunerTest, SmallLoadsAreNotProbed) {
+  PageSizeTuner t = PageSizeTuner::ForTest(PageSizeTuner::kMinProbedSteps - 1);
+  EXPECT_EQ(t.ForStep(0), PageSize::kSmall);
+  EXPECT_EQ(t.ForStep(1), PageSize::kSmall);
+  EXPECT_NE(t.Result().reason.find("too little memory"), std::string::npos);
+}
+
+TEST(PageSizeTunerTest, EnvironmentForcesTheChoice) {
+  setenv("FLASHLOAD_HUGE_PAGES", "on", 1);
+  PageSizeTuner on(64);
+  EXPECT_EQ(on.ForStep(0), PageSize::kHuge);
+  EXPECT_EQ(on.ForStep(1), PageSize::kHuge);
+  on.Record(PageSize::kHuge, 4 * kMiB, At(0.1));
+  EXPECT_EQ(on.ForStep(5), PageSize::kHuge);
+  EXPECT_NE(on.Result().reason.find("FLASHLOAD_HUGE_PAGES=on"), std::string::npos);
+  setenv("FLASHLOAD_HUGE_PAGES", "off", 1);
+  PageSizeTuner off(64);
+  EXPECT_EQ(off.ForStep(1), PageSize::kSmall);
+  unsetenv("FLASHLOAD_HUGE_PAGES");
+}
+
+TEST(PageSizeTunerTest, APopulatorPublishesItsChoiceForTheNextLoad) {
   ResetPageSizeChoiceForTest();
-  CachedMapping m = TakeHostMapping(4 * kPageProbeBytes);
+  Mapping m(64 * kMiB);
   ASSERT_NE(m.data, nullptr);
-  ASSERT_EQ(reinterpret_cast<uintptr_t>(m.data) % (2 * kMiB), 0u) << "fresh mappings are 2 MiB aligned";
-  const uint64_t probed = DecidePageSize(m.data, m.mapped);
+  {
+    MemoryPopulator pop({{m.data, m.size, 0}}, 2);
+    pop.Ensure(0, 0, m.size);
+    EXPECT_NE(pop.page_size().page, PageSize::kUndecided);
+  }
   const PageSizeChoice c = CurrentPageSizeChoice();
   EXPECT_NE(c.page, PageSize::kUndecided);
   EXPECT_FALSE(c.reason.empty());
-  if (probed > 0) {
-    EXPECT_EQ(probed, 2 * kPageProbeBytes);
-    EXPECT_EQ(ResidentFraction(m.data, probed), 1.0);
-    EXPECT_GT(c.small_gbps, 0);
-    EXPECT_GT(c.huge_gbps, 0);
-  }
-  // Later calls keep the decision and touch nothing.
-  EXPECT_EQ(DecidePageSize(m.data + probed, m.mapped - probed), 0u);
-  EXPECT_EQ(CurrentPageSizeChoice().reason, c.reason);
-  GiveHostMapping(m.data, m.mapped);
-  TrimHostMemoryCache();
-}
-
-TEST(PageSizeTest, EnvironmentForcesTheChoice) {
-  ResetPageSizeChoiceForTest();
-  setenv("FLASHLOAD_HUGE_PAGES", "off", 1);
-  EXPECT_EQ(DecidePageSize(nullptr, 0), 0u);
-  EXPECT_EQ(CurrentPageSizeChoice().page, PageSize::kSmall);
-  EXPECT_NE(CurrentPageSizeChoice().reason.find("FLASHLOAD_HUGE_PAGES=off"), std::string::npos);
-  ResetPageSizeChoiceForTest();
-  setenv("FLASHLOAD_HUGE_PAGES", "on", 1);
-  (void)DecidePageSize(nullptr, 0);
-  EXPECT_EQ(CurrentPageSizeChoice().page, PageSize::kHuge);
-  unsetenv("FLASHLOAD_HUGE_PAGES");
   ResetPageSizeChoiceForTest();
 }
 
