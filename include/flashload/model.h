@@ -49,9 +49,12 @@ class ModelStore {
     EntryKind kind = EntryKind::kMissing;
   };
   virtual ~ModelStore() = default;
-  // kMissing for nothing there (not an error); errors for failures to find out.
+  // kMissing for nothing there (not an error); errors for failures to find out and for something
+  // there that is neither a file nor a folder (a FIFO, a device, a dangling symbolic link, a link
+  // loop), naming it. Never opens the path (a FIFO cannot block it).
   virtual Result<EntryKind> Stat(const std::string& path) const = 0;
-  // The files and folders directly inside `folder`, in no particular order.
+  // The files and folders directly inside `folder`, in no particular order; an entry that is
+  // neither (a FIFO, a dangling link) comes with kind kMissing, so that Stat() can say what it is.
   virtual Result<std::vector<Entry>> List(const std::string& folder) const = 0;
   // The whole content of a small file (an index or model_index.json).
   virtual Result<std::string> ReadText(const std::string& path) const = 0;

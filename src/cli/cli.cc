@@ -132,12 +132,15 @@ int Inspect(const InspectArgs& a) {
   po.header_limit = a.header_limit;
   std::vector<std::string> file_json;
   uint64_t total_bytes = 0, total_params = 0, total_tensors = 0;
+  std::map<std::string, std::map<std::string, std::vector<std::string>>> shard_tensors;
   for (const ModelFile& f : layout->files) {
     Result<Header> h = ReadHeader(f.path, po, remote);
     if (!h.ok()) {
       fmt::print(stderr, "flashload inspect: {}\n", h.status().ToString());
       return 1;
     }
+    auto& names = shard_tensors[f.component][f.path];
+    for (const TensorInfo& t : h->tensors) names.push_back(t.name);
     std::map<std::string, uint64_t> hashes;
     if (a.hash) {
       Result<std::map<std::string, uint64_t>> r = HashTensorsPlainRead(f.path, *h, remote);
@@ -182,13 +185,28 @@ int Inspect(const InspectArgs& a) {
       fmt::print("\n");
     }
   }
+  // An index that disagrees with its shards: inspect still shows what is there, but says so (load
+  // and validate refuse such a model).
+  std::vector<std::string> warnings;
+  for (const auto& [component, weight_map] : layout->weight_maps) {
+    const std::string index = component.empty() ? layout->root : layout->root + "/" + component;
+    if (Status s = CheckWeightMap(index, weight_map, shard_tensors[component]); !s.ok()) {
+      warnings.push_back(fmt::format(
+          "{} (load and validate refuse this model; fix the index or the shards)", s.message()));
+      fmt::print(stderr, "flashload inspect: warning: {}\n", warnings.back());
+    }
+  }
   if (a.json) {
     if (layout->files.size() == 1 && layout->kind == ModelLayout::Kind::kSingleFile) {
       fmt::print("{}\n", file_json[0]);
     } else {
+      std::vector<std::string> quoted;
+      for (const std::string& w : warnings) quoted.push_back(JsonString(w));
       fmt::print(
-          "{{\"path\":{},\"files\":[{}],\"tensors\":{},\"parameters\":{},\"data_bytes\":{}}}\n",
-          JsonString(a.path), fmt::join(file_json, ","), total_tensors, total_params, total_bytes);
+          "{{\"path\":{},\"files\":[{}],\"tensors\":{},\"parameters\":{},\"data_bytes\":{},"
+          "\"warnings\":[{}]}}\n",
+          JsonString(a.path), fmt::join(file_json, ","), total_tensors, total_params, total_bytes,
+          fmt::join(quoted, ","));
     }
   } else if (layout->files.size() > 1) {
     fmt::print("total: {} files, {} tensors, {} parameters, {}\n", layout->files.size(),
@@ -459,7 +477,9 @@ int RunCli(int argc, char** argv) {
   CLI::App* inspect = app.add_subcommand(
       "inspect",
       "List the tensors of a file, sharded checkpoint or diffusers folder: names, dtypes, "
-      "shapes, bytes, offsets, totals, parameter count, metadata. Reads headers only.");
+      "shapes, bytes, offsets, totals, parameter count, metadata. Reads headers only. A sharded "
+      "checkpoint whose index disagrees with its shards is shown with a warning (stderr, and "
+      "\"warnings\" in --json); load and validate refuse it.");
   inspect
       ->add_option("path", ia.path,
                    "a .safetensors file, an index.json, or a model folder; a path or an http(s):// "
@@ -497,7 +517,9 @@ int RunCli(int argc, char** argv) {
       "--strategy", la.strategy,
       "auto (default: buffered when in page cache, O_DIRECT when cold, network on "
       "FUSE/NFS/CIFS/9p/Lustre), direct, buffered, mmap, network (many descriptors, "
-      "16 MiB sequential ranges), mapped (zero-copy views of a file in the page cache)");
+      "16 MiB sequential ranges), mapped (zero-copy views of a file in the page cache). A file "
+      "truncated during the load is an error (DATA_LOSS: file, byte offset, tensor) with every "
+      "strategy");
   load->add_option("--warm-memory-mib", la.warm_memory_mib,
                    "for benchmarking only, never for real loads: touch (and free) this much fresh "
                    "memory just before the clock starts, hiding the first-touch cost that virtual "
@@ -505,7 +527,8 @@ int RunCli(int argc, char** argv) {
                    "measured with it is a 'warmed' one, not what a user's load gets");
   load->add_flag("--zero-copy", la.zero_copy,
                  "auto maps files that are entirely in the page cache instead of copying them "
-                 "(tensors become copy-on-write views of the page cache, as safetensors returns)");
+                 "(tensors become copy-on-write views of the page cache, as safetensors returns; "
+                 "the file must then not be truncated while they live)");
   load->add_option("--threads", la.threads, "pread workers (0: auto)");
   load->add_option("--queue-depth", la.queue_depth, "reads in flight per file (0: auto)");
   load->add_option("--chunk-mib", la.chunk_mib, "MiB per read (0: auto)");
@@ -514,7 +537,8 @@ int RunCli(int argc, char** argv) {
   load->add_option("--parallel-files", la.parallel_files, "files read at once")->default_val(2);
   load->add_option("--variant", la.variant, "diffusers variant, e.g. fp16");
   load->add_flag("--verify", la.verify,
-                 "compare every tensor's XXH3 with an independent plain read of the file");
+                 "compare every tensor's XXH3 with an independent plain read of the file (a file "
+                 "truncated since the load is an error naming the tensor and byte offset)");
   load->add_flag("--dry-run", la.dry_run, "print the plan (files, byte ranges, chunks) and exit");
   load->add_flag("--json", la.json, "machine-readable output");
   load->add_option("--device", la.device,

@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "io/mapping_guard.h"
 #include "io/registry.h"
 #include "sink/host_sink.h"
 
@@ -74,6 +75,34 @@ Result<std::map<std::string, uint64_t>> HashTensors(const std::string& path, con
   return out;
 }
 
+struct HashJob {
+  const std::byte* data;
+  size_t size;
+  uint64_t hash;
+};
+
+void HashBytes(void* context) {
+  HashJob& job = *static_cast<HashJob*>(context);
+  job.hash = XXH3_64bits(job.data, job.size);
+}
+
+// The xxh3 of a loaded tensor's bytes. They may be a view of the file's mapping (strategy mapped):
+// a file truncated since the load raises SIGBUS there, turned into kDataLoss naming the tensor and
+// the file's byte offset.
+Result<uint64_t> HashLoaded(const std::string& path, const Header& header, const TensorInfo& info,
+                            const Tensor& tensor) {
+  const auto bytes = tensor.bytes();
+  HashJob job{bytes.data(), bytes.size(), 0};
+  const void* fault = io_internal::RunGuarded(HashBytes, &job);
+  if (fault == nullptr) return job.hash;
+  const uint64_t within = static_cast<uint64_t>(static_cast<const std::byte*>(fault) - bytes.data());
+  return DataLossError(fmt::format(
+      "{}: byte offset {} (tensor '{}') is no longer in the file, whose loaded tensors are views "
+      "of its memory mapping: the file was truncated after or during the load; load it again once "
+      "it is complete",
+      path, header.data_offset() + info.data_begin + within, info.name));
+}
+
 }  // namespace
 
 Result<std::map<std::string, uint64_t>> HashTensorsPlainRead(const std::string& path,
@@ -107,16 +136,23 @@ Result<VerifyReport> VerifyModel(const LoadedModel& model, const RemoteOpenOptio
   VerifyReport report;
   for (const ModelFile& f : model.layout.files) {
     const Header& h = model.headers.at(f.path);
+    // The loaded bytes first: a truncated file shows up there as a guarded fault, not as a failed
+    // read of the file.
+    std::map<std::string, uint64_t> loaded;
+    for (const TensorInfo& t : h.tensors) {
+      auto it = model.tensors.find(sink::QualifiedTensorName(f.component, t.name));
+      if (it == model.tensors.end()) continue;
+      FL_ASSIGN_OR_RETURN(loaded[t.name], HashLoaded(f.path, h, t, it->second));
+    }
     FL_ASSIGN_OR_RETURN(auto hashes, HashTensorsPlainRead(f.path, h, remote));
     for (const auto& [name, expected] : hashes) {
       const std::string qualified = sink::QualifiedTensorName(f.component, name);
-      auto it = model.tensors.find(qualified);
-      if (it == model.tensors.end()) {
+      auto it = loaded.find(name);
+      if (it == loaded.end()) {
         report.mismatches.push_back(fmt::format("{}: missing from the loaded model", qualified));
         continue;
       }
-      const auto bytes = it->second.bytes();
-      const uint64_t got = XXH3_64bits(bytes.data(), bytes.size());
+      const uint64_t got = it->second;
       if (got != expected) {
         report.mismatches.push_back(fmt::format("{} ({}): loaded xxh3 {:016x} != file xxh3 {:016x}",
                                                 qualified, f.path, got, expected));

@@ -25,7 +25,9 @@ struct VerifyReport {
   std::vector<std::string> mismatches;  // "<tensor>: loaded xxh3 .. != file xxh3 .."
 };
 
-// Compares every tensor of `model` with a plain read of its file.
+// Compares every tensor of `model` with a plain read of its file. Loaded tensors that are views of
+// the file's mapping (strategy mapped) are read under a SIGBUS guard: a file truncated since the
+// load is kDataLoss naming the file, the byte offset and the tensor, never a crash.
 Result<VerifyReport> VerifyModel(const LoadedModel& model, const RemoteOpenOptions& remote = {});
 
 }  // namespace flashload::cli

@@ -1,13 +1,15 @@
 #include "flashload/model.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <simdjson.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "format/json_text.h"
 
@@ -24,16 +26,45 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
-// The local file system.
+const char* KindOfNonFile(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "not a regular file";
+}
+
+// The local file system. Types are checked with stat/lstat before anything is opened, and text is
+// read with O_NONBLOCK, so a FIFO never blocks a resolution.
 class LocalStore final : public ModelStore {
  public:
   Result<EntryKind> Stat(const std::string& path) const override {
-    std::error_code ec;
-    const fs::file_status st = fs::status(path, ec);
-    if (ec || !fs::exists(st)) return EntryKind::kMissing;
-    if (fs::is_regular_file(st)) return EntryKind::kFile;
-    if (fs::is_directory(st)) return EntryKind::kFolder;
-    return InvalidArgumentError(fmt::format("{}: not a file or folder", path));
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      const int err = errno;
+      if (err == ELOOP) {
+        return InvalidArgumentError(fmt::format(
+            "{}: a symbolic link loop (ELOOP: too many levels of symbolic links); point the link "
+            "at the real file or folder",
+            path));
+      }
+      if (err != ENOENT && err != ENOTDIR) return ErrnoToStatus(err, "stat", path);
+      struct stat link {};
+      if (::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
+        std::error_code ec;
+        const fs::path target = fs::read_symlink(path, ec);
+        return NotFoundError(fmt::format(
+            "{}: a symbolic link to {}, which does not exist (a dangling link, as an interrupted "
+            "download into a hub cache leaves); download the model again or remove the link",
+            path, ec ? std::string("an unreadable target") : target.string()));
+      }
+      return EntryKind::kMissing;
+    }
+    if (S_ISREG(st.st_mode)) return EntryKind::kFile;
+    if (S_ISDIR(st.st_mode)) return EntryKind::kFolder;
+    return InvalidArgumentError(
+        fmt::format("{} is {}, not a regular file or folder; point flashload at the weights",
+                    path, KindOfNonFile(st.st_mode)));
   }
   Result<std::vector<Entry>> List(const std::string& folder) const override {
     std::vector<Entry> out;
@@ -43,18 +74,45 @@ class LocalStore final : public ModelStore {
       const EntryKind kind = e.is_regular_file(kind_ec) ? EntryKind::kFile
                              : e.is_directory(kind_ec)  ? EntryKind::kFolder
                                                         : EntryKind::kMissing;
-      if (kind != EntryKind::kMissing) out.push_back({e.path().filename().string(), kind});
+      out.push_back({e.path().filename().string(), kind});
     }
     if (ec) return ErrnoToStatus(ec.value(), "list", folder);
     return out;
   }
   Result<std::string> ReadText(const std::string& path) const override {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return ErrnoToStatus(errno, "open", path);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    if (in.bad()) return ErrnoToStatus(errno, "read", path);
-    return ss.str();
+    int fd;
+    do {
+      fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+      const int err = errno;
+      if (err == ELOOP || err == ENOENT) FL_RETURN_IF_ERROR(Stat(path).status());
+      return ErrnoToStatus(err, "open", path);
+    }
+    std::string out;
+    Status status;
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      status = ErrnoToStatus(errno, "fstat", path);
+    } else if (!S_ISREG(st.st_mode)) {
+      status = InvalidArgumentError(fmt::format("{} is {}, not a regular file", path,
+                                                KindOfNonFile(st.st_mode)));
+    } else {
+      char buf[65536];
+      while (true) {
+        const ssize_t n = ::read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          status = ErrnoToStatus(errno, "read", path, static_cast<int64_t>(out.size()));
+          break;
+        }
+        if (n == 0) break;
+        out.append(buf, static_cast<size_t>(n));
+      }
+    }
+    ::close(fd);
+    if (!status.ok()) return status;
+    return out;
   }
   std::string Canonical(const std::string& path) const override {
     return fs::absolute(path).lexically_normal().string();
@@ -107,7 +165,9 @@ Status AddIndex(const ModelStore& store, const std::string& index, const std::st
     abs_map.emplace(tensor, abs);
   }
   for (const std::string& shard : shards) {
-    FL_ASSIGN_OR_RETURN(const ModelStore::EntryKind kind, store.Stat(shard));
+    Result<ModelStore::EntryKind> stat = store.Stat(shard);
+    if (!stat.ok()) return stat.status().WithContext(fmt::format("{}: names shard", index));
+    const ModelStore::EntryKind kind = *stat;
     if (kind != ModelStore::EntryKind::kFile) {
       return NotFoundError(
           fmt::format("{}: names shard {}, which is missing", index, Quote(BaseName(shard))));
@@ -122,10 +182,18 @@ Status AddIndex(const ModelStore& store, const std::string& index, const std::st
 Result<bool> ResolveFolder(const ModelStore& store, const std::string& dir,
                            const std::string& component, const std::string& variant,
                            bool allow_empty, ModelLayout& layout) {
-  std::vector<std::string> indexes, weights, others;
+  std::vector<std::string> indexes, weights, others, broken_indexes, broken_weights;
   FL_ASSIGN_OR_RETURN(const std::vector<ModelStore::Entry> entries, store.List(dir));
   for (const ModelStore::Entry& e : entries) {
     const std::string& name = e.name;
+    if (e.kind == ModelStore::EntryKind::kMissing &&
+        (IsIndexName(name, variant) || EndsWith(name, kWeightsSuffix))) {
+      // An index or weights file that cannot be read (a dangling link, a FIFO): never skipped, or
+      // a folder with a broken index would load whatever shard is there. An index's own shards
+      // are checked by AddIndex, which names the index.
+      (IsIndexName(name, variant) ? broken_indexes : broken_weights).push_back(name);
+      continue;
+    }
     if (e.kind != ModelStore::EntryKind::kFile) continue;
     if (IsIndexName(name, variant)) {
       indexes.push_back(name);
@@ -136,6 +204,20 @@ Result<bool> ResolveFolder(const ModelStore& store, const std::string& dir,
       others.push_back(name);
     }
   }
+  // Stat() says what the entry is (and errors); kFile means it became a file since it was listed.
+  const auto broken = [&](const std::string& name) -> Status {
+    FL_ASSIGN_OR_RETURN(const ModelStore::EntryKind kind, store.Stat(JoinModelPath(dir, name)));
+    if (kind == ModelStore::EntryKind::kFile) {
+      return UnavailableError(fmt::format("{}: changed while the folder was being read; retry",
+                                          JoinModelPath(dir, name)));
+    }
+    return NotFoundError(fmt::format("{}: listed in the folder but gone; retry once the "
+                                     "download is complete",
+                                     JoinModelPath(dir, name)));
+  };
+  std::sort(broken_indexes.begin(), broken_indexes.end());
+  std::sort(broken_weights.begin(), broken_weights.end());
+  if (!broken_indexes.empty()) return broken(broken_indexes.front());
   std::sort(indexes.begin(), indexes.end());
   std::sort(weights.begin(), weights.end());
   std::sort(others.begin(), others.end());
@@ -159,6 +241,7 @@ Result<bool> ResolveFolder(const ModelStore& store, const std::string& dir,
     FL_RETURN_IF_ERROR(AddIndex(store, JoinModelPath(dir, indexes[0]), component, layout));
     return true;
   }
+  if (!broken_weights.empty()) return broken(broken_weights.front());
   if (weights.size() == 1) {
     layout.files.push_back({component, store.Canonical(JoinModelPath(dir, weights[0]))});
     return true;

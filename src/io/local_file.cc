@@ -34,8 +34,17 @@ LocalFd& LocalFd::operator=(LocalFd&& o) noexcept {
 
 namespace {
 
+const char* KindOfNonFile(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  return "not a regular file";
+}
+
 Result<LocalFd> OpenChecked(const std::string& path, bool direct, struct stat* st) {
-  int flags = O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; the type check below refuses it, and
+  // the flag is cleared for the files kept (it means nothing to regular files and block devices).
+  int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (direct ? O_DIRECT : 0);
   int fd;
   do {
     fd = ::open(path.c_str(), flags);
@@ -43,8 +52,21 @@ Result<LocalFd> OpenChecked(const std::string& path, bool direct, struct stat* s
   if (fd < 0) {
     const int err = errno;
     struct stat probe {};
-    if (err == EISDIR || (::stat(path.c_str(), &probe) == 0 && S_ISDIR(probe.st_mode)))
+    const bool exists = ::stat(path.c_str(), &probe) == 0;
+    if (err == EISDIR || (exists && S_ISDIR(probe.st_mode)))
       return InvalidArgumentError(fmt::format("{} is a directory, not a file", path));
+    if (exists && !S_ISREG(probe.st_mode) && !S_ISBLK(probe.st_mode)) {
+      return InvalidArgumentError(fmt::format(
+          "{} is {}, not a regular file or block device (cannot read it at offsets); point "
+          "flashload at the weights file itself",
+          path, KindOfNonFile(probe.st_mode)));
+    }
+    if (err == ELOOP) {
+      return InvalidArgumentError(fmt::format(
+          "open {}: a symbolic link loop (ELOOP: too many levels of symbolic links); point the "
+          "link at the real file",
+          path));
+    }
     if (direct && err == EINVAL) {
       return FailedPreconditionError(fmt::format(
           "open {}: the file system does not support O_DIRECT; open it without direct I/O", path));
@@ -57,8 +79,13 @@ Result<LocalFd> OpenChecked(const std::string& path, bool direct, struct stat* s
     return InvalidArgumentError(fmt::format("{} is a directory, not a file", path));
   }
   if (!S_ISREG(st->st_mode) && !S_ISBLK(st->st_mode)) {
-    return InvalidArgumentError(
-        fmt::format("{} is not a regular file or block device (cannot read it at offsets)", path));
+    return InvalidArgumentError(fmt::format(
+        "{} is {}, not a regular file or block device (cannot read it at offsets); point flashload "
+        "at the weights file itself",
+        path, KindOfNonFile(st->st_mode)));
+  }
+  if (const int fl = ::fcntl(fd, F_GETFL); fl < 0 || ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+    return ErrnoToStatus(errno, "fcntl(F_SETFL)", path);
   }
   return owned;
 }

@@ -1,6 +1,8 @@
 #include "io/mmap_source.h"
 
+#include <fmt/format.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -8,6 +10,7 @@
 #include <optional>
 
 #include "io/local_file.h"
+#include "io/mapping_guard.h"
 #include "io/read_pool.h"
 
 namespace flashload {
@@ -15,8 +18,10 @@ namespace {
 
 class MmapSourceImpl final : public MmapSource {
  public:
-  MmapSourceImpl(std::string name, uint64_t size, const std::byte* base, uint32_t threads)
+  MmapSourceImpl(std::string name, io_internal::LocalFd fd, uint64_t size, const std::byte* base,
+                 uint32_t threads)
       : name_(std::move(name)),
+        fd_(std::move(fd)),
         size_(size),
         base_(base),
         threads_(threads),
@@ -49,8 +54,29 @@ class MmapSourceImpl final : public MmapSource {
   Result<size_t> ReadAt(uint64_t offset, std::span<std::byte> dst,
                         const ReadOptions& options) const override {
     std::span<const std::byte> v = View(offset, dst.size());
-    if (!v.empty()) std::memcpy(dst.data(), v.data(), v.size());
-    return v.size();
+    if (v.empty()) return size_t{0};
+    const void* fault = nullptr;
+    const size_t copied = io_internal::GuardedCopy(dst.data(), v.data(), v.size(), &fault);
+    if (fault == nullptr) return copied;
+    // SIGBUS: a page past the file's end. Truncated since it was opened: the bytes still in the
+    // file, as pread would return them (the caller sees the end of the data where it now is).
+    const uint64_t at = static_cast<uint64_t>(static_cast<const std::byte*>(fault) - base_);
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) == 0 && static_cast<uint64_t>(st.st_size) < size_) {
+      const uint64_t now = static_cast<uint64_t>(st.st_size);
+      const uint64_t end = std::min<uint64_t>(offset + v.size(), std::max(now, offset));
+      size_t got = copied;
+      if (offset + got < end) {
+        got += io_internal::GuardedCopy(dst.data() + got, v.data() + got,
+                                        static_cast<size_t>(end - offset - got));
+      }
+      return got;
+    }
+    return DataLossError(fmt::format(
+        "{}: reading byte offset {} through the file's memory mapping raised SIGBUS, though the "
+        "file still has its {} bytes (an I/O error of the storage?); load it with --strategy "
+        "buffered to see the error",
+        name_, at, size_));
   }
 
   Status Submit(std::span<const ReadRequest> requests) override {
@@ -65,6 +91,7 @@ class MmapSourceImpl final : public MmapSource {
 
  private:
   const std::string name_;
+  const io_internal::LocalFd fd_;  // kept to tell a truncation from an I/O error on SIGBUS
   const uint64_t size_;
   const std::byte* const base_;
   const uint32_t threads_;
@@ -86,7 +113,7 @@ Result<std::unique_ptr<MmapSource>> OpenMmapSource(const std::string& path,
     base = static_cast<const std::byte*>(p);
   }
   const uint32_t threads = options.threads > 0 ? options.threads : 4;
-  return std::unique_ptr<MmapSource>(new MmapSourceImpl(path, file.size, base, threads));
+  return std::unique_ptr<MmapSource>(new MmapSourceImpl(path, std::move(file.fd), file.size, base, threads));
 }
 
 }  // namespace flashload

@@ -3,10 +3,12 @@
 // bytes without a copy (caps().zero_copy_view). Submit()/Reap() run the copies on a small pool so
 // page faults of one request do not hold up the caller.
 //
-// Hazard (inherent to mmap): if another process truncates the file while it is mapped, touching a
-// page past the new end raises SIGBUS and kills the process. The size is measured once at open and
-// no read goes past it, which is all a library can do short of a SIGBUS handler; use the pread or
-// io_uring backend for files that may change underneath.
+// Truncation: if another process truncates the file while it is mapped, touching a page past the
+// new end raises SIGBUS. ReadAt() (and so Submit()) copies under a guard (io/mapping_guard.h): it
+// returns the bytes still in the file, as pread would (a short read; the engine reports the end of
+// the data with the file, offset and tensor), or DATA_LOSS when the file kept its size (an I/O
+// error under the mapping). View() hands out unguarded memory: a caller reading through it must
+// guard its own accesses.
 #ifndef FLASHLOAD_IO_MMAP_SOURCE_H_
 #define FLASHLOAD_IO_MMAP_SOURCE_H_
 

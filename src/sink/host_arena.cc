@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -43,8 +44,18 @@ Result<std::shared_ptr<HostArena>> HostArena::MapFile(const std::string& path, u
   void* p =
       mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, static_cast<off_t>(offset));
   const int err = errno;
+  struct stat st {};
+  const bool measured = ::fstat(fd, &st) == 0;
   ::close(fd);  // the mapping keeps the file
   if (p == MAP_FAILED) return ErrnoToStatus(err, "mmap", path, static_cast<int64_t>(offset));
+  if (measured && static_cast<uint64_t>(st.st_size) < offset + size) {
+    // Views of bytes no longer in the file would raise SIGBUS when touched: refuse them now.
+    munmap(p, mapped);
+    return DataLossError(fmt::format(
+        "{}: the file is {} bytes now, shorter than the {} bytes its header describes (truncated "
+        "or replaced while loading?); load it again once it is complete",
+        path, st.st_size, offset + size));
+  }
   // No MADV_WILLNEED: the file is in the page cache already (auto maps only resident files).
   return std::shared_ptr<HostArena>(
       new HostArena(static_cast<std::byte*>(p), size, mapped, mapped, true));

@@ -23,9 +23,10 @@ class HostArena {
  public:
   static Result<std::shared_ptr<HostArena>> Allocate(uint64_t size);
   // A private, writable mapping of `size` bytes of the file `path` from `offset` (a multiple of the
-  // page size): zero-copy views of the page cache; writes stay private (copy-on-write). The file
-  // must not be truncated while the arena lives (access past its end raises SIGBUS, as with any
-  // mapping).
+  // page size): zero-copy views of the page cache; writes stay private (copy-on-write). A file
+  // already shorter than offset + size is kDataLoss. The file must not be truncated while the
+  // arena lives (access past its end raises SIGBUS, as with any mapping): that is the caller's
+  // contract; flashload's own reads of the arena (verify) go through io/mapping_guard.h.
   static Result<std::shared_ptr<HostArena>> MapFile(const std::string& path, uint64_t offset,
                                                     uint64_t size);
   ~HostArena();

@@ -3,6 +3,8 @@
 #include "flashload/loader.h"
 
 #include <dlpack/dlpack.h>
+#include <fmt/format.h>
+#include <unistd.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -13,6 +15,7 @@
 #include <fstream>
 
 #include "engine/strategy.h"
+#include "flashload/header.h"
 #include "flashload/writer.h"
 #include "support/status_matchers.h"
 #include "support/test_files.h"
@@ -20,6 +23,7 @@
 namespace flashload {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 // Position-encoded tensor bytes keyed by the tensor's index, so misplaced bytes are caught.
@@ -271,6 +275,41 @@ TEST_F(LoaderTest, DryRunDescribesThePlanWithoutLoading) {
   FL_ASSERT_OK_AND_ASSIGN(std::string plan, DescribeLoadPlan(path));
   EXPECT_THAT(plan, HasSubstr("3 tensors"));
   EXPECT_THAT(plan, HasSubstr("chunks"));
+}
+
+// Regression: a file truncated by another process during a load killed `--strategy mmap` with
+// SIGBUS. Every strategy that reads the file must end in DATA_LOSS naming the file, the byte offset
+// where the data ends now and the tensor there, and the process goes on. The truncation happens at
+// the first progress report (after 64 MiB), with one read in flight, so it is mid-load every time.
+TEST_F(LoaderTest, FileTruncatedDuringTheLoadIsDataLossNotACrash) {
+  const std::string path = dir_.File("shrinking.safetensors");
+  for (Strategy s : {Strategy::kDirect, Strategy::kBuffered, Strategy::kMmap, Strategy::kNetwork}) {
+    SCOPED_TRACE(StrategyName(s));
+    FL_ASSERT_OK(WriteSafetensors(path, Tensors(32, 512 << 10, 12)));  // 134 MB
+    FL_ASSERT_OK_AND_ASSIGN(Header h, ReadHeader(path));
+    const uint64_t cut = 90ull << 20;
+    const TensorInfo* at = nullptr;
+    for (const TensorInfo& t : h.tensors) {
+      if (h.data_offset() + t.data_begin <= cut && cut < h.data_offset() + t.data_end) at = &t;
+    }
+    ASSERT_NE(at, nullptr);
+    LoadOptions o;
+    o.strategy = s;
+    o.threads = 1;
+    o.queue_depth = 1;
+    o.parallel_files = 1;
+    o.chunk_bytes = 1 << 20;
+    bool truncated = false;
+    o.progress = [&](const Progress&) {
+      if (!truncated) truncated = ::truncate(path.c_str(), static_cast<off_t>(cut)) == 0;
+      return true;
+    };
+    Result<LoadedModel> m = Load(path, o);
+    ASSERT_TRUE(truncated);
+    EXPECT_THAT(m, StatusIs(StatusCode::kDataLoss,
+                            AllOf(HasSubstr(path), HasSubstr("'" + at->name + "'"),
+                                  HasSubstr(fmt::format("byte offset {}", cut)))));
+  }
 }
 
 TEST_F(LoaderTest, CancelledLoadReturnsCancelled) {

@@ -3,6 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <map>
 
@@ -12,6 +15,7 @@
 namespace flashload {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
@@ -185,6 +189,80 @@ TEST(ResolveModelTest, RemoteStoreResolvesDiffusersAndShardedLayoutsToUris) {
   FL_ASSERT_OK_AND_ASSIGN(ModelLayout one,
                           ResolveModel(store, "s3://b/sd/vae/diffusion_pytorch_model.safetensors"));
   EXPECT_EQ(one.kind, ModelLayout::Kind::kSingleFile);
+}
+
+// Regression: a folder whose index is a dangling symbolic link (an interrupted download into a hub
+// cache) loaded the one shard present as if it were the model.
+TEST(ResolveModelTest, DanglingIndexLinkIsAnErrorNamingIt) {
+  testing::TempDir dir;
+  testing::WriteFile(dir.File("model-00001-of-00002.safetensors"), std::string("x"));
+  const std::string index = dir.File("model.safetensors.index.json");
+  ASSERT_EQ(::symlink("../blobs/missing-blob", index.c_str()), 0);
+  EXPECT_THAT(ResolveModel(dir.path()),
+              StatusIs(StatusCode::kNotFound,
+                       AllOf(HasSubstr(index), HasSubstr("dangling"),
+                             HasSubstr("../blobs/missing-blob"))));
+  // Named directly, the same.
+  EXPECT_THAT(ResolveModel(index), StatusIs(StatusCode::kNotFound, HasSubstr("dangling")));
+}
+
+TEST(ResolveModelTest, FifoIndexIsAnErrorAndNeverBlocks) {
+  testing::TempDir dir;
+  testing::WriteFile(dir.File("model.safetensors"), std::string("x"));
+  const std::string index = dir.File("model.safetensors.index.json");
+  ASSERT_EQ(::mkfifo(index.c_str(), 0600), 0);
+  EXPECT_THAT(ResolveModel(dir.path()),
+              StatusIs(StatusCode::kInvalidArgument, AllOf(HasSubstr(index), HasSubstr("FIFO"))));
+  EXPECT_THAT(ResolveModel(index),
+              StatusIs(StatusCode::kInvalidArgument, AllOf(HasSubstr(index), HasSubstr("FIFO"))));
+}
+
+// Regression: a FIFO or dangling link as the only weights file gave "found nothing".
+TEST(ResolveModelTest, WeightsFileThatIsNotARegularFileIsNamedNotSkipped) {
+  testing::TempDir fifo_dir;
+  const std::string fifo = fifo_dir.File("model.safetensors");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_THAT(ResolveModel(fifo_dir.path()),
+              StatusIs(StatusCode::kInvalidArgument, AllOf(HasSubstr(fifo), HasSubstr("FIFO"))));
+  testing::TempDir link_dir;
+  const std::string link = link_dir.File("model.safetensors");
+  ASSERT_EQ(::symlink("nowhere.safetensors", link.c_str()), 0);
+  EXPECT_THAT(ResolveModel(link_dir.path()),
+              StatusIs(StatusCode::kNotFound, AllOf(HasSubstr(link), HasSubstr("dangling"))));
+  // Beside a regular weights file too: never silently one of two.
+  testing::WriteFile(link_dir.File("other.safetensors"), std::string("x"));
+  EXPECT_THAT(ResolveModel(link_dir.path()), StatusIs(StatusCode::kNotFound, HasSubstr(link)));
+}
+
+TEST(ResolveModelTest, DanglingShardLinkNamesTheIndexAndTheLink) {
+  testing::TempDir dir;
+  testing::WriteFile(dir.File("model.safetensors.index.json"),
+                     std::string(R"({"weight_map":{"a":"model-00001-of-00001.safetensors"}})"));
+  const std::string shard = dir.File("model-00001-of-00001.safetensors");
+  ASSERT_EQ(::symlink("blob", shard.c_str()), 0);
+  EXPECT_THAT(ResolveModel(dir.path()),
+              StatusIs(StatusCode::kNotFound,
+                       AllOf(HasSubstr("model.safetensors.index.json"), HasSubstr("dangling"))));
+}
+
+TEST(ResolveModelTest, SymlinkLoopIsReportedAsALoop) {
+  testing::TempDir dir;
+  const std::string a = dir.File("a.safetensors"), b = dir.File("b.safetensors");
+  ASSERT_EQ(::symlink(b.c_str(), a.c_str()), 0);
+  ASSERT_EQ(::symlink(a.c_str(), b.c_str()), 0);
+  EXPECT_THAT(ResolveModel(a), StatusIs(StatusCode::kInvalidArgument,
+                                        AllOf(HasSubstr(a), HasSubstr("symbolic link loop"))));
+}
+
+TEST(ResolveModelTest, UnreadableIndexIsAnError) {
+  if (::geteuid() == 0) GTEST_SKIP() << "running as root: permission bits do not stop reads";
+  testing::TempDir dir;
+  testing::WriteFile(dir.File("model.safetensors"), std::string("x"));
+  const std::string index = dir.File("model.safetensors.index.json");
+  testing::WriteFile(index, std::string("{}"));
+  ASSERT_EQ(::chmod(index.c_str(), 0), 0);
+  EXPECT_THAT(ResolveModel(dir.path()),
+              StatusIs(StatusCode::kFailedPrecondition, HasSubstr(index)));
 }
 
 TEST(ParseIndexJsonTest, ParsesWeightMap) {

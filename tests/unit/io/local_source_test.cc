@@ -28,6 +28,7 @@ using ::flashload::testing::FirstPositionMismatch;
 using ::flashload::testing::PositionalBytes;
 using ::flashload::testing::TempDir;
 using ::flashload::testing::WriteFile;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr uint64_t kOddSize = (1 << 20) + 123;
@@ -349,6 +350,41 @@ TEST_P(LocalSourceTest, MissingFileIsNotFoundAndNamesThePath) {
 TEST_P(LocalSourceTest, DirectoryIsRejected) {
   EXPECT_THAT(OpenLocalFile(dir_.path(), Options()),
               StatusIs(StatusCode::kInvalidArgument, HasSubstr("directory")));
+}
+
+// A FIFO must be refused at once, never opened and waited on for a writer (safe_open hung here).
+TEST_P(LocalSourceTest, FifoIsRejectedAtOnceAndNamed) {
+  const std::string fifo = dir_.File("pipe.safetensors");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THAT(OpenLocalFile(fifo, Options()),
+              StatusIs(StatusCode::kInvalidArgument, AllOf(HasSubstr(fifo), HasSubstr("FIFO"))));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+}
+
+// Truncated by another process after it was opened: every backend returns the bytes still in the
+// file (a short read the engine reports as DATA_LOSS), and the mmap backend does not die of SIGBUS.
+TEST_P(LocalSourceTest, TruncatedAfterOpenReadsWhatRemainsAndSurvives) {
+  std::unique_ptr<Source> s = Open(path_);
+  ASSERT_NE(s, nullptr);
+  constexpr uint64_t kNow = 300000;  // mid-page, below the first 1 MiB
+  ASSERT_EQ(::truncate(path_.c_str(), kNow), 0);
+  AlignedBuffer buf = Allocate(kOddSize, 4096);
+  Result<size_t> n = s->ReadAt(0, {buf.get(), kOddSize & ~uint64_t{4095}});
+  ASSERT_THAT(n, IsOk());
+  EXPECT_EQ(*n, kNow);
+  EXPECT_EQ(FirstPositionMismatch({buf.get(), static_cast<size_t>(*n)}, 0, kSeed), -1);
+  // Past the new end: nothing, as at end of file.
+  Result<size_t> past = s->ReadAt(1 << 20, {buf.get(), 4096});
+  ASSERT_THAT(past, IsOk());
+  EXPECT_EQ(*past, 0u);
+  // The same through Submit/Reap.
+  ReadRequest r{1 << 19, 4096, buf.get(), 7};
+  ASSERT_THAT(s->Submit({&r, 1}), IsOk());
+  std::vector<ReadResult> done = ReapAll(*s, 1);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_THAT(done[0].status, IsOk());
+  EXPECT_EQ(done[0].bytes, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(
