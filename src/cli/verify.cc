@@ -95,7 +95,8 @@ Result<uint64_t> HashLoaded(const std::string& path, const Header& header, const
   HashJob job{bytes.data(), bytes.size(), 0};
   const void* fault = io_internal::RunGuarded(HashBytes, &job);
   if (fault == nullptr) return job.hash;
-  const uint64_t within = static_cast<uint64_t>(static_cast<const std::byte*>(fault) - bytes.data());
+  const uint64_t within =
+      static_cast<uint64_t>(static_cast<const std::byte*>(fault) - bytes.data());
   return DataLossError(fmt::format(
       "{}: byte offset {} (tensor '{}') is no longer in the file, whose loaded tensors are views "
       "of its memory mapping: the file was truncated after or during the load; load it again once "

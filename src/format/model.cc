@@ -63,8 +63,8 @@ class LocalStore final : public ModelStore {
     if (S_ISREG(st.st_mode)) return EntryKind::kFile;
     if (S_ISDIR(st.st_mode)) return EntryKind::kFolder;
     return InvalidArgumentError(
-        fmt::format("{} is {}, not a regular file or folder; point flashload at the weights",
-                    path, KindOfNonFile(st.st_mode)));
+        fmt::format("{} is {}, not a regular file or folder; point flashload at the weights", path,
+                    KindOfNonFile(st.st_mode)));
   }
   Result<std::vector<Entry>> List(const std::string& folder) const override {
     std::vector<Entry> out;
@@ -95,8 +95,8 @@ class LocalStore final : public ModelStore {
     if (::fstat(fd, &st) != 0) {
       status = ErrnoToStatus(errno, "fstat", path);
     } else if (!S_ISREG(st.st_mode)) {
-      status = InvalidArgumentError(fmt::format("{} is {}, not a regular file", path,
-                                                KindOfNonFile(st.st_mode)));
+      status = InvalidArgumentError(
+          fmt::format("{} is {}, not a regular file", path, KindOfNonFile(st.st_mode)));
     } else {
       char buf[65536];
       while (true) {
@@ -211,9 +211,10 @@ Result<bool> ResolveFolder(const ModelStore& store, const std::string& dir,
       return UnavailableError(fmt::format("{}: changed while the folder was being read; retry",
                                           JoinModelPath(dir, name)));
     }
-    return NotFoundError(fmt::format("{}: listed in the folder but gone; retry once the "
-                                     "download is complete",
-                                     JoinModelPath(dir, name)));
+    return NotFoundError(
+        fmt::format("{}: listed in the folder but gone; retry once the "
+                    "download is complete",
+                    JoinModelPath(dir, name)));
   };
   std::sort(broken_indexes.begin(), broken_indexes.end());
   std::sort(broken_weights.begin(), broken_weights.end());

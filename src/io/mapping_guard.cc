@@ -1,8 +1,8 @@
 #include "io/mapping_guard.h"
 
 #include <pthread.h>
-#include <setjmp.h>
 #include <sched.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>

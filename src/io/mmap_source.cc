@@ -113,7 +113,8 @@ Result<std::unique_ptr<MmapSource>> OpenMmapSource(const std::string& path,
     base = static_cast<const std::byte*>(p);
   }
   const uint32_t threads = options.threads > 0 ? options.threads : 4;
-  return std::unique_ptr<MmapSource>(new MmapSourceImpl(path, std::move(file.fd), file.size, base, threads));
+  return std::unique_ptr<MmapSource>(
+      new MmapSourceImpl(path, std::move(file.fd), file.size, base, threads));
 }
 
 }  // namespace flashload

@@ -65,11 +65,11 @@ TEST_F(VerifyTest, FileTruncatedUnderMappedTensorsIsDataLossNamingTensorAndOffse
   const uint64_t cut = h.data_offset() + third.data_begin + 100;
   ASSERT_EQ(::truncate(path_.c_str(), static_cast<off_t>(cut)), 0);
   const uint64_t fault = (cut + 4095) / 4096 * 4096;
-  EXPECT_THAT(VerifyModel(m),
-              StatusIs(StatusCode::kDataLoss,
-                       AllOf(HasSubstr(m.layout.files.at(0).path), HasSubstr("'layer.2'"),
-                             HasSubstr(fmt::format("byte offset {}", fault)),
-                             HasSubstr("truncated"))));
+  EXPECT_THAT(
+      VerifyModel(m),
+      StatusIs(StatusCode::kDataLoss,
+               AllOf(HasSubstr(m.layout.files.at(0).path), HasSubstr("'layer.2'"),
+                     HasSubstr(fmt::format("byte offset {}", fault)), HasSubstr("truncated"))));
 }
 
 // A file already truncated when it is to be mapped: refused at load time (by the header's size

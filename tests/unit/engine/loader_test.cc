@@ -4,9 +4,9 @@
 
 #include <dlpack/dlpack.h>
 #include <fmt/format.h>
-#include <unistd.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -306,9 +306,9 @@ TEST_F(LoaderTest, FileTruncatedDuringTheLoadIsDataLossNotACrash) {
     };
     Result<LoadedModel> m = Load(path, o);
     ASSERT_TRUE(truncated);
-    EXPECT_THAT(m, StatusIs(StatusCode::kDataLoss,
-                            AllOf(HasSubstr(path), HasSubstr("'" + at->name + "'"),
-                                  HasSubstr(fmt::format("byte offset {}", cut)))));
+    EXPECT_THAT(
+        m, StatusIs(StatusCode::kDataLoss, AllOf(HasSubstr(path), HasSubstr("'" + at->name + "'"),
+                                                 HasSubstr(fmt::format("byte offset {}", cut)))));
   }
 }
 

@@ -2,7 +2,6 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -199,9 +198,8 @@ TEST(ResolveModelTest, DanglingIndexLinkIsAnErrorNamingIt) {
   const std::string index = dir.File("model.safetensors.index.json");
   ASSERT_EQ(::symlink("../blobs/missing-blob", index.c_str()), 0);
   EXPECT_THAT(ResolveModel(dir.path()),
-              StatusIs(StatusCode::kNotFound,
-                       AllOf(HasSubstr(index), HasSubstr("dangling"),
-                             HasSubstr("../blobs/missing-blob"))));
+              StatusIs(StatusCode::kNotFound, AllOf(HasSubstr(index), HasSubstr("dangling"),
+                                                    HasSubstr("../blobs/missing-blob"))));
   // Named directly, the same.
   EXPECT_THAT(ResolveModel(index), StatusIs(StatusCode::kNotFound, HasSubstr("dangling")));
 }
