@@ -13,7 +13,9 @@ Serves the files below --root over HTTP/1.1 (keep-alive), path-style like S3:
   POST /__control         JSON body {"faults": "SPEC"} replaces the fault rules (their counters restart);
                           {"reset_stats": true} zeroes the statistics
   GET  /__stats           JSON statistics: requests, bytes_sent, faults_injected (total and per kind),
-                          connections (accepted), open_connections, max_concurrent_connections
+                          connections (accepted), open_connections, max_concurrent_connections,
+                          redirects (answered), and request_headers: the header lines of the last
+                          200 object and bucket requests, [[name, value], ...] each, in order
 
 BUCKET is a folder directly below --root, KEY a file path below it. Every object response carries a
 quoted ETag derived from the file's size, mtime_ns and inode (so it changes when the file is replaced),
@@ -42,7 +44,13 @@ Kinds:
 Counters are per rule and deterministic (no randomness). Error faults are decided first, then
 ignore-range, then reset/short. /__control and /__stats are never faulted.
 
-Binds 127.0.0.1 only. Prints `listening 127.0.0.1:PORT` once started; exits on SIGTERM/SIGINT.
+Redirects (--redirect-to PREFIX, or {"redirect_to": PREFIX} in a /__control body; "" turns it off):
+every GET/HEAD of an object or bucket answers 302 with `Location: PREFIX` + the request's path and
+query, e.g. PREFIX http://127.0.0.2:PORT to send clients to another loopback address (another
+origin), or PREFIX /other to loop. --redirect-status changes 302 to 301, 303, 307 or 308.
+
+Binds a loopback address (127.0.0.0/8: --host, default 127.0.0.1) only. Prints
+`listening HOST:PORT` once started; exits on SIGTERM/SIGINT.
 Standard library only (Python 3.9+).
 """
 
@@ -51,6 +59,7 @@ import base64
 import email.utils
 import hashlib
 import http.server
+import ipaddress
 import json
 import os
 import signal
@@ -65,6 +74,7 @@ import urllib.parse
 from xml.sax.saxutils import escape as xml_escape
 
 LOOPBACK = "127.0.0.1"
+HEADER_LOG = 200  # request header lists kept for /__stats
 MIN_PIECE = 64 * 1024
 MAX_PIECE = 1024 * 1024
 
@@ -188,8 +198,12 @@ class RangeServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, port, root, per_conn, total, first_byte_latency_s, faults, quiet):
+    def __init__(self, port, root, per_conn, total, first_byte_latency_s, faults, quiet,
+                 host=LOOPBACK, redirect_to="", redirect_status=302):
         self.root = os.path.realpath(root)
+        self.host = host
+        self.redirect_to = redirect_to
+        self.redirect_status = redirect_status
         self.per_conn_rate = per_conn
         self.first_byte_latency_s = first_byte_latency_s
         self.quiet = quiet
@@ -203,7 +217,7 @@ class RangeServer(http.server.ThreadingHTTPServer):
         self.rules = parse_faults(faults)
         self.aborted = set()  # sockets to close with an RST, without a FIN first
         self.reset_stats()
-        super().__init__((LOOPBACK, port), RangeRequestHandler)
+        super().__init__((host, port), RangeRequestHandler)
 
     def reset_stats(self):
         with self.lock:
@@ -212,6 +226,8 @@ class RangeServer(http.server.ThreadingHTTPServer):
             self.bytes_sent = 0
             self.faults_injected = 0
             self.faults_by_kind = {}
+            self.redirects = 0
+            self.request_headers = []
             open_now = getattr(self, "open_connections", 0)
             self.open_connections = open_now
             self.max_concurrent = open_now
@@ -265,6 +281,8 @@ class RangeServer(http.server.ThreadingHTTPServer):
                 "faults_by_kind": dict(self.faults_by_kind),
                 "open_connections": self.open_connections,
                 "max_concurrent_connections": self.max_concurrent,
+                "redirects": self.redirects,
+                "request_headers": [list(map(list, h)) for h in self.request_headers],
             }
 
     def shutdown_request(self, request):
@@ -415,6 +433,10 @@ class RangeRequestHandler(http.server.BaseHTTPRequestHandler):
                 self.server.set_faults(request["faults"])
             if request.get("reset_stats"):
                 self.server.reset_stats()
+            if "redirect_to" in request:
+                if not isinstance(request["redirect_to"], str):
+                    raise ValueError("redirect_to must be a string")
+                self.server.redirect_to = request["redirect_to"]
         except (ValueError, FaultSpecError) as e:
             self.send_json(400, {"error": str(e)})
             return
@@ -441,6 +463,17 @@ class RangeRequestHandler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if url.path == "/__stats":
             self.send_json(200, srv.stats())
+            return
+        with srv.lock:
+            srv.request_headers.append(list(self.headers.items()))
+            del srv.request_headers[:-HEADER_LOG]
+        if srv.redirect_to:
+            with srv.lock:
+                srv.redirects += 1
+            self.send_response(srv.redirect_status)
+            self.send_header("Location", srv.redirect_to + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         path = urllib.parse.unquote(url.path)
         try:
@@ -666,7 +699,12 @@ def walk_bucket(bucket_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True, help="folder whose subfolders are the buckets")
-    parser.add_argument("--host", default=LOOPBACK, help="must be 127.0.0.1 (loopback only)")
+    parser.add_argument("--host", default=LOOPBACK,
+                        help="a loopback address, 127.0.0.0/8 (default 127.0.0.1)")
+    parser.add_argument("--redirect-to", default="",
+                        help="answer every object or bucket request with a redirect to this "
+                             "prefix + the request's path (see the module docstring)")
+    parser.add_argument("--redirect-status", type=int, default=302, choices=(301, 302, 303, 307, 308))
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--port-file", help="write the port here once listening")
     parser.add_argument("--bandwidth-per-conn", type=float, default=0, help="bytes/s, 0 = uncapped")
@@ -682,15 +720,22 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
-    if args.host != LOOPBACK:
-        parser.error("--host %s refused: the server binds %s only" % (args.host, LOOPBACK))
+    try:
+        loopback = ipaddress.ip_address(args.host) in ipaddress.ip_network("127.0.0.0/8")
+    except ValueError:
+        loopback = False
+    if not loopback:
+        parser.error("--host %s refused: the server binds loopback addresses only (127.0.0.0/8, "
+                     "e.g. 127.0.0.1)" % args.host)
     if not os.path.isdir(args.root):
         parser.error("--root %s is not a folder" % args.root)
     if args.bandwidth_per_conn < 0 or args.bandwidth_total < 0 or args.first_byte_latency_ms < 0:
         parser.error("bandwidths and latency must not be negative")
     try:
         server = RangeServer(args.port, args.root, args.bandwidth_per_conn, args.bandwidth_total,
-                             args.first_byte_latency_ms / 1000.0, args.faults, args.quiet)
+                             args.first_byte_latency_ms / 1000.0, args.faults, args.quiet,
+                             host=args.host, redirect_to=args.redirect_to,
+                             redirect_status=args.redirect_status)
     except FaultSpecError as e:
         parser.error(str(e))
 
@@ -713,7 +758,7 @@ def main(argv=None):
         with open(tmp, "w") as f:
             f.write("%d\n" % port)
         os.replace(tmp, args.port_file)
-    sys.stdout.write("listening %s:%d\n" % (LOOPBACK, port))
+    sys.stdout.write("listening %s:%d\n" % (args.host, port))
     sys.stdout.flush()
     try:
         server.serve_forever(poll_interval=0.05)

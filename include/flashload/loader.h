@@ -109,7 +109,7 @@ struct LoadOptions {
 
 // What happened, per file and in total.
 struct FileReport {
-  std::string path;
+  std::string path;  // as RedactUrl() shows it: a URL without its credentials
   std::string component;
   std::string strategy;  // what was used, e.g. "direct (io_uring)"
   std::string reason;    // why, e.g. "3% resident in page cache"

@@ -167,7 +167,12 @@ struct RemoteOpenOptions {
   uint64_t chunk_bytes = 0;  // bytes per ranged GET (0: 8 MiB)
   std::string ca_bundle;     // PEM file of trusted certificate authorities (empty: the system's)
   bool verify_tls = true;
-  std::vector<std::string> headers;  // extra request headers "Name: value"; never logged
+  // Extra request headers "Name: value"; never logged. A name or value holding CR, LF or NUL is
+  // refused (kInvalidArgument) when the source opens. They are sent to the URL's own origin
+  // (scheme, host and port) only: a redirect to another origin drops them, unless
+  // header_on_redirect is set (curl's --location-trusted).
+  std::vector<std::string> headers;
+  bool header_on_redirect = false;
   std::string endpoint;              // S3 endpoint URL, e.g. http://127.0.0.1:9000
   std::string region;                // S3 region
   int path_style = -1;               // S3 addressing: 1 path-style, 0 virtual-hosted, -1 auto
@@ -181,6 +186,14 @@ struct OpenOptions {
   LocalOpenOptions local;
   RemoteOpenOptions remote;
 };
+
+// What a message, a report or an exception may show of `uri`: a URL without its user info
+// ("http://user:password@host/k" → "http://host/k"), the values of query parameters that carry
+// credentials replaced by "<redacted>" (X-Amz-Signature, X-Amz-Credential, X-Amz-Security-Token,
+// sig, token, and any name holding "token", "secret", "signature", "password" or "credential"),
+// and without its fragment; s3:// URIs lose only user info (their '?' and '#' belong to the key).
+// A local path comes back unchanged. Every message that names a URI passes it through this.
+std::string RedactUrl(std::string_view uri);
 
 // Opens a local file. `path` is a plain path (no scheme).
 Result<std::unique_ptr<Source>> OpenLocalFile(const std::string& path,

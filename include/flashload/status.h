@@ -44,6 +44,8 @@ std::string_view StatusCodeName(StatusCode code);
 class [[nodiscard]] Status {
  public:
   Status() = default;  // OK
+  // Every URL in `message` is kept as RedactUrl() (flashload/source.h) shows it: no user info, no
+  // credential in its query, so a message can be printed or logged as it is.
   Status(StatusCode code, std::string message);
 
   static Status Ok() { return Status(); }

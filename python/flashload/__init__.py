@@ -324,7 +324,8 @@ class safe_open:  # noqa: N801 (the reference's name)
         """A sliceable handle on tensor ``name``: get_shape(), get_dtype(), and indexing."""
         file = self._opened()
         if name not in file:
-            raise SafetensorError(f"File {file.name} does not contain tensor {name}")
+            raise SafetensorError(
+                f"File {_core.redact_url(file.name)} does not contain tensor {name}")
         return _SafeSlice(file, name, self._framework)
 
 

@@ -95,6 +95,11 @@ def load_model(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: 
     Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: File} ('model' for a model without components). GIL released; Ctrl-C cancels. _test_delay_ms: tests only, as in File.open.
     """
 
+def redact_url(uri: str) -> str:
+    """
+    `uri` as messages show it: no user info, no credential in the query (local paths as they are).
+    """
+
 def release_cached_memory() -> int:
     """
     Frees the pinned staging memory that GPU loads keep for the next load of the process (up to 1 GiB; loading shard after shard then pins it once). Returns the bytes freed.

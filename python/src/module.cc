@@ -247,7 +247,7 @@ class File {
     Result<LoadedModel> model = LoadInterruptibly(path, std::move(options), test_delay_ms);
     if (!model.ok()) ThrowStatus(model.status());
     if (model->headers.size() != 1) {
-      throw SafetensorError(path + ": expected one safetensors file, found " +
+      throw SafetensorError(RedactUrl(path) + ": expected one safetensors file, found " +
                             std::to_string(model->headers.size()));
     }
     Header header = std::move(model->headers.begin()->second);
@@ -334,7 +334,7 @@ class File {
       rows = stop - start;
       elements = rows * row_elements;
       if (row_bits % 8 != 0) {
-        throw SafetensorError("File " + name_ + ": rows of tensor " + name + " (" +
+        throw SafetensorError("File " + RedactUrl(name_) + ": rows of tensor " + name + " (" +
                               std::string(DtypeName(info.dtype)) + ", " +
                               std::to_string(row_elements) +
                               " elements per row) are not whole "
@@ -390,7 +390,7 @@ class File {
     Result<LoadedModel> model = LoadInterruptibly(name_, state_->options, state_->test_delay_ms);
     if (!model.ok()) ThrowStatus(model.status());
     if (model->headers.size() != 1 || !SameLayout(model->headers.begin()->second, header_)) {
-      throw SafetensorError("File " + name_ +
+      throw SafetensorError("File " + RedactUrl(name_) +
                             " changed on storage since it was opened (its header is not the same "
                             "any more); open it again");
     }
@@ -452,7 +452,7 @@ class File {
   const TensorInfo& Find(const std::string& name) const {
     const TensorInfo* info = header_.Find(name);
     if (info == nullptr) {
-      throw SafetensorError("File " + name_ + " does not contain tensor " + name);
+      throw SafetensorError("File " + RedactUrl(name_) + " does not contain tensor " + name);
     }
     return *info;
   }
@@ -693,6 +693,11 @@ NB_MODULE(_core, m) {
         "Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: "
         "File} ('model' for a model without components). GIL released; Ctrl-C cancels. "
         "_test_delay_ms: tests only, as in File.open.");
+  m.def(
+      "redact_url", [](const std::string& uri) { return flashload::RedactUrl(uri); },
+      nb::arg("uri"),
+      "`uri` as messages show it: no user info, no credential in the query (local paths as "
+      "they are).");
   m.def("release_cached_memory", &flashload::ReleaseCachedMemory,
         "Frees the pinned staging memory that GPU loads keep for the next load of the process "
         "(up to 1 GiB; loading shard after shard then pins it once). Returns the bytes freed.");

@@ -15,9 +15,11 @@
 #include "cli/bench.h"
 #include "cli/output.h"
 #include "cli/verify.h"
+#include "common/url.h"
 #include "flashload/convert.h"
 #include "flashload/loader.h"
 #include "flashload/model.h"
+#include "flashload/source.h"
 #include "flashload/writer.h"
 
 namespace flashload::cli {
@@ -56,6 +58,7 @@ struct RemoteArgs {
   bool anonymous = false;
   std::string ca_bundle;
   std::vector<std::string> headers;
+  bool header_on_redirect = false;
   uint32_t attempts = 3;
 };
 
@@ -80,12 +83,23 @@ void AddRemoteOptions(CLI::App* cmd, RemoteArgs& r) {
   cmd->add_option("--ca-bundle", r.ca_bundle, "PEM file of trusted certificate authorities")
       ->group(group);
   cmd->add_option("--header", r.headers,
-                  "extra HTTP request header 'Name: value' (repeatable; e.g. Authorization); never "
-                  "printed")
+                  "extra HTTP request header 'Name: value' (repeatable; e.g. Authorization); sent "
+                  "only to the URL's own scheme, host and port, never after a redirect to "
+                  "another (see --header-on-redirect); never printed; CR, LF and NUL refused")
       ->check([](const std::string& v) {
-        return v.find(':') == std::string::npos ? std::string("expected 'Name: value'")
-                                                : std::string();
+        if (v.find(':') == std::string::npos) return std::string("expected 'Name: value'");
+        if (v.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+          return std::string(
+              "a header holds a CR, LF or NUL byte, which would start another header line; "
+              "give one header per --header, on one line");
+        }
+        return std::string();
       })
+      ->group(group);
+  cmd->add_flag("--header-on-redirect", r.header_on_redirect,
+                "also send the --header headers after a redirect to another scheme, host or port "
+                "(as curl's --location-trusted); off by default: credentials stay with the host "
+                "they were given for")
       ->group(group);
   cmd->add_option("--attempts", r.attempts,
                   "tries per range, the first included (backoff with "
@@ -104,6 +118,7 @@ RemoteOpenOptions ToRemoteOptions(const RemoteArgs& r) {
   o.anonymous = r.anonymous;
   o.ca_bundle = r.ca_bundle;
   o.headers = r.headers;
+  o.header_on_redirect = r.header_on_redirect;
   o.max_attempts = std::max<uint32_t>(r.attempts, 1);
   return o;
 }
@@ -167,11 +182,12 @@ int Inspect(const InspectArgs& a) {
       file_json.push_back(fmt::format(
           "{{\"path\":{},\"component\":{},\"header_length\":{},\"data_offset\":{},\"file_size\":{},"
           "\"data_bytes\":{},\"parameters\":{},\"metadata\":{},\"tensors\":[{}]}}",
-          JsonString(f.path), JsonString(f.component), h->header_length, h->data_offset(),
+          JsonString(RedactUrl(f.path)), JsonString(f.component), h->header_length,
+          h->data_offset(),
           h->file_size, h->data_size(), params, MetadataJson(*h), fmt::join(tensors, ",")));
       continue;
     }
-    fmt::print("{}{}{}\n", f.component, f.component.empty() ? "" : ": ", f.path);
+    fmt::print("{}{}{}\n", f.component, f.component.empty() ? "" : ": ", RedactUrl(f.path));
     fmt::print("  header {} bytes, data section at byte {}, {} tensors, {} parameters, {}\n",
                h->header_length, h->data_offset(), h->tensors.size(), params,
                HumanBytes(h->data_size()));
@@ -205,7 +221,8 @@ int Inspect(const InspectArgs& a) {
       fmt::print(
           "{{\"path\":{},\"files\":[{}],\"tensors\":{},\"parameters\":{},\"data_bytes\":{},"
           "\"warnings\":[{}]}}\n",
-          JsonString(a.path), fmt::join(file_json, ","), total_tensors, total_params, total_bytes,
+          JsonString(RedactUrl(a.path)), fmt::join(file_json, ","), total_tensors, total_params,
+          total_bytes,
           fmt::join(quoted, ","));
     }
   } else if (layout->files.size() > 1) {
@@ -253,12 +270,13 @@ int Validate(const ValidateArgs& a) {
     all_ok = all_ok && s.ok();
     if (a.json) {
       json.push_back(fmt::format(
-          "{{\"path\":{},\"ok\":{},\"code\":\"{}\",\"error\":{},\"tensors\":{}}}", JsonString(p),
+          "{{\"path\":{},\"ok\":{},\"code\":\"{}\",\"error\":{},\"tensors\":{}}}",
+          JsonString(RedactUrl(p)),
           s.ok() ? "true" : "false", StatusCodeName(s.code()), JsonString(s.message()), tensors));
     } else if (s.ok()) {
-      fmt::print("OK       {} ({} tensors)\n", p, tensors);
+      fmt::print("OK       {} ({} tensors)\n", RedactUrl(p), tensors);
     } else {
-      fmt::print("INVALID  {}\n         {}\n", p, s.ToString());
+      fmt::print("INVALID  {}\n         {}\n", RedactUrl(p), s.ToString());
     }
   }
   if (a.json) fmt::print("{{\"files\":[{}]}}\n", fmt::join(json, ","));
@@ -402,7 +420,8 @@ int LoadCommand(const LoadArgs& a) {
           "fraction\":{:.4f},"
           "\"bytes\":{},\"tensors\":{},\"seconds\":{:.6f},\"tensors_converted\":{},"
           "\"bytes_converted\":{},\"output_bytes\":{},\"gpu_direct_storage\":{}}}",
-          JsonString(f.path), JsonString(f.component), JsonString(f.strategy), JsonString(f.reason),
+          JsonString(RedactUrl(f.path)), JsonString(f.component), JsonString(f.strategy),
+          JsonString(f.reason),
           f.resident_fraction, f.bytes, f.tensors, f.seconds, f.tensors_converted,
           f.bytes_converted, f.output_bytes, JsonString(f.gpu_direct_storage)));
     }
@@ -419,7 +438,7 @@ int LoadCommand(const LoadArgs& a) {
         "\"allocation_seconds\":{:.6f},\"page_size\":{},\"memory_reused_bytes\":{},"
         "\"memory_populated_ahead\":{},\"memory_populated_on_demand\":{},"
         "\"files\":[{}],\"verify\":{}}}\n",
-        JsonString(a.path), model->tensors.size(), r.bytes, r.seconds, r.GbPerSecond(),
+        JsonString(RedactUrl(a.path)), model->tensors.size(), r.bytes, r.seconds, r.GbPerSecond(),
         r.header_seconds, rss, JsonString(r.device), JsonString(r.copy_engine), JsonString(a.dtype),
         r.tensors_converted, r.bytes_converted, r.output_bytes, r.staging_bytes,
         r.peak_device_bytes, r.copy_engine_seconds, r.allocation_seconds, JsonString(r.page_size),
@@ -428,7 +447,7 @@ int LoadCommand(const LoadArgs& a) {
   } else {
     for (const FileReport& f : r.files) {
       fmt::print("  {}{}{}: {} in {:.3f} s — {} ({})\n", f.component,
-                 f.component.empty() ? "" : ": ", f.path, HumanBytes(f.bytes), f.seconds,
+                 f.component.empty() ? "" : ": ", RedactUrl(f.path), HumanBytes(f.bytes), f.seconds,
                  f.strategy, f.reason);
       if (!f.gpu_direct_storage.empty()) fmt::print("    to the GPU: {}\n", f.gpu_direct_storage);
     }
@@ -457,7 +476,9 @@ int LoadCommand(const LoadArgs& a) {
     }
   }
   if (verify && !verify->mismatches.empty()) {
-    for (const std::string& m : verify->mismatches) fmt::print(stderr, "mismatch: {}\n", m);
+    for (const std::string& m : verify->mismatches) {
+      fmt::print(stderr, "mismatch: {}\n", RedactUrlsIn(m));
+    }
     return 1;
   }
   return 0;

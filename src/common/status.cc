@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/url.h"
+
 namespace flashload {
 
 std::string_view StatusCodeName(StatusCode code) {
@@ -40,7 +42,11 @@ std::string_view StatusCodeName(StatusCode code) {
 }
 
 Status::Status(StatusCode code, std::string message) {
-  if (code != StatusCode::kOk) rep_ = std::make_shared<const Rep>(Rep{code, std::move(message)});
+  // Whichever code built the message, the URLs in it are shown without their credentials.
+  if (code != StatusCode::kOk) {
+    if (message.find("://") != std::string::npos) message = RedactUrlsIn(message);
+    rep_ = std::make_shared<const Rep>(Rep{code, std::move(message)});
+  }
 }
 
 std::string Status::ToString() const {

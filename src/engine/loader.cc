@@ -292,7 +292,7 @@ Result<std::string> DescribeLoadPlan(const std::string& path, const LoadOptions&
   FL_ASSIGN_OR_RETURN(PreparedLoad p, PrepareLoad(path, options));
   std::string out = engine::DescribePlan(p.plan);
   for (size_t i = 0; i < p.plan.files.size(); ++i) {
-    out += fmt::format("{}: {} — {}\n", p.plan.files[i].path,
+    out += fmt::format("{}: {} — {}\n", RedactUrl(p.plan.files[i].path),
                        engine::DescribeStrategy(p.strategies[i], p.sources[i]->backend()),
                        p.strategies[i].reason);
   }
@@ -402,7 +402,7 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   for (size_t i = 0; i < n; ++i) {
     const engine::FilePlan& f = plan.files[i];
     FileReport r;
-    r.path = f.path;
+    r.path = RedactUrl(f.path);
     r.component = f.component;
     r.strategy = engine::DescribeStrategy(strategies[i], backends[i]);
     r.reason = strategies[i].reason;

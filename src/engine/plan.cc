@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "flashload/source.h"
+
 namespace flashload::engine {
 
 namespace {
@@ -94,7 +96,7 @@ std::string DescribePlan(const LoadPlan& plan) {
   std::string out;
   for (const FilePlan& f : plan.files) {
     out += fmt::format("{}{}{}: {} tensors, data [{}, {}) ({} bytes), read [{}, {}) in {} chunks\n",
-                       f.component, f.component.empty() ? "" : ": ", f.path,
+                       f.component, f.component.empty() ? "" : ": ", RedactUrl(f.path),
                        f.header.tensors.size(), f.header.data_offset(), f.header.file_size,
                        f.data_bytes(), f.read_begin, f.read_end, f.chunks.size());
   }

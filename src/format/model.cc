@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <filesystem>
 #include <set>
@@ -121,6 +122,35 @@ class LocalStore final : public ModelStore {
 
 // Index files of a folder for a variant: "<x>.safetensors.index.json", or for variant "fp16"
 // "<x>.safetensors.index.fp16.json".
+// Whether `name`, with %2E, %2F and %5C decoded (either case), has a ".." segment between '/'
+// or '\\' separators.
+bool EscapesAfterPercentDecoding(std::string_view name) {
+  std::string decoded;
+  for (size_t i = 0; i < name.size(); ++i) {
+    if (name[i] == '%' && i + 2 < name.size()) {
+      auto lower = [](char c) {
+        return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      };
+      const std::string hex{lower(name[i + 1]), lower(name[i + 2])};
+      const char c = hex == "2e" ? '.' : hex == "2f" ? '/' : hex == "5c" ? '\\' : '\0';
+      if (c != '\0') {
+        decoded.push_back(c);
+        i += 2;
+        continue;
+      }
+    }
+    decoded.push_back(name[i]);
+  }
+  size_t begin = 0;
+  while (begin <= decoded.size()) {
+    size_t end = decoded.find_first_of("/\\", begin);
+    if (end == std::string::npos) end = decoded.size();
+    if (std::string_view(decoded).substr(begin, end - begin) == "..") return true;
+    begin = end + 1;
+  }
+  return false;
+}
+
 bool IsIndexName(std::string_view name, std::string_view variant) {
   if (variant.empty()) return EndsWith(name, kIndexSuffix);
   return EndsWith(name, fmt::format(".safetensors.index.{}.json", variant));
@@ -379,6 +409,15 @@ Result<std::map<std::string, std::string>> ParseIndexJson(std::string_view json,
           fmt::format("{}: weight_map entry {} names shard {}, outside the "
                       "index's folder",
                       file_name, Quote(kv.key), Quote(shard)));
+    }
+    // Remote stores join the name to the index's URL, and a server decodes %2e%2e (or .%2e, or
+    // ..%2f) into a ".." segment: percent-encoded, it escapes the folder just as "../" does.
+    if (EscapesAfterPercentDecoding(shard)) {
+      return DataLossError(fmt::format(
+          "{}: weight_map entry {} names shard {}, outside the index's folder once its "
+          "percent-encoding is decoded (a \"..\" segment); name the shard file itself, relative "
+          "to the index",
+          file_name, Quote(kv.key), Quote(shard)));
     }
     if (!out.emplace(std::string(kv.key), std::string(shard)).second) {
       return DataLossError(

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/completions.h"
+#include "common/url.h"
 #include "flashload/model.h"
 #include "io/registry.h"
 
@@ -159,6 +160,9 @@ struct Transfer {
   uint64_t pre = 0;          // bytes of the caller's request already copied from the prefix
   Waiter* waiter = nullptr;  // null: the completion goes to Reap()
   bool open = false;         // the opening GET: object size not known yet
+  std::string url;           // where the request goes now: the source's URL, or a redirect's
+  uint32_t redirects = 0;    // followed so far
+  bool left_origin = false;  // a redirect went to another scheme, host or port
 
   CURL* easy = nullptr;
   curl_slist* header_list = nullptr;
@@ -549,9 +553,6 @@ class HttpObject final : public HttpSource {
         return FailedPreconditionError(fmt::format(
             "{}: TLS verification failed: {}; give a CA bundle (ca_bundle) that trusts this server",
             where, Sanitize(detail, 200)));
-      case CURLE_TOO_MANY_REDIRECTS:
-        return FailedPreconditionError(
-            fmt::format("{}: more than {} redirects", where, options_.max_redirects));
       case CURLE_URL_MALFORMAT:
       case CURLE_UNSUPPORTED_PROTOCOL:
         return InvalidArgumentError(fmt::format("{}: {}", where, Sanitize(detail, 200)));
@@ -566,13 +567,17 @@ class HttpObject final : public HttpSource {
   // Configures an easy handle for `t` and adds it to the multi handle; completes `t` on failure.
   void Begin(std::unique_ptr<Transfer> t) {
     HttpRequest req;
-    req.url = url_;
+    req.url = t->url.empty() ? url_ : t->url;
     req.range_begin = t->offset;
     req.range_end = t->offset + t->length - 1;
     req.headers.emplace_back("Range", fmt::format("bytes={}-{}", req.range_begin, req.range_end));
     if (!t->open && strong_etag_) req.headers.emplace_back("If-Match", etag_);
-    for (const auto& h : options_.headers) req.headers.push_back(h);
-    if (options_.decorator) {
+    // Credentials are bound to the origin they were given for (see HttpOptions::headers).
+    const bool credentials = !t->left_origin || options_.header_on_redirect;
+    if (credentials) {
+      for (const auto& h : options_.headers) req.headers.push_back(h);
+    }
+    if (options_.decorator && credentials) {
       Status s = options_.decorator(req);
       if (!s.ok()) {
         s = s.WithContext(fmt::format("{}: preparing {}", display_url_, RangeText(*t)));
@@ -620,8 +625,9 @@ class HttpObject final : public HttpSource {
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, options_.follow_redirects ? 1L : 0L);
-    curl_easy_setopt(e, CURLOPT_MAXREDIRS, static_cast<long>(options_.max_redirects));
+    // Redirects are followed here (Finish()), not by libcurl, which would send every custom
+    // header to whatever host a Location names.
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024);
@@ -708,6 +714,15 @@ class HttpObject final : public HttpSource {
         t->total_ns = static_cast<uint64_t>(us) * 1000;
       }
     }
+    if (rc == CURLE_OK && t->abort_status.ok() && options_.follow_redirects && t->code >= 300 &&
+        t->code < 400) {
+      char* location = nullptr;
+      if (curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &location) == CURLE_OK &&
+          location != nullptr) {
+        Redirect(std::move(t), location);
+        return;
+      }
+    }
     Status s = Outcome(*t, rc);
     uint64_t bytes = 0;
     if (s.ok()) {
@@ -716,6 +731,36 @@ class HttpObject final : public HttpSource {
       bytes = t->received;  // validated by CheckHeaders: they start at the requested offset
     }
     Complete(std::move(t), std::move(s), bytes);
+  }
+
+  // Sends `t` again to `location` (absolute, resolved by libcurl against the URL it answered),
+  // with its credentials only while the redirects stay at the source's origin.
+  void Redirect(std::unique_ptr<Transfer> t, const std::string& location) {
+    if (t->redirects >= options_.max_redirects) {
+      Status s = FailedPreconditionError(fmt::format(
+          "{}: more than {} redirects reading {} (the last to {}); fix the URL or the server's "
+          "redirects",
+          display_url_, options_.max_redirects, RangeText(*t), RedactUrl(location)));
+      Complete(std::move(t), std::move(s), 0);
+      return;
+    }
+    ++t->redirects;
+    if (!SameOrigin(url_, location)) t->left_origin = true;
+    t->url = location;
+    curl_multi_remove_handle(multi_, t->easy);
+    curl_easy_reset(t->easy);
+    idle_easy_.push_back(t->easy);
+    t->easy = nullptr;
+    curl_slist_free_all(t->header_list);
+    t->header_list = nullptr;
+    t->code = 0;
+    t->headers_checked = false;
+    t->body_to_dst = false;
+    t->whole_object = false;
+    t->error_body.clear();
+    t->received = 0;
+    t->errbuf[0] = '\0';
+    Begin(std::move(t));
   }
 
   // The event thread.
@@ -898,20 +943,28 @@ size_t HttpObject::OnBody(char* data, size_t size, size_t nmemb, void* user) {
 
 }  // namespace
 
-std::string RedactUrl(const std::string& url) {
-  const size_t scheme_end = url.find("://");
-  const size_t authority_begin = scheme_end == std::string::npos ? 0 : scheme_end + 3;
-  size_t authority_end = url.find_first_of("/?#", authority_begin);
-  if (authority_end == std::string::npos) authority_end = url.size();
-  std::string out = url.substr(0, authority_begin);
-  std::string authority = url.substr(authority_begin, authority_end - authority_begin);
-  const size_t at = authority.rfind('@');
-  if (at != std::string::npos) authority.erase(0, at + 1);
-  out += authority;
-  const size_t query = url.find_first_of("?#", authority_end);
-  out +=
-      url.substr(authority_end, (query == std::string::npos ? url.size() : query) - authority_end);
-  return out;
+Status CheckRequestHeaders(const std::vector<std::pair<std::string, std::string>>& headers,
+                           const std::string& url) {
+  constexpr std::string_view kTokenPunctuation = "!#$%&'*+-.^_`|~";
+  for (const auto& [name, value] : headers) {
+    const bool name_ok = !name.empty() && std::all_of(name.begin(), name.end(), [&](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) ||
+             kTokenPunctuation.find(c) != std::string_view::npos;
+    });
+    if (!name_ok) {
+      return InvalidArgumentError(
+          fmt::format("{}: request header name '{}' is not an HTTP token (letters, digits and "
+                      "!#$%&'*+-.^_`|~ only; no spaces, CR, LF or NUL); give it as 'Name: value'",
+                      RedactUrl(url), Sanitize(name, 100)));
+    }
+    if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+      return InvalidArgumentError(fmt::format(
+          "{}: the value of request header '{}' holds a CR, LF or NUL byte, which would start "
+          "another header line; give one header per --header, each on one line",
+          RedactUrl(url), name));
+    }
+  }
+  return Status();
 }
 
 Result<std::unique_ptr<HttpSource>> OpenHttpObject(const std::string& url,
@@ -921,6 +974,7 @@ Result<std::unique_ptr<HttpSource>> OpenHttpObject(const std::string& url,
   if (!EqualsIgnoreCase(scheme, "http") && !EqualsIgnoreCase(scheme, "https")) {
     return InvalidArgumentError(fmt::format("{}: not an http:// or https:// URL", RedactUrl(url)));
   }
+  FL_RETURN_IF_ERROR(CheckRequestHeaders(options.headers, url));
   FL_RETURN_IF_ERROR(GlobalInit());
   const uint32_t max_attempts = std::max<uint32_t>(options.open_retry.max_attempts, 1);
   Backoff backoff(options.open_retry);
@@ -950,6 +1004,7 @@ HttpOptions HttpOptionsFrom(const RemoteOpenOptions& remote) {
   o.adapt_chunk = remote.chunk_bytes == 0;  // an explicit size is kept as given
   o.ca_bundle = remote.ca_bundle;
   o.verify_tls = remote.verify_tls;
+  o.header_on_redirect = remote.header_on_redirect;
   for (const std::string& line : remote.headers) {
     const size_t colon = line.find(':');
     if (colon == std::string::npos) continue;

@@ -13,11 +13,12 @@
 // kDataLoss error ("object changed during the load (ETag ... no longer matches)"), never a mix of
 // old and new bytes.
 //
-// Errors (each names the URL without its query string or user info, and the byte offset):
+// Errors (each names the URL as RedactUrl() shows it, and the byte offset):
 // - 404 → kNotFound; 401/403 → kFailedPrecondition with the server's <Code>/<Message> (S3 XML) or
 //   the first 200 bytes of its body, sanitized; other 4xx → kFailedPrecondition;
 // - 412, a different ETag, more bytes than requested, or a Content-Range that does not match the
 //   request → kDataLoss;
+// - more than `max_redirects` redirects → kFailedPrecondition;
 // - a 200 answer to a ranged GET (the server ignores Range) → kFailedPrecondition, unless the whole
 //   object fitted in the opening response;
 // - 5xx (503 SlowDown included), 429, a connection reset or refused, a timeout, the low-speed
@@ -67,8 +68,14 @@ struct HttpRequest {
 using RequestDecorator = std::function<Status(HttpRequest& request)>;
 
 struct HttpOptions {
-  // Extra headers sent with every request, e.g. {"Authorization", "Bearer ..."}. Never printed.
+  // Extra headers sent with every request to the URL's origin, e.g. {"Authorization", "Bearer
+  // ..."}. Never printed. Redirects are followed by the source itself (not by libcurl), so that a
+  // redirect to another origin (scheme, host or port) sends neither these headers nor the
+  // decorator's (credentials are bound to the host they were given for), unless
+  // `header_on_redirect` is set. A same-origin redirect keeps them, and the decorator runs again
+  // with the new URL (a SigV4 signature covers the path).
   std::vector<std::pair<std::string, std::string>> headers;
+  bool header_on_redirect = false;
   std::string ca_bundle;  // PEM file of trusted CAs; empty: the system's
   bool verify_tls = true;
   uint32_t connections = 16;                // transfers in flight (and connections per host)
@@ -99,7 +106,7 @@ struct HttpCounters {
 
 class HttpSource : public Source {
  public:
-  // The URL as shown in messages (no query string, no user info).
+  // The URL as shown in messages (RedactUrl(): no user info, no credential in the query).
   virtual const std::string& display_url() const = 0;
   // The ETag pinned at open, quotes included ("" when the server sent none).
   virtual const std::string& etag() const = 0;
@@ -124,9 +131,11 @@ HttpOptions HttpOptionsFrom(const RemoteOpenOptions& remote);
 // program linking fl_io never needs to.
 void RegisterHttpSchemes();
 
-// `url` without user info and query string, for messages: "https://u:p@h/k?X-Amz-Signature=..."
-// → "https://h/k".
-std::string RedactUrl(const std::string& url);
+// Checks request headers before anything is sent: a name must be a non-empty HTTP token, and
+// neither a name nor a value may hold CR, LF or NUL (which would inject another header line).
+// kInvalidArgument naming the header (never its value) and `url` (redacted).
+Status CheckRequestHeaders(const std::vector<std::pair<std::string, std::string>>& headers,
+                           const std::string& url);
 
 }  // namespace flashload
 

@@ -76,12 +76,12 @@ def _wait_for(probe, proc, name, log_path, timeout, interval):
 class RangeServer:
     """A running tools/range_server.py."""
 
-    def __init__(self, proc, port, root, log_path, scheme="http"):
+    def __init__(self, proc, port, root, log_path, scheme="http", host=LOOPBACK):
         self.proc = proc
         self.port = port
         self.root = root
-        self.host = LOOPBACK
-        self.url = "%s://%s:%d" % (scheme, LOOPBACK, port)
+        self.host = host
+        self.url = "%s://%s:%d" % (scheme, host, port)
         self.log_path = log_path
 
     def object_url(self, bucket, key):
@@ -100,6 +100,10 @@ class RangeServer:
     def reset_stats(self):
         return self._post({"reset_stats": True})
 
+    def redirect_to(self, prefix):
+        """Answers every object request with a redirect to `prefix` + its path ("" stops)."""
+        return self._post({"redirect_to": prefix})
+
     def stats(self):
         with urllib.request.urlopen(self.url + "/__stats", timeout=10) as response:
             return json.loads(response.read())
@@ -114,7 +118,9 @@ def range_server(root, python=None, startup_timeout=15.0, **options):
 
     options become flags: bandwidth_per_conn=50e6 -> --bandwidth-per-conn 50000000.0, faults="..."
     -> --faults ..., quiet=False logs requests (default quiet=True), tls_cert/tls_key serve HTTPS
-    (then .url is https://; /__control and /__stats are not reachable). Yields a RangeServer.
+    (then .url is https://; /__control and /__stats are not reachable), host="127.0.0.2" binds
+    another loopback address, redirect_to=PREFIX redirects every object request. Yields a
+    RangeServer.
     """
     options.setdefault("quiet", True)
     workdir = tempfile.mkdtemp(prefix="flashload-range-server-")
@@ -137,7 +143,8 @@ def range_server(root, python=None, startup_timeout=15.0, **options):
                          log_path, startup_timeout, 0.02)
         port = int(text)
         yield RangeServer(proc, port, root, log_path,
-                          "https" if options.get("tls_cert") else "http")
+                          "https" if options.get("tls_cert") else "http",
+                          options.get("host") or LOOPBACK)
     finally:
         if proc is not None:
             _stop(proc)

@@ -88,3 +88,51 @@ def test_s3_object_and_prefix_through_the_environment(root, s3_env):
 def test_missing_remote_object_raises_naming_it(server, s3_env):
     with pytest.raises((SafetensorError, FileNotFoundError), match="nope"):
         fl_np.load_file("s3://bucket/model/nope.safetensors")
+
+
+# Regression: a password in a URL reached the exception text of errors raised during a load (the
+# ones raised while opening were already redacted).
+SECRETS = ("PASSWORD-4e1f", "SIG-90ab", "alice")
+
+
+def secret_url(server, key):
+    host = server.url.split("://", 1)[1]
+    return ("http://alice:PASSWORD-4e1f@%s/bucket/model/%s?X-Amz-Signature=SIG-90ab&v=1" % (host, key),
+            "http://%s/bucket/model/%s?X-Amz-Signature=<redacted>&v=1" % (host, key))
+
+
+def assert_redacted(error, shown):
+    text = str(error)
+    assert shown in text, text
+    for secret in SECRETS:
+        assert secret not in text, text
+
+
+def test_exceptions_show_urls_without_their_credentials(server):
+    url, shown = secret_url(server, "unet/nope.safetensors")
+    with pytest.raises(FileNotFoundError) as e:
+        fl_np.load_file(url)
+    assert_redacted(e.value, shown)
+
+    url, shown = secret_url(server, "unet/diffusion_pytorch_model.safetensors")
+    with safe_open(url, "np") as f:
+        with pytest.raises(SafetensorError) as e:
+            f.get_slice("unet.nope")
+        assert_redacted(e.value, "File %s does not contain tensor unet.nope" % shown)
+
+    # An error during the load itself: a file larger than the opening GET's 1 MiB, whose ETag
+    # changes after that GET, so the next range fails (412).
+    big = Path(server.root) / "bucket" / "model" / "big"
+    big.mkdir(exist_ok=True)
+    ref_np.save_file({"w": np.arange(3 << 20, dtype=np.uint8).reshape(3, -1)},
+                     str(big / "model.safetensors"))
+    url, shown = secret_url(server, "big/model.safetensors")
+    server.control("etag-change:after=1:path=big")
+    try:
+        with pytest.raises(SafetensorError) as e:
+            fl_np.load_file(url)
+        assert "object changed during the load" in str(e.value)
+        assert_redacted(e.value, "reading %s at byte offset" % shown)
+    finally:
+        server.control("")
+    assert flashload._core.redact_url(url) == shown

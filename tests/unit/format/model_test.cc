@@ -283,6 +283,28 @@ TEST(ParseIndexJsonTest, RejectsMalformedIndexes) {
               StatusIs(StatusCode::kDataLoss, HasSubstr("twice")));
 }
 
+// Regression: an HTTP index's shard "%2e%2e/x" was joined to the index URL and decoded by the
+// server into "../x", outside the index's folder ("../x" itself was already refused).
+TEST(ParseIndexJsonTest, RejectsPercentEncodedDotSegments) {
+  for (const char* shard : {"%2e%2e/x.safetensors", "%2E%2E/x.safetensors", ".%2e/x.safetensors",
+                            "%2e./x.safetensors", "a/%2e%2e/%2e%2e/x.safetensors",
+                            "..%2fx.safetensors", "%2e%2e%2Fx.safetensors", "%2e%2e"}) {
+    const std::string json = std::string(R"({"weight_map":{"layer.0.w":")") + shard + R"("}})";
+    EXPECT_THAT(ParseIndexJson(json, "http://h/m/model.safetensors.index.json"),
+                StatusIs(StatusCode::kDataLoss,
+                         AllOf(HasSubstr("http://h/m/model.safetensors.index.json"),
+                               HasSubstr("'layer.0.w'"), HasSubstr(shard),
+                               HasSubstr("outside the index's folder"))))
+        << shard;
+  }
+  // Dots that are not a whole segment stay allowed.
+  for (const char* shard : {"a%2e%2eb.safetensors", "%2e%2e%2e/x.safetensors", "x.%2esafetensors",
+                            "%2e/x.safetensors"}) {
+    const std::string json = std::string(R"({"weight_map":{"w":")") + shard + R"("}})";
+    EXPECT_THAT(ParseIndexJson(json, "i"), IsOk()) << shard;
+  }
+}
+
 TEST(CheckWeightMapTest, AcceptsConsistentShards) {
   FL_EXPECT_OK(CheckWeightMap("idx", {{"a", "/s1"}, {"b", "/s2"}, {"c", "/s1"}},
                               {{"/s1", {"a", "c"}}, {"/s2", {"b"}}}));

@@ -29,6 +29,7 @@ using ::flashload::testing::RangeServer;
 using ::flashload::testing::RangeServerScript;
 using ::flashload::testing::TempDir;
 using ::flashload::testing::WriteFile;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using namespace std::chrono_literals;
@@ -110,11 +111,37 @@ std::map<uint64_t, ReadResult> ReadChunks(Source& s, std::vector<std::byte>& buf
   return done;
 }
 
-TEST(RedactUrlTest, DropsUserInfoQueryAndFragment) {
+// RedactUrl() itself is proven in tests/unit/common/url_test.cc; here, what a source shows.
+TEST(RedactUrlTest, DisplayUrlHasNoCredentials) {
   EXPECT_EQ(RedactUrl("https://user:pw@host:8443/b/k.bin?X-Amz-Signature=abc#f"),
-            "https://host:8443/b/k.bin");
-  EXPECT_EQ(RedactUrl("http://host/k"), "http://host/k");
-  EXPECT_EQ(RedactUrl("http://host?token=1"), "http://host");
+            "https://host:8443/b/k.bin?X-Amz-Signature=<redacted>");
+}
+
+// Regression: a header value holding a newline injected a second header line.
+TEST(CheckRequestHeadersTest, RefusesCrLfAndNulInNamesAndValues) {
+  const std::string url = "http://alice:PASSWORD@127.0.0.1:1/m.safetensors";
+  using Headers = std::vector<std::pair<std::string, std::string>>;
+  FL_EXPECT_OK(
+      CheckRequestHeaders(Headers{{"Authorization", "Bearer tok"}, {"X-Api-Key", ""}}, url));
+  for (const Headers& bad : {Headers{{"Authorization", "Bearer S3CRET\nX: y"}},
+                             Headers{{"Authorization", "Bearer S3CRET\r\nX: y"}},
+                             Headers{{"Authorization", std::string("Bearer S3CRET\0X", 15)}}}) {
+    const Status s = CheckRequestHeaders(bad, url);
+    EXPECT_THAT(s, StatusIs(StatusCode::kInvalidArgument,
+                            AllOf(HasSubstr("'Authorization'"), HasSubstr("CR, LF or NUL"),
+                                  HasSubstr("http://127.0.0.1:1/m.safetensors"))));
+    EXPECT_THAT(std::string(s.message()),
+                AllOf(Not(HasSubstr("S3CRET")), Not(HasSubstr("PASSWORD"))));
+  }
+  for (const Headers& bad :
+       {Headers{{"X\nInjected", "v"}}, Headers{{"", "v"}}, Headers{{"Two Words", "v"}}}) {
+    EXPECT_THAT(CheckRequestHeaders(bad, url),
+                StatusIs(StatusCode::kInvalidArgument, HasSubstr("not an HTTP token")));
+  }
+  // OpenHttpObject refuses before sending anything (port 1: nothing listens there).
+  HttpOptions o;
+  o.headers = {{"Authorization", "Bearer S3CRET\nX: y"}};
+  EXPECT_THAT(OpenHttpObject(url, o), StatusIs(StatusCode::kInvalidArgument, HasSubstr("CR, LF")));
 }
 
 TEST_F(HttpSourceTest, OpenLearnsSizeEtagAndPrefixFromOneRequest) {
@@ -529,6 +556,51 @@ TEST(HttpSourceAdaptTest, RangeSizeGrowsWithFirstByteLatencyTimesBandwidth) {
   Result<std::unique_ptr<Source>> f = OpenHttpSource((*slow)->Url("bucket/model.bin"), fixed);
   ASSERT_THAT(f, IsOk());
   EXPECT_EQ((*f)->caps().preferred_chunk, 2u << 20);
+}
+
+// Regression: a 302 from 127.0.0.1 to 127.0.0.2 sent the user's X-Api-Key to the second host on
+// every request (libcurl forwards custom headers to any host). They stay with their origin unless
+// header_on_redirect is set; the bytes come back right either way.
+TEST_F(HttpSourceTest, HeadersAreDroppedOnARedirectToAnotherOriginUnlessTrusted) {
+  Result<std::unique_ptr<RangeServer>> other = RangeServer::Start(
+      RangeServerScript(), dir_.File("root"), dir_.File("root"), {"--host", "127.0.0.2"});
+  ASSERT_THAT(other, IsOk());
+  StartServer({"--redirect-to", fmt::format("http://127.0.0.2:{}", (*other)->port())});
+  for (const bool trusted : {false, true}) {
+    SCOPED_TRACE(trusted ? "header_on_redirect" : "default");
+    const std::string secret = trusted ? "SECRET-KEY-TRUSTED" : "SECRET-KEY-DEFAULT";
+    HttpOptions o = Options();
+    o.headers = {{"X-Api-Key", secret}};
+    o.header_on_redirect = trusted;
+    o.chunk_size = kMiB;
+    std::unique_ptr<HttpSource> s = Open("model.bin", o);
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(s->size(), kModelSize);
+    std::vector<std::byte> buf(kModelSize);
+    for (const auto& [tag, r] : ReadChunks(*s, buf, kMiB)) EXPECT_THAT(r.status, IsOk());
+    EXPECT_EQ(FirstPositionMismatch(buf, 0, kSeed), -1);
+    FL_ASSERT_OK_AND_ASSIGN(const std::string first, server_->StatsJson());
+    FL_ASSERT_OK_AND_ASSIGN(const std::string second, (*other)->StatsJson());
+    EXPECT_THAT(first, HasSubstr(secret)) << "the URL's own host gets the header";
+    if (trusted) {
+      EXPECT_THAT(second, HasSubstr(secret));
+    } else {
+      EXPECT_THAT(second, Not(HasSubstr(secret))) << "another host never gets it";
+    }
+    FL_ASSERT_OK_AND_ASSIGN(const uint64_t served, (*other)->Stat("requests"));
+    EXPECT_GT(served, 4u) << "every range went through the redirect";
+  }
+}
+
+TEST_F(HttpSourceTest, ARedirectLoopIsAClearErrorNamingTheUrl) {
+  StartServer({"--redirect-to", "/loop"});
+  HttpOptions o = Options();
+  o.max_redirects = 3;
+  EXPECT_THAT(OpenHttpObject(Url("model.bin") + "?token=TOKSECRET", o),
+              StatusIs(StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("more than 3 redirects"), HasSubstr(Url("model.bin")),
+                             Not(HasSubstr("TOKSECRET")))));
+  EXPECT_EQ(NewRequests(), 4u) << "the first request and 3 redirects, then it stops";
 }
 
 }  // namespace

@@ -73,7 +73,13 @@ Result<std::unique_ptr<RangeServer>> RangeServer::Start(const std::string& scrip
   while (Clock::now() < until) {
     std::ifstream f(port_file);
     int port = 0;
-    if (f >> port && port > 0) return std::unique_ptr<RangeServer>(new RangeServer(pid, port));
+    if (f >> port && port > 0) {
+      std::string host = "127.0.0.1";
+      for (size_t i = 0; i + 1 < args.size(); ++i) {
+        if (args[i] == "--host") host = args[i + 1];
+      }
+      return std::unique_ptr<RangeServer>(new RangeServer(pid, port, host));
+    }
     int status = 0;
     if (waitpid(pid, &status, WNOHANG) == pid) {
       return FailedPreconditionError(
@@ -88,7 +94,7 @@ Result<std::unique_ptr<RangeServer>> RangeServer::Start(const std::string& scrip
 RangeServer::~RangeServer() { Stop(pid_); }
 
 std::string RangeServer::Url(const std::string& path) const {
-  return fmt::format("http://127.0.0.1:{}/{}", port_, path);
+  return fmt::format("http://{}:{}/{}", host_, port_, path);
 }
 
 Result<std::string> RangeServer::Exchange(const std::string& method, const std::string& path,
@@ -98,16 +104,19 @@ Result<std::string> RangeServer::Exchange(const std::string& method, const std::
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port_));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (inet_pton(AF_INET, host_.c_str(), &addr.sin_addr) != 1) {
+    close(fd);
+    return InvalidArgumentError(fmt::format("range server host {} is not an IPv4 address", host_));
+  }
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     const int err = errno;
     close(fd);
     return ErrnoToStatus(err, "connect", Url(""));
   }
   std::string req = fmt::format(
-      "{} {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: "
+      "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: "
       "application/json\r\nContent-Length: {}\r\n\r\n{}",
-      method, path, body.size(), body);
+      method, path, host_, body.size(), body);
   for (size_t sent = 0; sent < req.size();) {
     const ssize_t n = send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
     if (n <= 0) {
@@ -140,6 +149,13 @@ Result<std::string> RangeServer::Exchange(const std::string& method, const std::
 Status RangeServer::SetFaults(const std::string& spec) {
   return Exchange("POST", "/__control", fmt::format("{{\"faults\": \"{}\"}}", spec)).status();
 }
+
+Status RangeServer::RedirectTo(const std::string& prefix) {
+  return Exchange("POST", "/__control", fmt::format("{{\"redirect_to\": \"{}\"}}", prefix))
+      .status();
+}
+
+Result<std::string> RangeServer::StatsJson() { return Exchange("GET", "/__stats", ""); }
 
 Result<uint64_t> RangeServer::Stat(const std::string& field) {
   FL_ASSIGN_OR_RETURN(std::string json, Exchange("GET", "/__stats", ""));

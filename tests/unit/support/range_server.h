@@ -1,4 +1,5 @@
-// RangeServer: runs tools/range_server.py (an S3-compatible range server on 127.0.0.1 with
+// RangeServer: runs tools/range_server.py (an S3-compatible range server on 127.0.0.1, or the
+// loopback address given as "--host ADDR" in the args, with
 // bandwidth caps, first-byte latency and fault injection) for the duration of a test.
 //
 // Start() spawns `python3 SCRIPT --root ROOT --port 0 --port-file ROOT/../port --quiet ARGS...`
@@ -15,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "flashload/status.h"
@@ -33,9 +35,13 @@ class RangeServer {
   RangeServer& operator=(const RangeServer&) = delete;
 
   int port() const { return port_; }
-  // "http://127.0.0.1:PORT/" + path (e.g. "bucket/key").
+  // "http://HOST:PORT/" + path (e.g. "bucket/key"); HOST is 127.0.0.1 unless --host was given.
   std::string Url(const std::string& path) const;
 
+  // Answers every object request with a redirect to `prefix` + its path ("" stops).
+  Status RedirectTo(const std::string& prefix);
+  // The whole /__stats answer (JSON), request_headers included.
+  Result<std::string> StatsJson();
   // Replaces the fault rules (their counters restart); "" clears them.
   Status SetFaults(const std::string& spec);
   // An integer field of /__stats (e.g. "requests", "faults_injected"). The stats request itself
@@ -43,13 +49,15 @@ class RangeServer {
   Result<uint64_t> Stat(const std::string& field);
 
  private:
-  RangeServer(pid_t pid, int port) : pid_(pid), port_(port) {}
+  RangeServer(pid_t pid, int port, std::string host)
+      : pid_(pid), port_(port), host_(std::move(host)) {}
   // One request over a fresh connection; returns the body of a 200 answer.
   Result<std::string> Exchange(const std::string& method, const std::string& path,
                                const std::string& body);
 
   pid_t pid_;
   int port_;
+  std::string host_;
 };
 
 #ifdef FL_TEST_DATA_DIR
