@@ -70,12 +70,14 @@ std::optional<UrlParts> SplitUrl(std::string_view url) {
   if (!authority.empty() && authority[0] == '[') {
     const size_t close = authority.find(']');
     host_end = close == std::string_view::npos ? authority.size() : close + 1;
+    if (host_end < authority.size() && authority[host_end] != ':') return std::nullopt;
   } else if (const size_t colon = authority.rfind(':'); colon != std::string_view::npos) {
     host_end = colon;
   }
   p.host = authority.substr(0, host_end);
-  if (host_end < authority.size() && authority[host_end] == ':') {
+  if (host_end < authority.size()) {
     p.port = authority.substr(host_end + 1);
+    p.has_port = true;
   }
   std::string_view rest = url.substr(authority_end);
   p.after_authority = rest;
@@ -116,7 +118,7 @@ std::string RedactUrl(std::string_view url) {
   std::string out(p->scheme);
   out += "://";
   out += p->host;
-  if (!p->port.empty()) {
+  if (p->has_port) {
     out += ':';
     out += p->port;
   }

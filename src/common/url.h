@@ -21,7 +21,8 @@ struct UrlParts {
   std::string_view userinfo;  // before the last '@' of the authority; empty when none
   bool has_userinfo = false;
   std::string_view host;   // "[::1]" keeps its brackets
-  std::string_view port;   // digits after the host's ':', empty when none
+  std::string_view port;   // after the host's ':' (not checked to be digits), empty when none
+  bool has_port = false;   // a ':' follows the host (maybe with an empty port)
   std::string_view path;   // from the first '/' after the authority, up to '?' or '#'
   std::string_view query;  // after '?', up to '#'
   bool has_query = false;
@@ -31,7 +32,9 @@ struct UrlParts {
 };
 
 // Splits "scheme://authority[path][?query][#fragment]". std::nullopt when `url` has no
-// "scheme://" prefix (a local path, "tar:...", a relative reference).
+// "scheme://" prefix (a local path, "tar:...", a relative reference), or when text other than
+// ":port" follows an IPv6 literal's ']'. An IPv6 literal without its ']' is returned as the host
+// ("[::1"), for the caller to refuse.
 std::optional<UrlParts> SplitUrl(std::string_view url);
 
 // Whether a query parameter named `name` (compared without case, after %XX decoding) carries a

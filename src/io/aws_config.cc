@@ -6,7 +6,10 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <optional>
 #include <vector>
+
+#include "common/url.h"
 
 namespace flashload {
 namespace {
@@ -63,14 +66,13 @@ Result<bool> EnvBool(const EnvLookup& env, std::string_view name) {
 Result<std::string> CheckEndpoint(std::string_view url, std::string_view origin) {
   std::string_view u = Trim(url);
   while (!u.empty() && u.back() == '/') u.remove_suffix(1);
-  const size_t scheme_end = u.find("://");
-  const std::string scheme =
-      scheme_end == std::string_view::npos ? "" : Lower(u.substr(0, scheme_end));
-  if ((scheme != "http" && scheme != "https") || u.size() == scheme_end + 3) {
+  const std::optional<UrlParts> parts = SplitUrl(u);
+  const std::string scheme = parts ? Lower(parts->scheme) : "";
+  if ((scheme != "http" && scheme != "https") || parts->host.empty()) {
     return InvalidArgumentError(fmt::format(
         "S3 endpoint \"{}\" from {} is not an http:// or https:// URL with a host", url, origin));
   }
-  return std::string(scheme) + std::string(u.substr(scheme_end));
+  return scheme + std::string(u.substr(parts->scheme.size()));
 }
 
 struct ProfileView {

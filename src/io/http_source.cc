@@ -1022,7 +1022,8 @@ namespace {
 // A model at an http(s):// URL: a single file (plain HTTP cannot list folders).
 // The path of a URL without its query or fragment.
 std::string_view UrlPath(std::string_view url) {
-  return url.substr(0, std::min(url.find('?'), url.find('#')));
+  const std::optional<UrlParts> parts = SplitUrl(url);
+  return parts ? parts->path : url;
 }
 
 class HttpModelStore final : public ModelStore {

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
 
+#include "common/url.h"
 #include "io/sigv4.h"
 
 namespace flashload {
@@ -43,18 +45,21 @@ Result<Endpoint> ParseEndpoint(std::string_view url) {
         "S3 endpoint \"{}\": {} (expected http[s]://host[:port][/base-path])", url, why));
   };
   Endpoint e;
-  const size_t colon = url.find("://");
-  if (colon == std::string_view::npos) return bad("no scheme");
-  for (char c : url.substr(0, colon)) e.scheme.push_back(static_cast<char>(std::tolower(c)));
+  const size_t sep = url.find("://");
+  if (sep == std::string_view::npos) return bad("no scheme");
+  const std::optional<UrlParts> parts = SplitUrl(url);
+  if (!parts) {
+    return bad(url.substr(sep + 3).starts_with('[') ? "text after the IPv6 address"
+                                                    : "the scheme is not http or https");
+  }
+  for (char c : parts->scheme) e.scheme.push_back(static_cast<char>(std::tolower(c)));
   if (e.scheme != "http" && e.scheme != "https") return bad("the scheme is not http or https");
-  std::string_view rest = url.substr(colon + 3);
-  if (rest.find_first_of("?#@ \t\r\n") != std::string_view::npos) {
+  if (parts->has_userinfo || parts->has_query || parts->has_fragment ||
+      url.substr(parts->scheme.size()).find_first_of(" \t\r\n") != std::string_view::npos) {
     return bad("a query, fragment, user name or space");
   }
-  const size_t slash = rest.find('/');
-  std::string_view authority = rest.substr(0, slash);
-  if (slash != std::string_view::npos) {
-    std::string_view base = rest.substr(slash);
+  if (!parts->path.empty()) {
+    std::string_view base = parts->path;
     while (!base.empty() && base.back() == '/') base.remove_suffix(1);
     for (char c : base) {
       if (!IsLowerAlnum(c) && !std::isupper(static_cast<unsigned char>(c)) &&
@@ -64,21 +69,11 @@ Result<Endpoint> ParseEndpoint(std::string_view url) {
     }
     e.base_path = std::string(base);
   }
-  std::string_view host = authority;
-  std::string_view port;
-  if (!authority.empty() && authority.front() == '[') {
-    const size_t close = authority.find(']');
-    if (close == std::string_view::npos) return bad("an IPv6 address without ']'");
-    host = authority.substr(0, close + 1);
-    std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') return bad("text after the IPv6 address");
-      port = after.substr(1);
-    }
+  const std::string_view host = parts->host;
+  const std::string_view port = parts->port;
+  if (!host.empty() && host.front() == '[') {
+    if (host.back() != ']') return bad("an IPv6 address without ']'");
     e.ip_literal = true;
-  } else if (const size_t c = authority.rfind(':'); c != std::string_view::npos) {
-    host = authority.substr(0, c);
-    port = authority.substr(c + 1);
   }
   if (host.empty()) return bad("no host");
   for (char c : host) e.host.push_back(static_cast<char>(std::tolower(c)));
@@ -88,7 +83,7 @@ Result<Endpoint> ParseEndpoint(std::string_view url) {
     }
     e.ip_literal = IsIpv4(e.host);
   }
-  if (!port.empty() || authority.back() == ':') {
+  if (parts->has_port) {
     if (port.empty() || port.size() > 5 ||
         !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
         std::stoi(std::string(port)) == 0 || std::stoi(std::string(port)) > 65535) {

@@ -32,6 +32,13 @@ TEST(SplitUrlTest, SplitsEveryPart) {
   ASSERT_TRUE(at.has_value());
   EXPECT_EQ(at->userinfo, "a:p@ss:w");
   EXPECT_EQ(at->host, "h");
+  const auto empty_port = SplitUrl("http://h:/x");
+  ASSERT_TRUE(empty_port.has_value());
+  EXPECT_TRUE(empty_port->has_port);
+  EXPECT_EQ(empty_port->port, "");
+  EXPECT_FALSE(SplitUrl("http://h/x")->has_port);
+  EXPECT_FALSE(SplitUrl("http://[::1]x/").has_value()) << "text after an IPv6 literal";
+  EXPECT_FALSE(SplitUrl("1http://h/").has_value()) << "a scheme starts with a letter";
   EXPECT_FALSE(SplitUrl("/local/model.safetensors").has_value());
   EXPECT_FALSE(SplitUrl("tar:/a.tar#m").has_value());
 }
