@@ -39,10 +39,12 @@ Kinds:
   short         declare the full Content-Length, send half of the body, then close the connection
                 eligible: as reset
   ignore-range  answer a ranged GET with 200 and the whole object; eligible: object GETs with a Range
+  shift-range   answer a ranged GET with 206, its bytes and Content-Range starting one byte later than
+                asked (a cache that mixes up ranges); eligible: object GETs with a Range of 2+ bytes
   etag-change   after=N: once N object GETs (matching path=) have been served, the ETag of every
                 matching object changes, so If-Match with the old one fails with 412
 Counters are per rule and deterministic (no randomness). Error faults are decided first, then
-ignore-range, then reset/short. /__control and /__stats are never faulted.
+ignore-range, then shift-range, then reset/short. /__control and /__stats are never faulted.
 
 Redirects (--redirect-to PREFIX, or {"redirect_to": PREFIX} in a /__control body; "" turns it off):
 every GET/HEAD of an object or bucket answers 302 with `Location: PREFIX` + the request's path and
@@ -101,7 +103,7 @@ class FaultSpecError(ValueError):
 class FaultRule:
     """One parsed rule of a fault spec, with its own deterministic counter."""
 
-    KINDS = ("status", "slowdown", "reset", "short", "ignore-range", "etag-change")
+    KINDS = ("status", "slowdown", "reset", "short", "ignore-range", "shift-range", "etag-change")
 
     def __init__(self, text):
         parts = [p.strip() for p in text.split(":")]
@@ -554,6 +556,10 @@ class RangeRequestHandler(http.server.BaseHTTPRequestHandler):
                 else:
                     start, end = parsed
                     status = 206
+                    if is_get and start < end and \
+                            srv.pick_fault(("shift-range",), path) is not None:
+                        srv.count_fault("shift-range")
+                        start += 1  # bytes and Content-Range from one byte later than asked
             length = end - start + 1
             body_fault = None
             if is_get and length > 0:

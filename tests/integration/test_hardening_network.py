@@ -146,6 +146,13 @@ def test_a_server_ignoring_range_is_a_clear_error(srv, tmp_path):
                names=("server ignores Range requests", "byte offset 0"))
 
 
+def test_a_content_range_that_does_not_match_the_request_is_data_loss(srv, tmp_path):
+    # Every range, the opening one included, comes back one byte late: refused, never retried.
+    srv.control("shift-range:path=unet")
+    load_fails(srv, UNET, tmp_path, kind="DATA_LOSS",
+               names=("Content-Range 'bytes 1-", "does not match the requested bytes 0-"))
+
+
 def test_a_body_cut_short_every_time_gives_up_after_the_attempts(srv, tmp_path):
     srv.control("short")
     load_fails(srv, UNET, tmp_path, kind="UNAVAILABLE",

@@ -490,6 +490,32 @@ def test_ignore_range(server):
     assert server.stats()["faults_by_kind"]["ignore-range"] == 1
 
 
+def test_shift_range(server):
+    server.control("shift-range")
+    status, headers, body = request(server, "GET", "/%s/%s" % (BUCKET, KEY),
+                                    {"Range": "bytes=10-19"})
+    assert status == 206
+    assert headers["content-range"] == "bytes 11-19/%d" % SIZE
+    assert body == positional_bytes(SIZE)[11:20]
+    assert server.stats()["faults_by_kind"]["shift-range"] == 1
+
+
+def test_redirect_to_another_loopback_address_and_the_headers_received(root):
+    with servers.range_server(root, host="127.0.0.2") as other, \
+            servers.range_server(root, redirect_to=other.url, redirect_status=307) as first:
+        assert other.url.startswith("http://127.0.0.2:")
+        path = "/%s/%s?x=1" % (BUCKET, KEY)
+        status, headers, _ = request(first, "GET", path, {"X-Api-Key": "k1"})
+        assert status == 307 and headers["location"] == other.url + path
+        status, _, body = request(other, "GET", path, {"X-Api-Key": "k2"})
+        assert status == 200 and body == positional_bytes(SIZE)
+        assert first.stats()["redirects"] == 1 and other.stats()["redirects"] == 0
+        assert ["X-Api-Key", "k1"] in first.stats()["request_headers"][-1]
+        assert ["X-Api-Key", "k2"] in other.stats()["request_headers"][-1]
+        first.redirect_to("")
+        assert request(first, "GET", path)[0] == 200
+
+
 def test_etag_change_after_n(server):
     server.control("etag-change:after=2")
     path = "/%s/%s" % (BUCKET, KEY)
