@@ -213,8 +213,7 @@ class _ReadAhead:
                 self._queue.remove(path)  # the caller reads it now: never read twice
             self._last_use = time.monotonic()
             if files:
-                if self._thread is None or not self._thread.is_alive():
-                    self._budget = _budget_bytes()
+                self._budget = _budget_bytes()  # the settings and free memory of now
                 for f in files[files.index(path) + 1:]:
                     if f not in self._done:
                         self._done.add(f)
