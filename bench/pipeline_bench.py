@@ -70,11 +70,8 @@ patched not slower than unpatched (≥ 1.00×), for both.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import datetime
 import json
-import mmap
 import os
 import platform
 import shutil
@@ -609,42 +606,7 @@ def _jsonable(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # The parent: page cache control, rounds, tables.
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_long]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-
-
-def resident_fraction(files: Sequence[str]) -> float:
-    """Fraction of the files' bytes in the page cache (mincore on a read-only mapping)."""
-    page = mmap.PAGESIZE
-    resident = total = 0
-    for path in files:
-        size = os.path.getsize(path)
-        total += size
-        if size == 0:
-            continue
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-            if address in (None, ctypes.c_void_p(-1).value):
-                raise OSError(ctypes.get_errno(), f"mmap {path}")
-            try:
-                pages = (size + page - 1) // page
-                vector = ctypes.create_string_buffer(pages)
-                if _libc.mincore(address, size, vector) != 0:
-                    raise OSError(ctypes.get_errno(), f"mincore {path}")
-                resident += min(size, sum(b & 1 for b in vector.raw) * page)
-            finally:
-                _libc.munmap(address, size)
-        finally:
-            os.close(fd)
-    return resident / total if total else 1.0
-
-
-_warned_fadvise = False
+from page_cache import evict, read_all, resident_fraction  # noqa: E402  (bench/ is the script's folder)
 
 
 def make_cold(files: Sequence[str]) -> float:
@@ -660,21 +622,12 @@ def make_cold(files: Sequence[str]) -> float:
             print("cannot write /proc/sys/vm/drop_caches (not root?): evicting the weight files "
                   "with posix_fadvise(DONTNEED) instead; imports stay warm", file=sys.stderr)
             _warned_fadvise = True
-        for path in files:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+        return evict(files)
     return resident_fraction(files)
 
 
 def make_hot(files: Sequence[str]) -> float:
-    for path in files:
-        with open(path, "rb", buffering=0) as f:
-            while f.read(16 << 20):
-                pass
-    return resident_fraction(files)
+    return read_all(files)
 
 
 def child_env(variant: str) -> Dict[str, str]:
