@@ -1,9 +1,8 @@
 #include "sink/host_memory.h"
 
+#include <fmt/format.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-#include <fmt/format.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -137,7 +136,8 @@ PageSizeChoice PageSizeTuner::Result() const {
         name, c.small_gbps, c.huge_gbps,
         switches_ > 0 ? fmt::format("; switched {} times", switches_) : std::string());
   } else {
-    c.reason = name + " pages (too little memory to measure: the previous load's choice, else 4 KiB)";
+    c.reason =
+        name + " pages (too little memory to measure: the previous load's choice, else 4 KiB)";
   }
   return c;
 }
@@ -152,10 +152,6 @@ void AdvisePageSize(std::byte* p, uint64_t len, PageSize page) {
   const uintptr_t begin = RoundUp(reinterpret_cast<uintptr_t>(p), kHugePage);
   const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + len) / kHugePage * kHugePage;
   if (end <= begin) return;
-  // 4 KiB pages are what a mapping gets without advice, unless huge pages are always on: only
-  // then is MADV_NOHUGEPAGE needed (madvise takes the address-space lock for writing).
-  static const bool thp_always = ThpMode() == "always";
-  if (page == PageSize::kSmall && !thp_always) return;
   (void)madvise(reinterpret_cast<void*>(begin), end - begin,
                 page == PageSize::kHuge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 }
@@ -219,7 +215,7 @@ bool MemoryPopulator::PopulateStep(RegionState& r, size_t step) {
   const uint64_t off = step * kStep;
   const uint64_t len = std::min(kStep, r.region.size - off);
   const PageSize page = tuner_->ForStep(claimed_.fetch_add(1));
-  AdvisePageSize(r.region.data + off, len, page);
+  if (r.advised.load(std::memory_order_relaxed) != page) AdviseRest(r, off, page);
   const auto start = std::chrono::steady_clock::now();
   (void)PopulateForWrite(r.region.data + off, len);
   tuner_->Record(page, len,
@@ -227,6 +223,18 @@ bool MemoryPopulator::PopulateStep(RegionState& r, size_t step) {
   r.state[step].store(kDone);
   r.state[step].notify_all();
   return true;
+}
+
+void MemoryPopulator::AdviseRest(RegionState& r, uint64_t offset, PageSize page) {
+  std::lock_guard lock(r.advice_mu);
+  const PageSize before = r.advised.load();
+  if (before == page) return;
+  r.advised.store(page);
+  // Without advice a mapping gets 4 KiB pages, unless huge pages are always on: MADV_NOHUGEPAGE
+  // is needed only then, or to undo an earlier MADV_HUGEPAGE.
+  static const bool thp_always = ThpMode() == "always";
+  if (page == PageSize::kSmall && before == PageSize::kUndecided && !thp_always) return;
+  AdvisePageSize(r.region.data + offset, r.region.size - offset, page);
 }
 
 int MemoryPopulator::PickRegion() {
@@ -239,8 +247,8 @@ int MemoryPopulator::PickRegion() {
     if (next >= r.steps) continue;
     if (first_unclaimed < 0) first_unclaimed = static_cast<int>(i);
     if (!r.demanded.load(std::memory_order_relaxed)) continue;
-    const int64_t lead = static_cast<int64_t>(next) -
-                         static_cast<int64_t>(r.demand.load(std::memory_order_relaxed));
+    const int64_t lead =
+        static_cast<int64_t>(next) - static_cast<int64_t>(r.demand.load(std::memory_order_relaxed));
     if (best < 0 || lead < best_lead) {
       best = static_cast<int>(i);
       best_lead = lead;

@@ -80,8 +80,8 @@ class PageSizeTuner {
   uint32_t switches_ = 0;
 };
 
-// MADV_HUGEPAGE / MADV_NOHUGEPAGE on the 2 MiB-aligned part of [p, p+len) for `page`
-// (kUndecided: no advice). Best effort.
+// MADV_HUGEPAGE (kHuge) or MADV_NOHUGEPAGE (kSmall) on the 2 MiB-aligned part of [p, p+len);
+// kUndecided: nothing. Best effort.
 void AdvisePageSize(std::byte* p, uint64_t len, PageSize page);
 
 // Populates [p, p+len) for writing without changing bytes already there (MADV_POPULATE_WRITE;
@@ -134,9 +134,15 @@ class MemoryPopulator {
     std::atomic<size_t> next{0};    // next step a worker tries to claim
     std::atomic<size_t> demand{0};  // one past the highest step Ensure() asked for
     std::atomic<bool> demanded{false};
+    // The page size advised for the region from `advised_from` to its end: advice is given once
+    // per change of choice, for the whole rest of the region, not per step (madvise takes the
+    // address-space lock for writing, which stalls every read pinning pages and every populate).
+    std::mutex advice_mu;
+    std::atomic<PageSize> advised{PageSize::kUndecided};
   };
 
   void Work();
+  void AdviseRest(RegionState& r, uint64_t offset, PageSize page);
   // The region a worker should serve next, or -1 when every step has been claimed.
   int PickRegion();
   bool PopulateStep(RegionState& r, size_t step);
