@@ -102,7 +102,12 @@ def redact_url(uri: str) -> str:
 
 def release_cached_memory() -> int:
     """
-    Frees the pinned staging memory that GPU loads keep for the next load of the process (up to 1 GiB; loading shard after shard then pins it once). Returns the bytes freed.
+    Frees the memory kept for the next load of the process: pinned staging of GPU loads and host memory freed by earlier loads (kept populated). Returns the bytes freed.
+    """
+
+def model_files(path: str, variant: str = '') -> tuple[str, list[str]]:
+    """
+    (kind, files in load order) of the model a local path names, resolved as loads resolve it (kind: 'diffusers', 'sharded', 'folder' or 'file'). Raises SafetensorError as a load would.
     """
 
 def serialize(tensors: list, metadata: Mapping[str, str] | None = None) -> bytes:

@@ -5,9 +5,9 @@ pipeline's text encoder, UNet, VAE; a sharded checkpoint's shards) between the r
 patch() is in force, when a call loads a local weight file whole (``load_file``, or the first
 ``get_tensor`` / whole-tensor ``get_slice`` of a ``safe_open`` handle) and the file belongs to a
 larger model — a shard listed in a ``*.safetensors.index.json`` beside it, or a component of a
-diffusers folder (``model_index.json`` one level up) — the files the framework loads next are
-loaded in the background, one at a time, in the order it loads them, while it builds what it
-already has. A file the framework has already opened lazily (transformers opens every shard with
+diffusers folder (``model_index.json`` one level up) — the model's other files are loaded in the
+background, one at a time (those after it in the model's order first, then those before it:
+frameworks do not always follow that order), while the framework builds what it already has. A file the framework has already opened lazily (transformers opens every shard with
 ``safe_open`` before reading any) is loaded into that very handle:
 
 - **Within a budget**: bytes loaded ahead and not yet used by the framework stay under ``FLASHLOAD_PREFETCH_MIB``
@@ -28,11 +28,10 @@ Thread-safety: every function may be called from any thread.
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 __all__ = ["activate", "note_lazy_open", "note_use", "claim", "release", "stats"]
 
@@ -70,84 +69,41 @@ def _idle_seconds() -> float:
         return 30.0
 
 
-def _variant_of(name: str) -> Optional[str]:
-    """"diffusion_pytorch_model.fp16.safetensors" -> "fp16"; no variant -> None."""
-    stem = name[: -len(_WEIGHT_SUFFIX)]
-    parts = stem.split(".")
-    return parts[-1] if len(parts) >= 2 else None
+def _variant_of(name: str) -> str:
+    """"diffusion_pytorch_model.fp16.safetensors" -> "fp16"; no variant -> ""."""
+    parts = name[: -len(_WEIGHT_SUFFIX)].split(".")
+    return parts[-1] if len(parts) >= 2 else ""
 
 
-def _index_files(folder: str, variant: Optional[str]) -> Optional[List[str]]:
-    """The shards a ``*.safetensors.index.json`` in ``folder`` lists, in order, or None."""
+def _resolve(path: str, variant: str) -> Tuple[str, List[str]]:
+    """(kind, files) as flashload's own model resolution sees ``path``; ("", []) when it does not
+    resolve (the framework's own call reports whatever is wrong)."""
+    from flashload import _core
     try:
-        names = sorted(os.listdir(folder))
-    except OSError:
-        return None
-    for name in names:
-        if not name.endswith(_WEIGHT_SUFFIX + ".index.json"):
-            continue
-        stem = name[: -len(_WEIGHT_SUFFIX + ".index.json")]
-        matches = "." not in stem if variant is None else stem.endswith("." + variant)
-        if matches:
-            try:
-                with open(os.path.join(folder, name), encoding="utf-8") as f:
-                    weight_map = json.load(f).get("weight_map", {})
-            except (OSError, ValueError, AttributeError):
-                return None
-            if not isinstance(weight_map, dict):
-                return None
-            ordered: List[str] = []
-            for shard in sorted(set(v for v in weight_map.values() if isinstance(v, str))):
-                if os.sep in shard or shard.startswith("."):
-                    continue  # never follow a path out of the folder
-                ordered.append(os.path.join(folder, shard))
-            return ordered
-    return None
-
-
-def _component_files(folder: str, variant: Optional[str]) -> List[str]:
-    """The weight files a framework loads from one component folder."""
-    shards = _index_files(folder, variant)
-    if shards is not None:
-        return shards
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError:
-        return []
-    out = []
-    for name in names:
-        if name.endswith(_WEIGHT_SUFFIX) and _variant_of(name) == variant:
-            out.append(os.path.join(folder, name))
-    return out[:1]  # one file per component (the framework picks one)
+        kind, files = _core.model_files(path, variant)
+    except Exception:  # noqa: BLE001 (a model that does not resolve is not read ahead)
+        return "", []
+    return kind, [os.path.abspath(f) for f in files]
 
 
 def model_files(path: str) -> List[str]:
-    """Every weight file of the model ``path`` belongs to, in the order frameworks open them
-    (``path`` among them), or [] when it is a model of its own."""
+    """Every weight file of the model ``path`` belongs to, in load order (``path`` among them), or
+    [] when it is a model of its own: a component of a diffusers folder (``model_index.json`` one
+    level up) or a shard of a ``*.safetensors.index.json`` beside it, resolved by the loader's own
+    model resolution (variants, index checks and all)."""
     path = os.path.abspath(path)
-    folder, name = os.path.split(path)
-    variant = _variant_of(name)
+    if not path.endswith(_WEIGHT_SUFFIX):
+        return []
+    folder = os.path.dirname(path)
+    variant = _variant_of(os.path.basename(path))
     root = os.path.dirname(folder)
-    index = os.path.join(root, "model_index.json")
-    if os.path.isfile(index):
-        try:
-            with open(index, encoding="utf-8") as f:
-                components = json.load(f)
-        except (OSError, ValueError):
-            components = None
-        if isinstance(components, dict):
-            files: List[str] = []
-            for key, value in components.items():  # diffusers loads them in this order
-                if key.startswith("_") or not isinstance(value, list) or value[:1] == [None]:
-                    continue
-                sub = os.path.join(root, key)
-                if os.path.isdir(sub):
-                    files += _component_files(sub, variant)
-            if path in files and len(files) > 1:
-                return files
-    shards = _index_files(folder, variant)
-    if shards and path in shards and len(shards) > 1:
-        return shards
+    if os.path.isfile(os.path.join(root, "model_index.json")):
+        kind, files = _resolve(root, variant)
+        if kind == "diffusers" and path in files and len(files) > 1:
+            return files
+    kind, files = _resolve(folder, variant)
+    if kind == "sharded" and path in files and len(files) > 1:
+        return files
     return []
 
 
@@ -175,6 +131,9 @@ class _ReadAhead:
         self._done: set = set()  # used by the caller, queued or loaded once: never queued again
         self._used: set = set()  # used by the caller
         self._thread: Optional[threading.Thread] = None
+        # Whether the worker still serves the queue: cleared under the lock as it decides to
+        # exit (a thread that is still alive may already have decided not to look again).
+        self._running = False
         self._opener: Optional[Callable[[str], Any]] = None
         self._budget = 0
         self._last_use = time.monotonic()
@@ -214,12 +173,16 @@ class _ReadAhead:
             self._last_use = time.monotonic()
             if files:
                 self._budget = _budget_bytes()  # the settings and free memory of now
-                for f in files[files.index(path) + 1:]:
+                # The files after this one first, then those before it: frameworks do not always
+                # load a model's files in its own order (diffusers sometimes starts with the VAE).
+                at = files.index(path)
+                for f in files[at + 1:] + files[:at]:
                     if f not in self._done:
                         self._done.add(f)
                         self._queue.append(f)
                 self._opener = opener
-                if self._queue and (self._thread is None or not self._thread.is_alive()):
+                if self._queue and not self._running:
+                    self._running = True
                     self._thread = threading.Thread(target=self._run, daemon=True,
                                                     name="flashload-read-ahead")
                     self._thread.start()
@@ -269,6 +232,10 @@ class _ReadAhead:
             del self._entries[path]
             self._ahead.pop(path, None)
             self.dropped += 1
+        # Files loaded into the caller's own handles and never used: the caller holds them; they
+        # no longer count against the budget, and the worker may end.
+        for path in [p for p in self._ahead if p not in self._entries]:
+            del self._ahead[path]
         self._handles.clear()
 
     def _run(self) -> None:
@@ -296,6 +263,7 @@ class _ReadAhead:
                             opener = self._opener
                             break
                     elif not self._entries and not self._ahead:
+                        self._running = False
                         return  # nothing to read, nothing held
                     self._cond.wait(timeout=1.0)
             try:

@@ -27,6 +27,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -699,8 +700,30 @@ NB_MODULE(_core, m) {
       "`uri` as messages show it: no user info, no credential in the query (local paths as "
       "they are).");
   m.def("release_cached_memory", &flashload::ReleaseCachedMemory,
-        "Frees the pinned staging memory that GPU loads keep for the next load of the process "
-        "(up to 1 GiB; loading shard after shard then pins it once). Returns the bytes freed.");
+        "Frees the memory kept for the next load of the process: pinned staging of GPU loads and "
+        "host memory freed by earlier loads (kept populated). Returns the bytes freed.");
+  m.def(
+      "model_files",
+      [](const std::string& path, const std::string& variant) {
+        flashload::ResolveOptions options;
+        options.variant = variant;
+        flashload::Result<flashload::ModelLayout> layout = [&] {
+          nb::gil_scoped_release release;
+          return flashload::ResolveModel(path, options);
+        }();
+        if (!layout.ok()) flashload::python::ThrowStatus(layout.status());
+        using Kind = flashload::ModelLayout::Kind;
+        const char* kind = layout->kind == Kind::kDiffusers      ? "diffusers"
+                           : layout->kind == Kind::kShardedIndex ? "sharded"
+                           : layout->kind == Kind::kFolder       ? "folder"
+                                                                 : "file";
+        std::vector<std::string> files;
+        for (const flashload::ModelFile& f : layout->files) files.push_back(f.path);
+        return std::make_pair(std::string(kind), files);
+      },
+      nb::arg("path"), nb::arg("variant") = "",
+      "(kind, files in load order) of the model a local path names, resolved as loads resolve it "
+      "(kind: 'diffusers', 'sharded', 'folder' or 'file'). Raises SafetensorError as a load would.");
   m.def("serialize", &flashload::python::Serialize, nb::arg("tensors"),
         nb::arg("metadata") = nb::none(),
         "safetensors bytes of [(name, dtype, shape, buffer)], laid out as the reference does.");

@@ -33,6 +33,7 @@ def pipeline(tmp_path):
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
         "safety_checker": [None, None]}))
     (root / "scheduler").mkdir()
+    (root / "tokenizer").mkdir()
     files = {}
     for i, (comp, name) in enumerate([("text_encoder", "model"), ("unet", "diffusion_pytorch_model"),
                                       ("vae", "diffusion_pytorch_model")]):
@@ -84,12 +85,19 @@ def test_shards_of_an_index_in_order(tmp_path):
     shards = [str(tmp_path / f"model-0000{i}-of-00003.safetensors") for i in (1, 2, 3)]
     for i, s in enumerate(shards):
         _write(s, i)
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({
-        "metadata": {}, "weight_map": {"c": os.path.basename(shards[2]),
-                                       "a": os.path.basename(shards[0]),
-                                       "b": os.path.basename(shards[1]),
-                                       "evil": "../outside.safetensors"}}))
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {
+        "c": os.path.basename(shards[2]), "a": os.path.basename(shards[0]),
+        "b": os.path.basename(shards[1])}}))
+    # The tensor names must match the shards for the loader's own resolution: one "w" per shard
+    # does not, so name them as the index does.
+    for name, shard in zip("abc", shards):
+        save_file({name: np.full((4, 4), ord(name), dtype=np.float32)}, shard)
     assert _prefetch.model_files(shards[0]) == shards
+    # An index naming a file outside its folder is refused by the loader: nothing is read ahead.
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {
+        "a": os.path.basename(shards[0]), "evil": "../outside.safetensors"}}))
+    assert _prefetch.model_files(shards[0]) == []
     # A file of its own is no model: nothing to read ahead.
     lone = str(tmp_path / "lone" / "x.safetensors")
     _write(lone, 9)
@@ -193,3 +201,27 @@ def test_a_read_ahead_error_goes_to_the_claimant(pipeline):
     assert _prefetch.claim(files["unet"]) is None  # the caller opens it and gets the error
     with pytest.raises(flashload.SafetensorError):
         flashload.numpy.load_file(files["unet"])
+
+
+def test_handles_loaded_ahead_and_never_used_stop_counting_when_idle(pipeline, monkeypatch):
+    """A framework that opened every file lazily but stops after the first: what was loaded into
+    its handles leaves the budget once idle, and the read-ahead thread ends."""
+    root, files = pipeline
+    monkeypatch.setenv("FLASHLOAD_PREFETCH_IDLE_S", "0.2")
+    handles = {k: flashload.safe_open(files[k], framework="np") for k in ("text_encoder", "unet",
+                                                                          "vae")}
+    handles["text_encoder"].get_tensor("w")
+    _wait_for(lambda: handles["unet"]._file.loaded and handles["vae"]._file.loaded)
+    _wait_for(lambda: _prefetch.stats()["ahead_bytes"] == 0)
+    _wait_for(lambda: not _prefetch._read_ahead._running)
+
+
+def test_a_load_that_starts_with_a_later_file_reads_the_earlier_ones_ahead(pipeline, opened):
+    """diffusers does not always load components in model_index.json order."""
+    root, files = pipeline
+    _prefetch.note_use(files["vae"])
+    _wait_for(_started)
+    assert _prefetch.claim(files["text_encoder"]) is not None
+    _wait_for(_started)
+    assert _prefetch.claim(files["unet"]) is not None
+    assert opened == [files["text_encoder"], files["unet"]]
