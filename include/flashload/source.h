@@ -173,12 +173,12 @@ struct RemoteOpenOptions {
   // header_on_redirect is set (curl's --location-trusted).
   std::vector<std::string> headers;
   bool header_on_redirect = false;
-  std::string endpoint;              // S3 endpoint URL, e.g. http://127.0.0.1:9000
-  std::string region;                // S3 region
-  int path_style = -1;               // S3 addressing: 1 path-style, 0 virtual-hosted, -1 auto
-  bool anonymous = false;            // S3: unsigned requests (public buckets)
-  uint32_t max_attempts = 3;         // per range, first try included
-  uint32_t retry_base_ms = 100;      // full-jitter exponential backoff: base and cap
+  std::string endpoint;          // S3 endpoint URL, e.g. http://127.0.0.1:9000
+  std::string region;            // S3 region
+  int path_style = -1;           // S3 addressing: 1 path-style, 0 virtual-hosted, -1 auto
+  bool anonymous = false;        // S3: unsigned requests (public buckets)
+  uint32_t max_attempts = 3;     // per range, first try included
+  uint32_t retry_base_ms = 100;  // full-jitter exponential backoff: base and cap
   uint32_t retry_cap_ms = 20000;
 };
 

@@ -723,7 +723,8 @@ NB_MODULE(_core, m) {
       },
       nb::arg("path"), nb::arg("variant") = "",
       "(kind, files in load order) of the model a local path names, resolved as loads resolve it "
-      "(kind: 'diffusers', 'sharded', 'folder' or 'file'). Raises SafetensorError as a load would.");
+      "(kind: 'diffusers', 'sharded', 'folder' or 'file'). Raises SafetensorError as a load "
+      "would.");
   m.def("serialize", &flashload::python::Serialize, nb::arg("tensors"),
         nb::arg("metadata") = nb::none(),
         "safetensors bytes of [(name, dtype, shape, buffer)], laid out as the reference does.");

@@ -183,8 +183,8 @@ int Inspect(const InspectArgs& a) {
           "{{\"path\":{},\"component\":{},\"header_length\":{},\"data_offset\":{},\"file_size\":{},"
           "\"data_bytes\":{},\"parameters\":{},\"metadata\":{},\"tensors\":[{}]}}",
           JsonString(RedactUrl(f.path)), JsonString(f.component), h->header_length,
-          h->data_offset(),
-          h->file_size, h->data_size(), params, MetadataJson(*h), fmt::join(tensors, ",")));
+          h->data_offset(), h->file_size, h->data_size(), params, MetadataJson(*h),
+          fmt::join(tensors, ",")));
       continue;
     }
     fmt::print("{}{}{}\n", f.component, f.component.empty() ? "" : ": ", RedactUrl(f.path));
@@ -222,8 +222,7 @@ int Inspect(const InspectArgs& a) {
           "{{\"path\":{},\"files\":[{}],\"tensors\":{},\"parameters\":{},\"data_bytes\":{},"
           "\"warnings\":[{}]}}\n",
           JsonString(RedactUrl(a.path)), fmt::join(file_json, ","), total_tensors, total_params,
-          total_bytes,
-          fmt::join(quoted, ","));
+          total_bytes, fmt::join(quoted, ","));
     }
   } else if (layout->files.size() > 1) {
     fmt::print("total: {} files, {} tensors, {} parameters, {}\n", layout->files.size(),
@@ -269,10 +268,10 @@ int Validate(const ValidateArgs& a) {
     Status s = ValidatePath(p, po, ToRemoteOptions(a.remote), &tensors);
     all_ok = all_ok && s.ok();
     if (a.json) {
-      json.push_back(fmt::format(
-          "{{\"path\":{},\"ok\":{},\"code\":\"{}\",\"error\":{},\"tensors\":{}}}",
-          JsonString(RedactUrl(p)),
-          s.ok() ? "true" : "false", StatusCodeName(s.code()), JsonString(s.message()), tensors));
+      json.push_back(
+          fmt::format("{{\"path\":{},\"ok\":{},\"code\":\"{}\",\"error\":{},\"tensors\":{}}}",
+                      JsonString(RedactUrl(p)), s.ok() ? "true" : "false", StatusCodeName(s.code()),
+                      JsonString(s.message()), tensors));
     } else if (s.ok()) {
       fmt::print("OK       {} ({} tensors)\n", RedactUrl(p), tensors);
     } else {
@@ -415,15 +414,15 @@ int LoadCommand(const LoadArgs& a) {
   if (a.json) {
     std::vector<std::string> files;
     for (const FileReport& f : r.files) {
-      files.push_back(fmt::format(
-          "{{\"path\":{},\"component\":{},\"strategy\":{},\"reason\":{},\"resident_"
-          "fraction\":{:.4f},"
-          "\"bytes\":{},\"tensors\":{},\"seconds\":{:.6f},\"tensors_converted\":{},"
-          "\"bytes_converted\":{},\"output_bytes\":{},\"gpu_direct_storage\":{}}}",
-          JsonString(RedactUrl(f.path)), JsonString(f.component), JsonString(f.strategy),
-          JsonString(f.reason),
-          f.resident_fraction, f.bytes, f.tensors, f.seconds, f.tensors_converted,
-          f.bytes_converted, f.output_bytes, JsonString(f.gpu_direct_storage)));
+      files.push_back(
+          fmt::format("{{\"path\":{},\"component\":{},\"strategy\":{},\"reason\":{},\"resident_"
+                      "fraction\":{:.4f},"
+                      "\"bytes\":{},\"tensors\":{},\"seconds\":{:.6f},\"tensors_converted\":{},"
+                      "\"bytes_converted\":{},\"output_bytes\":{},\"gpu_direct_storage\":{}}}",
+                      JsonString(RedactUrl(f.path)), JsonString(f.component),
+                      JsonString(f.strategy), JsonString(f.reason), f.resident_fraction, f.bytes,
+                      f.tensors, f.seconds, f.tensors_converted, f.bytes_converted, f.output_bytes,
+                      JsonString(f.gpu_direct_storage)));
     }
     std::string v = "null";
     if (verify) {

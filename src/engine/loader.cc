@@ -426,8 +426,8 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   }
   if (!device_sink) {
     const sink::HostMemoryStats& ms = host_sink.memory_stats();
-    model.report.page_size = ms.fresh_bytes > 0 ? ms.page_size.reason
-                                                : "no fresh memory (reused or mapped)";
+    model.report.page_size =
+        ms.fresh_bytes > 0 ? ms.page_size.reason : "no fresh memory (reused or mapped)";
     model.report.memory_reused_bytes = ms.reused_bytes;
     model.report.memory_populated_ahead = ms.populated_ahead;
     model.report.memory_populated_on_demand = ms.populated_on_demand;

@@ -42,7 +42,10 @@ class HostArena {
 
  private:
   HostArena(std::byte* data, uint64_t size, uint64_t mapped, uint64_t populated, bool file_backed)
-      : data_(data), size_(size), mapped_(mapped), populated_(populated),
+      : data_(data),
+        size_(size),
+        mapped_(mapped),
+        populated_(populated),
         file_backed_(file_backed) {}
   std::byte* data_;
   uint64_t size_;

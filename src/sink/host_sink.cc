@@ -50,9 +50,8 @@ Status HostSink::Prepare(const engine::LoadPlan& plan) {
   }
   uint32_t workers = 0;
   if (stats_.fresh_bytes >= 4 * MemoryPopulator::kStep) {
-    workers = populate_workers_ >= 0
-                  ? static_cast<uint32_t>(populate_workers_)
-                  : std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+    workers = populate_workers_ >= 0 ? static_cast<uint32_t>(populate_workers_)
+                                     : std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
   }
   stats_.workers = workers;
   populator_ = std::make_unique<MemoryPopulator>(std::move(regions), workers);

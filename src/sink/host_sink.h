@@ -25,7 +25,7 @@ struct HostMemoryStats {
   uint64_t populated_on_demand = 0;  // populated by Acquire() itself
   uint64_t waits = 0;                // Acquire() calls that waited for a worker
   uint32_t workers = 0;
-  PageSizeChoice page_size;          // how the fresh memory was backed, and why
+  PageSizeChoice page_size;  // how the fresh memory was backed, and why
 };
 
 class HostSink final : public Sink {

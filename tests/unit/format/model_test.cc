@@ -290,11 +290,11 @@ TEST(ParseIndexJsonTest, RejectsPercentEncodedDotSegments) {
                             "%2e./x.safetensors", "a/%2e%2e/%2e%2e/x.safetensors",
                             "..%2fx.safetensors", "%2e%2e%2Fx.safetensors", "%2e%2e"}) {
     const std::string json = std::string(R"({"weight_map":{"layer.0.w":")") + shard + R"("}})";
-    EXPECT_THAT(ParseIndexJson(json, "http://h/m/model.safetensors.index.json"),
-                StatusIs(StatusCode::kDataLoss,
-                         AllOf(HasSubstr("http://h/m/model.safetensors.index.json"),
-                               HasSubstr("'layer.0.w'"), HasSubstr(shard),
-                               HasSubstr("outside the index's folder"))))
+    EXPECT_THAT(
+        ParseIndexJson(json, "http://h/m/model.safetensors.index.json"),
+        StatusIs(StatusCode::kDataLoss, AllOf(HasSubstr("http://h/m/model.safetensors.index.json"),
+                                              HasSubstr("'layer.0.w'"), HasSubstr(shard),
+                                              HasSubstr("outside the index's folder"))))
         << shard;
   }
   // Dots that are not a whole segment stay allowed.

@@ -173,7 +173,8 @@ TEST(MemoryPopulatorTest, WorkersPopulateEverythingOnceAndKeepWrittenBytes) {
   for (size_t r = 0; r < regions.size(); ++r) {
     const MemoryPopulator::Region& g = regions[r];
     for (uint64_t i = (g.populated + 4095) / 4096 * 4096; i < g.size; i += 4096) {
-      ASSERT_EQ(g.data[i], static_cast<std::byte>(i / 4096 * 7 + r)) << "region " << r << " byte " << i;
+      ASSERT_EQ(g.data[i], static_cast<std::byte>(i / 4096 * 7 + r))
+          << "region " << r << " byte " << i;
     }
   }
   EXPECT_EQ(maps[1]->data[0], std::byte{0x5a});
