@@ -11,7 +11,10 @@
 //   ...), each resolved as a folder above. Components without weights (scheduler, tokenizer) are
 //   skipped.
 //
-// Thread-safety: pure functions over the file system; results are values.
+// This header holds the layout as data and the pure checks of index files; resolving a path or
+// URI into a layout (listing folders, reading index files) is in flashload/model_store.h.
+//
+// Thread-safety: pure functions; results are values.
 #ifndef FLASHLOAD_MODEL_H_
 #define FLASHLOAD_MODEL_H_
 
@@ -38,48 +41,11 @@ struct ModelLayout {
   std::map<std::string, std::map<std::string, std::string>> weight_maps;
 };
 
-// Where a model's files live: the local file system, or a remote store (an S3 prefix). Paths are
-// '/'-separated; a remote store's paths are URIs ("s3://bucket/model/unet").
-// Thread-safety: every method may be called concurrently.
-class ModelStore {
- public:
-  enum class EntryKind { kMissing, kFile, kFolder };
-  struct Entry {
-    std::string name;  // within the folder listed, no '/'
-    EntryKind kind = EntryKind::kMissing;
-  };
-  virtual ~ModelStore() = default;
-  // kMissing for nothing there (not an error); errors for failures to find out and for something
-  // there that is neither a file nor a folder (a FIFO, a device, a dangling symbolic link, a link
-  // loop), naming it. Never opens the path (a FIFO cannot block it).
-  virtual Result<EntryKind> Stat(const std::string& path) const = 0;
-  // The files and folders directly inside `folder`, in no particular order; an entry that is
-  // neither (a FIFO, a dangling link) comes with kind kMissing, so that Stat() can say what it is.
-  virtual Result<std::vector<Entry>> List(const std::string& folder) const = 0;
-  // The whole content of a small file (an index or model_index.json).
-  virtual Result<std::string> ReadText(const std::string& path) const = 0;
-  // The form in which a file path appears in ModelLayout::files (absolute and normal for local
-  // files; unchanged for URIs).
-  virtual std::string Canonical(const std::string& path) const = 0;
-};
-
-// The local file system.
-const ModelStore& LocalModelStore();
-
-// `name` (relative, '/'-separated) inside `folder`.
-std::string JoinModelPath(const std::string& folder, const std::string& name);
-
 struct ResolveOptions {
   // Diffusers variant ("fp16" picks diffusion_pytorch_model.fp16.safetensors); empty: the plain
   // file.
   std::string variant;
 };
-
-// Resolves what `path` names into its files. Errors name the path and what is missing.
-Result<ModelLayout> ResolveModel(const std::string& path, const ResolveOptions& options = {});
-// The same in any store.
-Result<ModelLayout> ResolveModel(const ModelStore& store, const std::string& path,
-                                 const ResolveOptions& options = {});
 
 // Parses an index file's JSON: tensor name → shard file name (relative to the index's folder).
 // Errors (kDataLoss) for bad JSON, a missing or non-object `weight_map`, non-string values.

@@ -10,7 +10,7 @@ namespace flashload::engine {
 namespace {
 
 // Why `f` cannot be read directly because of a converted tensor, or "".
-Result<std::string> CutElementReason(const FilePlan& f, const ConvertSpec& spec) {
+Result<std::string> CutElementReason(const plan::FilePlan& f, const ConvertSpec& spec) {
   if (spec.empty()) return std::string();
   for (const TensorInfo& t : f.header.tensors) {
     FL_ASSIGN_OR_RETURN(Dtype to,
@@ -32,16 +32,16 @@ Result<std::string> CutElementReason(const FilePlan& f, const ConvertSpec& spec)
 
 Result<DeviceReadChoice> SetUpDeviceReads(const CuFileDriverFn& open_driver,
                                           std::shared_ptr<sink::CopyEngine> copy_engine,
-                                          const DeviceReadOptions& options, LoadPlan& plan,
+                                          const DeviceReadOptions& options, plan::LoadPlan& plan,
                                           std::vector<std::unique_ptr<Source>>& sources,
                                           std::vector<FileStrategy>& strategies,
                                           std::vector<uint32_t>& queue_depths) {
   DeviceReadChoice choice;
   const size_t n = plan.files.size();
   choice.reasons.resize(n);
-  std::shared_ptr<sink::CuFileDriver> driver;
+  std::shared_ptr<CuFileDriver> driver;
   for (size_t i = 0; i < n; ++i) {
-    FilePlan& f = plan.files[i];
+    plan::FilePlan& f = plan.files[i];
     std::string& reason = choice.reasons[i];
     if (options.mode == GpuDirect::kOff) {
       reason = "pinned staging: GPUDirect Storage turned off";
@@ -74,11 +74,12 @@ Result<DeviceReadChoice> SetUpDeviceReads(const CuFileDriverFn& open_driver,
       continue;
     }
     if (!choice.buffers) choice.buffers = driver->NewBuffers();
-    sink::CuFileSourceOptions so;
+    CuFileSourceOptions so;
     so.threads = options.threads;
     so.preferred_chunk = options.chunk_bytes;
     so.buffers = choice.buffers;
-    Result<std::unique_ptr<Source>> src = driver->OpenSource(f.path, copy_engine, so);
+    Result<std::unique_ptr<Source>> src = driver->OpenSource(
+        f.path, [copy_engine] { return copy_engine->BindThread(); }, so);
     if (!src.ok()) {
       if (src.status().code() != StatusCode::kFailedPrecondition) return src.status();
       reason = std::string(src.status().message());
@@ -86,7 +87,7 @@ Result<DeviceReadChoice> SetUpDeviceReads(const CuFileDriverFn& open_driver,
     }
     sources[i] = *std::move(src);
     f.device_reads = true;
-    RechunkFile(f, static_cast<uint32_t>(i), options.chunk_bytes);
+    plan::RechunkFile(f, static_cast<uint32_t>(i), options.chunk_bytes);
     queue_depths[i] = options.threads;
     strategies[i].reason += "; read with GPUDirect Storage";
     reason = driver->reason();
@@ -97,3 +98,15 @@ Result<DeviceReadChoice> SetUpDeviceReads(const CuFileDriverFn& open_driver,
 }
 
 }  // namespace flashload::engine
+
+namespace flashload {
+
+Result<GpuDirect> ParseGpuDirect(std::string_view text) {
+  if (text == "auto") return GpuDirect::kAuto;
+  if (text == "on") return GpuDirect::kOn;
+  if (text == "off") return GpuDirect::kOff;
+  return InvalidArgumentError(
+      fmt::format("unknown GPUDirect Storage mode '{}' (expected auto, on or off)", text));
+}
+
+}  // namespace flashload

@@ -22,13 +22,13 @@
 #include <string>
 #include <vector>
 
-#include "engine/plan.h"
 #include "engine/strategy.h"
 #include "flashload/convert.h"
-#include "flashload/loader.h"
+#include "flashload/load_options.h"
 #include "flashload/source.h"
+#include "io/cufile.h"
+#include "plan/plan.h"
 #include "sink/copy_engine.h"
-#include "sink/cufile.h"
 
 namespace flashload::engine {
 
@@ -44,19 +44,19 @@ struct DeviceReadChoice {
   uint32_t direct_files = 0;
   // The destinations to register for the direct files' reads (after the sink's Prepare; cleared
   // before the scratch goes); null when no file is read directly.
-  std::shared_ptr<sink::CuFileBuffers> buffers;
+  std::shared_ptr<CuFileBuffers> buffers;
 };
 
 // The cuFile driver, opened only when a file gets past every other check (opening it costs time
 // and threads): CuFileDriver::Shared in loads, a stand-in library in tests.
-using CuFileDriverFn = std::function<std::shared_ptr<sink::CuFileDriver>()>;
+using CuFileDriverFn = std::function<std::shared_ptr<CuFileDriver>()>;
 
 // Chooses per file (see above), replacing sources[i], re-chunking plan.files[i] and setting its
 // queue_depths[i] for each file read directly. Errors: only those that would fail a staged read
 // too (the file vanished: kNotFound).
 Result<DeviceReadChoice> SetUpDeviceReads(const CuFileDriverFn& open_driver,
                                           std::shared_ptr<sink::CopyEngine> copy_engine,
-                                          const DeviceReadOptions& options, LoadPlan& plan,
+                                          const DeviceReadOptions& options, plan::LoadPlan& plan,
                                           std::vector<std::unique_ptr<Source>>& sources,
                                           std::vector<FileStrategy>& strategies,
                                           std::vector<uint32_t>& queue_depths);

@@ -19,10 +19,10 @@ constexpr auto kReapSlice = std::chrono::milliseconds(50);
 // State shared by the drivers of one run.
 class RunState {
  public:
-  RunState(const LoadPlan& plan, const EngineOptions& options)
+  RunState(const plan::LoadPlan& plan, const EngineOptions& options)
       : plan_(plan), options_(options), budget_(std::max<uint64_t>(options.memory_budget, 1)) {
     // Bytes that will be read: each file from its aligned read start to its end.
-    for (const FilePlan& f : plan.files) {
+    for (const plan::FilePlan& f : plan.files) {
       if (!f.chunks.empty()) total_bytes_ += f.header.file_size - f.read_begin;
     }
   }
@@ -65,7 +65,7 @@ class RunState {
   uint32_t NextFile() { return next_file_.fetch_add(1); }
 
  private:
-  const LoadPlan& plan_;
+  const plan::LoadPlan& plan_;
   const EngineOptions& options_;
   StagingBudget budget_;
   std::atomic<bool> stop_{false};
@@ -81,15 +81,15 @@ class RunState {
 
 // One chunk in flight.
 struct Slot {
-  const Chunk* chunk = nullptr;
+  const plan::Chunk* chunk = nullptr;
   std::span<std::byte> dst;  // the whole chunk's memory
   uint64_t done = 0;         // bytes of the chunk already in place
   uint32_t retries = 0;
   bool busy = false;
 };
 
-std::string DescribeOffset(const FilePlan& file, uint64_t offset) {
-  const TensorInfo* t = TensorAtFileOffset(file, offset);
+std::string DescribeOffset(const plan::FilePlan& file, uint64_t offset) {
+  const TensorInfo* t = plan::TensorAtFileOffset(file, offset);
   if (t == nullptr) return fmt::format("{} at byte offset {}", file.path, offset);
   return fmt::format("{} at byte offset {} (tensor '{}', data bytes [{}, {}) of the file)",
                      file.path, offset, t->name, file.header.data_offset() + t->data_begin,
@@ -98,8 +98,8 @@ std::string DescribeOffset(const FilePlan& file, uint64_t offset) {
 
 class FileDriver {
  public:
-  FileDriver(uint32_t index, const FilePlan& file, Source& source, sink::Sink& sink, RunState& run,
-             const EngineOptions& options, uint32_t queue_depth)
+  FileDriver(uint32_t index, const plan::FilePlan& file, Source& source, sink::Sink& sink,
+             RunState& run, const EngineOptions& options, uint32_t queue_depth)
       : index_(index),
         file_(file),
         source_(source),
@@ -125,7 +125,7 @@ class FileDriver {
       while (!run_.stopping() && next < file_.chunks.size()) {
         Slot* slot = FreeSlot();
         if (slot == nullptr) break;
-        const Chunk& c = file_.chunks[next];
+        const plan::Chunk& c = file_.chunks[next];
         if (!run_.budget().TryAcquire(c.length)) {
           if (in_flight_ > 0 || !batch.empty()) break;
           if (!run_.budget().Acquire(c.length)) break;  // cancelled
@@ -200,7 +200,7 @@ class FileDriver {
       return 0;
     }
     Slot& slot = slots_[r.tag];
-    const Chunk& c = *slot.chunk;
+    const plan::Chunk& c = *slot.chunk;
     const uint64_t req_offset = c.offset + slot.done;
     if (!r.status.ok()) {
       Release(slot);
@@ -247,7 +247,7 @@ class FileDriver {
   }
 
   const uint32_t index_;
-  const FilePlan& file_;
+  const plan::FilePlan& file_;
   Source& source_;
   sink::Sink& sink_;
   RunState& run_;
@@ -259,7 +259,7 @@ class FileDriver {
 
 }  // namespace
 
-Status RunPlan(const LoadPlan& plan, std::vector<std::unique_ptr<Source>>& sources,
+Status RunPlan(const plan::LoadPlan& plan, std::vector<std::unique_ptr<Source>>& sources,
                sink::Sink& sink, const EngineOptions& options,
                const std::vector<uint32_t>& queue_depths, EngineStats* stats) {
   if (sources.size() != plan.files.size()) {

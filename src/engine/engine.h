@@ -17,9 +17,9 @@
 #include <memory>
 #include <vector>
 
-#include "engine/plan.h"
-#include "flashload/loader.h"
+#include "flashload/load_options.h"
 #include "flashload/source.h"
+#include "plan/plan.h"
 #include "sink/sink.h"
 
 namespace flashload::engine {
@@ -48,7 +48,7 @@ struct EngineStats {
 
 // `sources[i]` reads `plan.files[i]`; per-file queue depths may override options.queue_depth
 // (empty: use the option). The sink must already be prepared for the plan.
-Status RunPlan(const LoadPlan& plan, std::vector<std::unique_ptr<Source>>& sources,
+Status RunPlan(const plan::LoadPlan& plan, std::vector<std::unique_ptr<Source>>& sources,
                sink::Sink& sink, const EngineOptions& options,
                const std::vector<uint32_t>& queue_depths = {}, EngineStats* stats = nullptr);
 

@@ -134,3 +134,33 @@ std::string DescribeStrategy(const FileStrategy& s, std::string_view backend) {
 }
 
 }  // namespace flashload::engine
+
+namespace flashload {
+
+std::string_view StrategyName(Strategy s) {
+  switch (s) {
+    case Strategy::kAuto:
+      return "auto";
+    case Strategy::kDirect:
+      return "direct";
+    case Strategy::kBuffered:
+      return "buffered";
+    case Strategy::kMmap:
+      return "mmap";
+    case Strategy::kNetwork:
+      return "network";
+    case Strategy::kMapped:
+      return "mapped";
+  }
+  return "?";
+}
+
+std::optional<Strategy> ParseStrategy(std::string_view name) {
+  for (Strategy s : {Strategy::kAuto, Strategy::kDirect, Strategy::kBuffered, Strategy::kMmap,
+                     Strategy::kNetwork, Strategy::kMapped}) {
+    if (StrategyName(s) == name) return s;
+  }
+  return std::nullopt;
+}
+
+}  // namespace flashload

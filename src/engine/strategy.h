@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <string>
 
-#include "flashload/loader.h"
+#include "flashload/load_options.h"
 #include "flashload/source.h"
 
 namespace flashload::engine {

@@ -47,6 +47,8 @@
 #include <utility>
 #include <vector>
 
+#include "flashload/model_store.h"
+#include "flashload/registry.h"
 #include "flashload/source.h"
 #include "io/retry_source.h"
 

@@ -16,6 +16,7 @@
 #include <span>
 #include <string>
 
+#include "flashload/registry.h"
 #include "flashload/source.h"
 
 namespace flashload {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "flashload/registry.h"
 #include "flashload/source.h"
 
 namespace flashload {

@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "flashload/model.h"
-#include "flashload/source.h"
+#include "flashload/model_store.h"
+#include "flashload/registry.h"
 
 namespace flashload {
 

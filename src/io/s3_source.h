@@ -20,7 +20,8 @@
 #include <memory>
 #include <string>
 
-#include "flashload/model.h"
+#include "flashload/model_store.h"
+#include "flashload/registry.h"
 #include "flashload/source.h"
 #include "io/aws_config.h"
 #include "io/http_source.h"

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "flashload/registry.h"
 #include "flashload/source.h"
 
 namespace flashload {

@@ -35,7 +35,7 @@ void DeviceSink::Reset() {
   pending_.clear();
 }
 
-Status DeviceSink::Prepare(const engine::LoadPlan& plan) {
+Status DeviceSink::Prepare(const plan::LoadPlan& plan) {
   Reset();
   plan_ = &plan;
   placements_.assign(plan.files.size(), {});
@@ -47,7 +47,7 @@ Status DeviceSink::Prepare(const engine::LoadPlan& plan) {
   bool any_converted = false;
   bool any_device_reads = false;
   for (size_t i = 0; i < plan.files.size(); ++i) {
-    const engine::FilePlan& f = plan.files[i];
+    const plan::FilePlan& f = plan.files[i];
     if (f.device_reads) {
       if (engine_->device_is_host()) {
         return InternalError(fmt::format(
@@ -55,7 +55,7 @@ Status DeviceSink::Prepare(const engine::LoadPlan& plan) {
       }
       any_device_reads = true;
     }
-    for (const engine::Chunk& c : f.chunks) max_chunk = std::max(max_chunk, c.length);
+    for (const plan::Chunk& c : f.chunks) max_chunk = std::max(max_chunk, c.length);
     chunks += f.chunks.size();
     FileConversion& fc = stats_.files[i];
     for (size_t k = 0; k < f.header.tensors.size(); ++k) {
@@ -117,7 +117,7 @@ Status DeviceSink::Prepare(const engine::LoadPlan& plan) {
   return Status();
 }
 
-Result<std::span<std::byte>> DeviceSink::Acquire(const engine::Chunk& chunk) {
+Result<std::span<std::byte>> DeviceSink::Acquire(const plan::Chunk& chunk) {
   if (!ring_ || chunk.length > ring_->slot_bytes()) {
     return InternalError(fmt::format("chunk [{}, +{}) larger than the staging slots of {} bytes",
                                      chunk.offset, chunk.length, ring_ ? ring_->slot_bytes() : 0));
@@ -136,7 +136,7 @@ Result<std::span<std::byte>> DeviceSink::Acquire(const engine::Chunk& chunk) {
   return std::span<std::byte>(dst, chunk.length);
 }
 
-Status DeviceSink::Commit(const engine::Chunk& chunk) {
+Status DeviceSink::Commit(const plan::Chunk& chunk) {
   StagingSlot* slot = nullptr;
   {
     std::lock_guard lock(mu_);
@@ -155,8 +155,8 @@ Status DeviceSink::Commit(const engine::Chunk& chunk) {
   return submitted;
 }
 
-Status DeviceSink::EnqueueChunk(const engine::Chunk& chunk, StagingSlot& slot) {
-  const engine::FilePlan& f = plan_->files.at(chunk.file);
+Status DeviceSink::EnqueueChunk(const plan::Chunk& chunk, StagingSlot& slot) {
+  const plan::FilePlan& f = plan_->files.at(chunk.file);
   const std::vector<Placement>& ps = placements_[chunk.file];
   const uint64_t begin = chunk.offset;
   const uint64_t end = std::min(chunk.offset + chunk.length, f.header.file_size);
@@ -267,7 +267,7 @@ Result<TensorMap> DeviceSink::Finish() {
     std::lock_guard lock(mu_);
     if (!pending_.empty()) {
       const auto& [key, pe] = *pending_.begin();
-      const engine::FilePlan& f = plan_->files[key.first.first];
+      const plan::FilePlan& f = plan_->files[key.first.first];
       st = InternalError(
           fmt::format("{}: element {} of tensor '{}' was only partly loaded ({} bytes)", f.path,
                       key.second, f.header.tensors[key.first.second].name, pe.have));
@@ -280,7 +280,7 @@ Result<TensorMap> DeviceSink::Finish() {
   TensorMap out;
   const Device device = engine_->device();
   for (size_t i = 0; i < plan_->files.size(); ++i) {
-    const engine::FilePlan& f = plan_->files[i];
+    const plan::FilePlan& f = plan_->files[i];
     for (const Placement& p : placements_[i]) {
       const TensorInfo& t = f.header.tensors[p.tensor];
       std::string name = QualifiedTensorName(f.component, t.name);

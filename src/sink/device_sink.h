@@ -93,9 +93,9 @@ class DeviceSink final : public Sink {
 
   // Errors: kInvalidArgument naming the tensor when the spec asks for an impossible conversion;
   // kResourceExhausted (naming what) when device or pinned memory cannot be had.
-  Status Prepare(const engine::LoadPlan& plan) override;
-  Result<std::span<std::byte>> Acquire(const engine::Chunk& chunk) override;
-  Status Commit(const engine::Chunk& chunk) override;
+  Status Prepare(const plan::LoadPlan& plan) override;
+  Result<std::span<std::byte>> Acquire(const plan::Chunk& chunk) override;
+  Status Commit(const plan::Chunk& chunk) override;
   Result<TensorMap> Finish() override;
   void Abort() override;
 
@@ -128,7 +128,7 @@ class DeviceSink final : public Sink {
   };
   using ElementKey = std::pair<std::pair<uint32_t, uint32_t>, uint64_t>;  // file, tensor, element
 
-  Status EnqueueChunk(const engine::Chunk& chunk, StagingSlot& slot);
+  Status EnqueueChunk(const plan::Chunk& chunk, StagingSlot& slot);
   Status AddPiece(uint32_t file, const Placement& p, uint64_t element, uint64_t within,
                   const std::byte* src, uint64_t n, StagingSlot& slot, uint64_t& patch_used);
   std::byte* Out(const Placement& p) const;
@@ -136,7 +136,7 @@ class DeviceSink final : public Sink {
 
   std::shared_ptr<CopyEngine> engine_;
   const DeviceSinkOptions options_;
-  const engine::LoadPlan* plan_ = nullptr;
+  const plan::LoadPlan* plan_ = nullptr;
   std::vector<std::vector<Placement>> placements_;  // per file, in file order
   std::shared_ptr<void> allocation_;
   std::unique_ptr<StagingRing> ring_;

@@ -24,13 +24,13 @@ void HostSink::StopPopulating() {
   populator_.reset();
 }
 
-Status HostSink::Prepare(const engine::LoadPlan& plan) {
+Status HostSink::Prepare(const plan::LoadPlan& plan) {
   StopPopulating();
   stats_ = HostMemoryStats{};
   plan_ = &plan;
   arenas_.clear();
   arenas_.reserve(plan.files.size());
-  for (const engine::FilePlan& f : plan.files) {
+  for (const plan::FilePlan& f : plan.files) {
     Result<std::shared_ptr<HostArena>> arena =
         f.mapped ? HostArena::MapFile(f.path, f.read_begin, f.header.file_size - f.read_begin)
                  : HostArena::Allocate(f.arena_size());
@@ -58,7 +58,7 @@ Status HostSink::Prepare(const engine::LoadPlan& plan) {
   return Status();
 }
 
-Result<std::span<std::byte>> HostSink::Acquire(const engine::Chunk& chunk) {
+Result<std::span<std::byte>> HostSink::Acquire(const plan::Chunk& chunk) {
   const HostArena& arena = *arenas_.at(chunk.file);
   if (chunk.arena_offset + chunk.length > arena.size()) {
     return InternalError(fmt::format("chunk [{}, +{}) outside the arena of {} bytes",
@@ -72,7 +72,7 @@ Result<TensorMap> HostSink::Finish() {
   StopPopulating();
   TensorMap out;
   for (size_t i = 0; i < plan_->files.size(); ++i) {
-    const engine::FilePlan& f = plan_->files[i];
+    const plan::FilePlan& f = plan_->files[i];
     const std::shared_ptr<HostArena>& arena = arenas_[i];
     for (const TensorInfo& t : f.header.tensors) {
       std::byte* data =

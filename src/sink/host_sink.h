@@ -34,9 +34,9 @@ class HostSink final : public Sink {
   // at most 8; 0: none, Acquire() populates each chunk itself).
   explicit HostSink(int populate_workers = -1) : populate_workers_(populate_workers) {}
   ~HostSink() override;
-  Status Prepare(const engine::LoadPlan& plan) override;
-  Result<std::span<std::byte>> Acquire(const engine::Chunk& chunk) override;
-  Status Commit(const engine::Chunk& chunk) override { return Status(); }
+  Status Prepare(const plan::LoadPlan& plan) override;
+  Result<std::span<std::byte>> Acquire(const plan::Chunk& chunk) override;
+  Status Commit(const plan::Chunk& chunk) override { return Status(); }
   Result<TensorMap> Finish() override;
   void Abort() override;
 
@@ -48,7 +48,7 @@ class HostSink final : public Sink {
   void StopPopulating();
 
   const int populate_workers_;
-  const engine::LoadPlan* plan_ = nullptr;
+  const plan::LoadPlan* plan_ = nullptr;
   std::vector<std::shared_ptr<HostArena>> arenas_;
   std::unique_ptr<MemoryPopulator> populator_;
   HostMemoryStats stats_;

@@ -15,9 +15,9 @@
 #include <cstddef>
 #include <span>
 
-#include "engine/plan.h"
 #include "flashload/status.h"
 #include "flashload/tensor.h"
+#include "plan/plan.h"
 
 namespace flashload::sink {
 
@@ -25,11 +25,11 @@ class Sink {
  public:
   virtual ~Sink() = default;
   // Allocates what the plan needs (host arenas, device memory).
-  virtual Status Prepare(const engine::LoadPlan& plan) = 0;
+  virtual Status Prepare(const plan::LoadPlan& plan) = 0;
   // Memory for the chunk's bytes: chunk.length bytes, aligned as the plan's alignment.
-  virtual Result<std::span<std::byte>> Acquire(const engine::Chunk& chunk) = 0;
+  virtual Result<std::span<std::byte>> Acquire(const plan::Chunk& chunk) = 0;
   // The chunk's bytes are in place (the source wrote `bytes`; the tail past EOF may be short).
-  virtual Status Commit(const engine::Chunk& chunk) = 0;
+  virtual Status Commit(const plan::Chunk& chunk) = 0;
   // Waits for all work and returns every tensor, named "<component>/<name>" (just "<name>" when the
   // component is empty).
   virtual Result<TensorMap> Finish() = 0;

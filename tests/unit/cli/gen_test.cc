@@ -11,7 +11,7 @@
 #include <set>
 
 #include "flashload/header.h"
-#include "flashload/model.h"
+#include "flashload/model_store.h"
 #include "support/status_matchers.h"
 #include "support/test_files.h"
 

@@ -9,11 +9,11 @@
 #include <chrono>
 #include <cstring>
 
-#include "engine/plan.h"
 #include "flashload/writer.h"
 #include "io/fault_source.h"
 #include "io/latency_source.h"
 #include "io/memory_source.h"
+#include "plan/plan.h"
 #include "sink/host_sink.h"
 #include "support/status_matchers.h"
 #include "support/test_files.h"
@@ -54,12 +54,12 @@ MemoryModel MakeModel(uint64_t tensors, uint64_t elements_per_tensor, uint64_t s
   return m;
 }
 
-LoadPlan PlanFor(const MemoryModel& m, uint64_t chunk) {
+plan::LoadPlan PlanFor(const MemoryModel& m, uint64_t chunk) {
   ModelLayout layout;
   layout.files.push_back({"", "model.safetensors"});
-  PlanOptions po;
+  plan::PlanOptions po;
   po.chunk_bytes = chunk;
-  Result<LoadPlan> plan = BuildPlan(layout, {{"model.safetensors", m.header}}, po);
+  Result<plan::LoadPlan> plan = plan::BuildPlan(layout, {{"model.safetensors", m.header}}, po);
   EXPECT_TRUE(plan.ok()) << plan.status().ToString();
   return *plan;
 }
@@ -93,7 +93,7 @@ struct RunOutcome {
 
 RunOutcome RunLoad(const MemoryModel& m, std::unique_ptr<Source> source, uint64_t chunk,
                    EngineOptions options = {}) {
-  LoadPlan plan = PlanFor(m, chunk);
+  plan::LoadPlan plan = PlanFor(m, chunk);
   sink::HostSink sink;
   RunOutcome out;
   out.status = sink.Prepare(plan);
@@ -272,9 +272,9 @@ TEST(EngineTest, SeveralFilesInParallelWithSlowSources) {
     layout.files.push_back({"c" + std::to_string(i), name});
     headers[name] = models[i].header;
   }
-  PlanOptions po;
+  plan::PlanOptions po;
   po.chunk_bytes = 16384;
-  FL_ASSERT_OK_AND_ASSIGN(LoadPlan plan, BuildPlan(layout, headers, po));
+  FL_ASSERT_OK_AND_ASSIGN(plan::LoadPlan plan, plan::BuildPlan(layout, headers, po));
   sink::HostSink sink;
   FL_ASSERT_OK(sink.Prepare(plan));
   std::vector<std::unique_ptr<Source>> sources;

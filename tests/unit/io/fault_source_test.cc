@@ -7,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include "flashload/registry.h"
 #include "io/memory_source.h"
 #include "support/status_matchers.h"
 #include "support/test_files.h"

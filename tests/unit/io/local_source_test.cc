@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "flashload/registry.h"
 #include "flashload/source.h"
 #include "io/page_cache.h"
 #include "io/uring_source.h"

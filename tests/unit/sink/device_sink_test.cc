@@ -33,7 +33,7 @@ struct Spec {
 // One file: a header of `header_length` bytes (so the data section starts at an odd offset when
 // asked), tensors back to back in the given order, position-encoded bytes.
 struct TestFile {
-  engine::FilePlan plan;
+  plan::FilePlan plan;
   std::vector<std::byte> bytes;  // the whole file
 };
 
@@ -57,24 +57,24 @@ TestFile MakeFile(const std::vector<Spec>& specs, uint64_t header_length, uint64
   f.plan.header.file_size = f.plan.header.data_offset() + at;
   f.plan.read_begin = f.plan.header.data_offset() / 4096 * 4096;
   f.plan.read_end = (f.plan.header.file_size + 4095) / 4096 * 4096;
-  engine::RechunkFile(f.plan, index, chunk);
+  plan::RechunkFile(f.plan, index, chunk);
   f.bytes = testing::PositionalBytes(f.plan.header.file_size, seed);
   return f;
 }
 
-engine::LoadPlan PlanOf(const std::vector<TestFile>& files) {
-  engine::LoadPlan plan;
+plan::LoadPlan PlanOf(const std::vector<TestFile>& files) {
+  plan::LoadPlan plan;
   for (const TestFile& f : files) plan.files.push_back(f.plan);
   return plan;
 }
 
 // Plays the engine: every chunk acquired, filled from the file, committed — in a shuffled order
 // from `threads` threads. Returns the first error.
-Status Feed(Sink& sink, const engine::LoadPlan& plan, const std::vector<TestFile>& files,
+Status Feed(Sink& sink, const plan::LoadPlan& plan, const std::vector<TestFile>& files,
             uint32_t threads = 2, uint64_t seed = 1) {
-  std::vector<const engine::Chunk*> chunks;
-  for (const engine::FilePlan& f : plan.files) {
-    for (const engine::Chunk& c : f.chunks) chunks.push_back(&c);
+  std::vector<const plan::Chunk*> chunks;
+  for (const plan::FilePlan& f : plan.files) {
+    for (const plan::Chunk& c : f.chunks) chunks.push_back(&c);
   }
   std::shuffle(chunks.begin(), chunks.end(), std::mt19937_64(seed));
   std::atomic<size_t> next{0};
@@ -82,7 +82,7 @@ Status Feed(Sink& sink, const engine::LoadPlan& plan, const std::vector<TestFile
   Status first;
   auto work = [&] {
     for (size_t i = next++; i < chunks.size(); i = next++) {
-      const engine::Chunk& c = *chunks[i];
+      const plan::Chunk& c = *chunks[i];
       Status st;
       Result<std::span<std::byte>> mem = sink.Acquire(c);
       if (mem.ok()) {
@@ -155,7 +155,7 @@ std::shared_ptr<CpuCopyEngine> Engine(bool device_is_host, int64_t fail_at = -1,
 TEST(DeviceSinkTest, BytesArriveUnchangedWithoutConversion) {
   std::vector<TestFile> files = {MakeFile(OddSpecs(), 8 * 13 + 1, 4096, 0, 1),
                                  MakeFile(OddSpecs(), 4096 - 8, 8192, 1, 2)};
-  engine::LoadPlan plan = PlanOf(files);
+  plan::LoadPlan plan = PlanOf(files);
   auto engine = Engine(false);
   DeviceSink sink(engine, DeviceSinkOptions{});
   FL_ASSERT_OK(sink.Prepare(plan));
@@ -177,7 +177,7 @@ TEST_P(DeviceSinkConvertTest, EqualsConvertingEachWholeTensor) {
   // Chunks of 4096 bytes: each large tensor spans several, and elements straddle chunk edges.
   std::vector<TestFile> files = {MakeFile(OddSpecs(), 8 * 13 + 1, 4096, 0, 3),
                                  MakeFile(OddSpecs(), 8 * 40 + 3, 4096, 1, 4)};
-  engine::LoadPlan plan = PlanOf(files);
+  plan::LoadPlan plan = PlanOf(files);
   auto engine = Engine(device_is_host);
   DeviceSinkOptions o;
   o.convert = spec;
@@ -213,9 +213,9 @@ TEST(DeviceSinkTest, ChunksSmallerThanAnElementStillConvert) {
   // boundary logic must not depend on that: an element may be cut anywhere.
   std::vector<TestFile> files = {
       MakeFile({{"a", Dtype::kU8, 3}, {"b", Dtype::kF32, 40}}, 8 * 2 + 1, 4096, 0, 5)};
-  engine::FilePlan& fp = files[0].plan;
-  fp.chunks = engine::SplitRange(0, fp.read_begin, fp.read_end, 3);
-  engine::LoadPlan plan = PlanOf(files);
+  plan::FilePlan& fp = files[0].plan;
+  fp.chunks = plan::SplitRange(0, fp.read_begin, fp.read_end, 3);
+  plan::LoadPlan plan = PlanOf(files);
   FL_ASSERT_OK_AND_ASSIGN(ConvertSpec spec, ParseConvertSpec("bf16"));
   DeviceSinkOptions o;
   o.convert = spec;
@@ -230,7 +230,7 @@ TEST(DeviceSinkTest, ChunksSmallerThanAnElementStillConvert) {
 TEST(DeviceSinkTest, InjectedCopyFaultSurfacesAndFreesEverything) {
   for (int64_t fail_at : {0, 5, 17}) {
     std::vector<TestFile> files = {MakeFile(OddSpecs(), 8 * 13 + 1, 4096, 0, 6)};
-    engine::LoadPlan plan = PlanOf(files);
+    plan::LoadPlan plan = PlanOf(files);
     auto engine = Engine(false, fail_at);
     FL_ASSERT_OK_AND_ASSIGN(ConvertSpec spec, ParseConvertSpec("bf16"));
     DeviceSinkOptions o;
@@ -255,7 +255,7 @@ TEST(DeviceSinkTest, InjectedCopyFaultSurfacesAndFreesEverything) {
 
 TEST(DeviceSinkTest, AnEngineSignallingEventsEarlyFailsTheLoad) {
   std::vector<TestFile> files = {MakeFile(OddSpecs(), 8 * 13 + 1, 4096, 0, 8)};
-  engine::LoadPlan plan = PlanOf(files);
+  plan::LoadPlan plan = PlanOf(files);
   DeviceSinkOptions o;
   o.memory_budget = 2 * 4096;
   DeviceSink sink(Engine(false, -1, /*early=*/true), o);
@@ -268,7 +268,7 @@ TEST(DeviceSinkTest, AnEngineSignallingEventsEarlyFailsTheLoad) {
 
 TEST(DeviceSinkTest, TensorsOutliveTheSinkAndTheEngine) {
   std::vector<TestFile> files = {MakeFile(OddSpecs(), 8 * 13 + 1, 4096, 0, 9)};
-  engine::LoadPlan plan = PlanOf(files);
+  plan::LoadPlan plan = PlanOf(files);
   FL_ASSERT_OK_AND_ASSIGN(ConvertSpec spec, ParseConvertSpec("fp32"));
   TensorMap tensors;
   std::weak_ptr<CpuCopyEngine> weak;
@@ -288,7 +288,7 @@ TEST(DeviceSinkTest, TensorsOutliveTheSinkAndTheEngine) {
 
 TEST(DeviceSinkTest, AbortBeforeAnyChunkFreesEverything) {
   std::vector<TestFile> files = {MakeFile(OddSpecs(), 8 * 13 + 1, 4096, 0, 10)};
-  engine::LoadPlan plan = PlanOf(files);
+  plan::LoadPlan plan = PlanOf(files);
   auto engine = Engine(false);
   DeviceSink sink(engine, DeviceSinkOptions{});
   FL_ASSERT_OK(sink.Prepare(plan));

@@ -11,10 +11,10 @@
 namespace flashload::sink {
 namespace {
 
-engine::LoadPlan TwoFilePlan() {
-  engine::LoadPlan plan;
+plan::LoadPlan TwoFilePlan() {
+  plan::LoadPlan plan;
   for (int i = 0; i < 2; ++i) {
-    engine::FilePlan f;
+    plan::FilePlan f;
     f.path = "f" + std::to_string(i);
     f.component = i == 0 ? "unet" : "";
     f.header.header_length = 100 - 8;  // data at byte 100
@@ -22,7 +22,7 @@ engine::LoadPlan TwoFilePlan() {
     f.header.file_size = 122;
     f.read_begin = 0;
     f.read_end = 4096;
-    f.chunks = engine::SplitRange(i, 0, 4096, 4096);
+    f.chunks = plan::SplitRange(i, 0, 4096, 4096);
     plan.files.push_back(f);
   }
   return plan;
@@ -42,13 +42,13 @@ TEST(HostArenaTest, ImpossibleSizeIsResourceExhausted) {
 }
 
 TEST(HostSinkTest, TensorsPointIntoTheArenaAndOutliveTheSink) {
-  engine::LoadPlan plan = TwoFilePlan();
+  plan::LoadPlan plan = TwoFilePlan();
   TensorMap tensors;
   {
     HostSink sink;
     FL_ASSERT_OK(sink.Prepare(plan));
-    for (const engine::FilePlan& f : plan.files) {
-      for (const engine::Chunk& c : f.chunks) {
+    for (const plan::FilePlan& f : plan.files) {
+      for (const plan::Chunk& c : f.chunks) {
         FL_ASSERT_OK_AND_ASSIGN(std::span<std::byte> mem, sink.Acquire(c));
         ASSERT_EQ(mem.size(), c.length);
         for (size_t i = 0; i < mem.size(); ++i)
@@ -69,10 +69,10 @@ TEST(HostSinkTest, TensorsPointIntoTheArenaAndOutliveTheSink) {
 }
 
 TEST(HostSinkTest, ChunkOutsideTheArenaIsAnInternalError) {
-  engine::LoadPlan plan = TwoFilePlan();
+  plan::LoadPlan plan = TwoFilePlan();
   HostSink sink;
   FL_ASSERT_OK(sink.Prepare(plan));
-  engine::Chunk bad{0, 0, 8192, 0};
+  plan::Chunk bad{0, 0, 8192, 0};
   EXPECT_THAT(sink.Acquire(bad), StatusIs(StatusCode::kInternal));
   sink.Abort();
   EXPECT_TRUE(sink.arenas().empty());

@@ -12,12 +12,12 @@
 
 #include "engine/device_reads.h"
 #include "engine/engine.h"
-#include "engine/plan.h"
 #include "engine/strategy.h"
+#include "io/cufile.h"
 #include "io/registry.h"
+#include "plan/plan.h"
 #include "sink/cpu_copy_engine.h"
 #include "sink/cuda_copy_engine.h"
-#include "sink/cufile.h"
 #include "sink/device_sink.h"
 #include "sink/host_memory.h"
 #include "sink/host_sink.h"
@@ -85,44 +85,10 @@ Result<Header> ReadHeaderFrom(const Source& source, const ParseOptions& options)
   return ParseHeaderJson(json, n, size, source.name(), options);
 }
 
-std::string_view StrategyName(Strategy s) {
-  switch (s) {
-    case Strategy::kAuto:
-      return "auto";
-    case Strategy::kDirect:
-      return "direct";
-    case Strategy::kBuffered:
-      return "buffered";
-    case Strategy::kMmap:
-      return "mmap";
-    case Strategy::kNetwork:
-      return "network";
-    case Strategy::kMapped:
-      return "mapped";
-  }
-  return "?";
-}
-
-std::optional<Strategy> ParseStrategy(std::string_view name) {
-  for (Strategy s : {Strategy::kAuto, Strategy::kDirect, Strategy::kBuffered, Strategy::kMmap,
-                     Strategy::kNetwork, Strategy::kMapped}) {
-    if (StrategyName(s) == name) return s;
-  }
-  return std::nullopt;
-}
-
 uint64_t ReleaseCachedMemory() {
   const uint64_t bytes = sink::PinnedCacheBytes();
   sink::TrimPinnedCache();
   return bytes + sink::TrimHostMemoryCache();
-}
-
-Result<GpuDirect> ParseGpuDirect(std::string_view text) {
-  if (text == "auto") return GpuDirect::kAuto;
-  if (text == "on") return GpuDirect::kOn;
-  if (text == "off") return GpuDirect::kOff;
-  return InvalidArgumentError(
-      fmt::format("unknown GPUDirect Storage mode '{}' (expected auto, on or off)", text));
 }
 
 Result<Device> ParseDevice(std::string_view text) {
@@ -178,7 +144,7 @@ struct PreparedLoad {
   std::vector<std::unique_ptr<Source>> sources;
   std::vector<engine::FileStrategy> strategies;
   std::vector<uint32_t> queue_depths;
-  engine::LoadPlan plan;
+  plan::LoadPlan plan;
 };
 
 // A remote object (http(s)://, s3://): many ranged GETs in flight, sized from the source's caps.
@@ -272,11 +238,11 @@ Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& req
     FL_RETURN_IF_ERROR(CheckWeightMap(index, weight_map, shard_tensors));
   }
 
-  engine::PlanOptions plan_options;
-  FL_ASSIGN_OR_RETURN(p.plan, engine::BuildPlan(model.layout, model.headers, plan_options));
+  plan::PlanOptions plan_options;
+  FL_ASSIGN_OR_RETURN(p.plan, plan::BuildPlan(model.layout, model.headers, plan_options));
   p.queue_depths.resize(n);
   for (size_t i = 0; i < n; ++i) {
-    engine::RechunkFile(p.plan.files[i], static_cast<uint32_t>(i), p.strategies[i].chunk_bytes);
+    plan::RechunkFile(p.plan.files[i], static_cast<uint32_t>(i), p.strategies[i].chunk_bytes);
     if (p.strategies[i].strategy == Strategy::kMapped) {
       p.plan.files[i].mapped = true;
       p.plan.files[i].chunks.clear();
@@ -290,7 +256,7 @@ Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& req
 
 Result<std::string> DescribeLoadPlan(const std::string& path, const LoadOptions& options) {
   FL_ASSIGN_OR_RETURN(PreparedLoad p, PrepareLoad(path, options));
-  std::string out = engine::DescribePlan(p.plan);
+  std::string out = plan::DescribePlan(p.plan);
   for (size_t i = 0; i < p.plan.files.size(); ++i) {
     out += fmt::format("{}: {} — {}\n", RedactUrl(p.plan.files[i].path),
                        engine::DescribeStrategy(p.strategies[i], p.sources[i]->backend()),
@@ -332,7 +298,7 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   LoadedModel& model = p.model;
   model.report.header_seconds = SecondsSince(start) - copy_engine_seconds;
   const size_t n = p.plan.files.size();
-  engine::LoadPlan& plan = p.plan;
+  plan::LoadPlan& plan = p.plan;
   std::vector<std::unique_ptr<Source>>& sources = p.sources;
   std::vector<engine::FileStrategy>& strategies = p.strategies;
 
@@ -348,7 +314,7 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   sink::Sink& sink = device_sink ? static_cast<sink::Sink&>(*device_sink) : host_sink;
   // GPU loads: GPUDirect Storage per file (engine/device_reads.h), into registered scratch.
   std::vector<std::string> gds_reasons(n);
-  std::shared_ptr<sink::CuFileBuffers> gds_buffers;
+  std::shared_ptr<CuFileBuffers> gds_buffers;
   if (options.device.type == DeviceType::kCuda) {
     engine::DeviceReadOptions dro;
     dro.mode = options.gpu_direct;
@@ -357,7 +323,7 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
     dro.chunk_bytes =
         std::clamp<uint64_t>(options.memory_budget / 4 / 4096 * 4096, 64ull << 10, 16ull << 20);
     FL_ASSIGN_OR_RETURN(engine::DeviceReadChoice choice,
-                        engine::SetUpDeviceReads(sink::CuFileDriver::Shared, copy_engine, dro, plan,
+                        engine::SetUpDeviceReads(CuFileDriver::Shared, copy_engine, dro, plan,
                                                  sources, strategies, p.queue_depths));
     gds_reasons = std::move(choice.reasons);
     gds_buffers = std::move(choice.buffers);
@@ -400,7 +366,7 @@ Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   FL_ASSIGN_OR_RETURN(model.tensors, sink.Finish());
 
   for (size_t i = 0; i < n; ++i) {
-    const engine::FilePlan& f = plan.files[i];
+    const plan::FilePlan& f = plan.files[i];
     FileReport r;
     r.path = RedactUrl(f.path);
     r.component = f.component;

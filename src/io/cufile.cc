@@ -1,4 +1,4 @@
-#include "sink/cufile.h"
+#include "io/cufile.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -14,9 +14,8 @@
 
 #include "io/local_file.h"
 #include "io/read_pool.h"
-#include "sink/copy_engine.h"
 
-namespace flashload::sink {
+namespace flashload {
 
 // The cuFile types flashload passes, with the layout of cufile.h.
 struct CuFileError {
@@ -83,14 +82,14 @@ std::pair<unsigned, unsigned> NvfsVersion(const CuFileApi& api, bool* known) {
 class CuFileSource final : public Source {
  public:
   CuFileSource(std::string path, int fd, uint64_t size, void* handle,
-               std::shared_ptr<const CuFileApi> api, std::shared_ptr<CopyEngine> engine,
+               std::shared_ptr<const CuFileApi> api, BindDeviceFn bind_device,
                const CuFileSourceOptions& options)
       : path_(std::move(path)),
         fd_(fd),
         size_(size),
         handle_(handle),
         api_(std::move(api)),
-        engine_(std::move(engine)),
+        bind_device_(std::move(bind_device)),
         options_(options),
         bound_(std::max<uint32_t>(options.threads, 1), 0),
         pool_(std::make_unique<io_internal::ReadPool>(
@@ -137,7 +136,7 @@ class CuFileSource final : public Source {
  private:
   Result<size_t> Read(const ReadRequest& r, uint32_t worker) {
     if (!bound_[worker]) {
-      Status st = engine_->BindThread();
+      Status st = bind_device_();
       if (!st.ok()) return st.WithContext(fmt::format("{}: binding a cuFile reader", path_));
       bound_[worker] = 1;
     }
@@ -168,7 +167,7 @@ class CuFileSource final : public Source {
   const uint64_t size_;
   void* const handle_;
   const std::shared_ptr<const CuFileApi> api_;
-  const std::shared_ptr<CopyEngine> engine_;
+  const BindDeviceFn bind_device_;
   const CuFileSourceOptions options_;
   std::vector<char> bound_;  // per worker: BindThread done (each worker touches only its own)
   std::unique_ptr<io_internal::ReadPool> pool_;  // last: its workers use everything above
@@ -292,7 +291,7 @@ std::shared_ptr<CuFileDriver> CuFileDriver::Shared() {
 }
 
 Result<std::unique_ptr<Source>> CuFileDriver::OpenSource(const std::string& path,
-                                                         std::shared_ptr<CopyEngine> engine,
+                                                         BindDeviceFn bind_device,
                                                          const CuFileSourceOptions& options) const {
   if (!direct_ || !api_) return FailedPreconditionError(reason_);
   const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
@@ -308,7 +307,7 @@ Result<std::unique_ptr<Source>> CuFileDriver::OpenSource(const std::string& path
     ::close(fd);
     return IoError(fmt::format("{}: fstat failed: {}", path, std::strerror(e)));
   }
-  FL_RETURN_IF_ERROR(engine->BindThread());
+  FL_RETURN_IF_ERROR(bind_device());
   CuFileDescr descr{};
   descr.type = kHandleTypeOpaqueFd;
   descr.handle.fd = fd;
@@ -320,7 +319,7 @@ Result<std::unique_ptr<Source>> CuFileDriver::OpenSource(const std::string& path
         fmt::format("pinned staging: cuFileHandleRegister refused {} ({})", path, ErrorText(reg)));
   }
   return std::unique_ptr<Source>(std::make_unique<CuFileSource>(
-      path, fd, static_cast<uint64_t>(st.st_size), handle, api_, std::move(engine), options));
+      path, fd, static_cast<uint64_t>(st.st_size), handle, api_, std::move(bind_device), options));
 }
 
 std::shared_ptr<CuFileBuffers> CuFileDriver::NewBuffers() const {
@@ -328,4 +327,4 @@ std::shared_ptr<CuFileBuffers> CuFileDriver::NewBuffers() const {
   return std::make_shared<CuFileBuffers>(api_);
 }
 
-}  // namespace flashload::sink
+}  // namespace flashload

@@ -3,7 +3,7 @@
 // of real files through the engine into a DeviceSink whose CpuCopyEngine stands for a GPU (device
 // memory that is not host memory to the sink: reads land in device scratch, scattered with
 // device-to-device copies and converted from there).
-#include "sink/cufile.h"
+#include "io/cufile.h"
 
 #include <dlfcn.h>
 #include <gmock/gmock.h>
@@ -15,10 +15,10 @@
 
 #include "engine/device_reads.h"
 #include "engine/engine.h"
-#include "engine/plan.h"
 #include "flashload/convert.h"
 #include "flashload/loader.h"
 #include "flashload/writer.h"
+#include "plan/plan.h"
 #include "sink/cpu_copy_engine.h"
 #include "sink/device_sink.h"
 #include "support/status_matchers.h"
@@ -26,6 +26,10 @@
 
 namespace flashload::sink {
 namespace {
+
+BindDeviceFn BindTo(std::shared_ptr<CopyEngine> engine) {
+  return [engine] { return engine->BindThread(); };
+}
 
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -67,25 +71,25 @@ class CuFileTest : public ::testing::Test {
   std::shared_ptr<CuFileDriver> Driver() { return CuFileDriver::Open({FL_FAKE_CUFILE}); }
 
   // A file with the given tensors, position-encoded bytes; returns its plan (one chunk size).
-  engine::FilePlan WriteModel(const std::string& name, const std::vector<TensorToWrite>& ts) {
+  plan::FilePlan WriteModel(const std::string& name, const std::vector<TensorToWrite>& ts) {
     EXPECT_TRUE(WriteSafetensors(dir_.File(name), ts).ok());
     return PlanOf(dir_.File(name));
   }
 
   // The plan of one written file: its header, the aligned read range, 1 MiB chunks.
-  static engine::FilePlan PlanOf(const std::string& path) {
+  static plan::FilePlan PlanOf(const std::string& path) {
     Result<Header> h = ReadHeader(path);
     EXPECT_TRUE(h.ok()) << h.status().ToString();
-    engine::FilePlan f;
+    plan::FilePlan f;
     f.path = path;
     f.header = *h;
     f.read_begin = f.header.data_offset() / 4096 * 4096;
     f.read_end = (f.header.file_size + 4095) / 4096 * 4096;
-    engine::RechunkFile(f, 0, 1 << 20);
+    plan::RechunkFile(f, 0, 1 << 20);
     return f;
   }
 
-  engine::FilePlan WriteOddModel(const std::string& name) {
+  plan::FilePlan WriteOddModel(const std::string& name) {
     std::string json = R"({"odd":{"dtype":"U8","shape":[1001],"data_offsets":[0,1001]},)"
                        R"("w":{"dtype":"F32","shape":[9999],"data_offsets":[1001,40997]}})";
     while (json.size() % 8 != 0) json += ' ';
@@ -149,7 +153,7 @@ class CuFileTest : public ::testing::Test {
 
   // A whole load of `plan` as Load() runs a GPU load: the per-file choice, the sink, registered
   // scratch, the engine, deregistration, Finish.
-  Outcome Run(engine::LoadPlan plan, std::vector<engine::FileStrategy> strategies,
+  Outcome Run(plan::LoadPlan plan, std::vector<engine::FileStrategy> strategies,
               const std::string& dtype, GpuDirect mode = GpuDirect::kAuto,
               std::shared_ptr<CuFileDriver> driver = nullptr) {
     Outcome out;
@@ -211,8 +215,7 @@ class CuFileTest : public ::testing::Test {
   }
 
   // Every tensor equals the file's bytes converted by the CPU code.
-  void ExpectTensorsMatchFile(const Outcome& o, const engine::FilePlan& f,
-                              const std::string& dtype) {
+  void ExpectTensorsMatchFile(const Outcome& o, const plan::FilePlan& f, const std::string& dtype) {
     FL_ASSERT_OK_AND_ASSIGN(ConvertSpec spec, ParseConvertSpec(dtype));
     const std::vector<std::byte> file = testing::ReadFile(f.path);
     ASSERT_EQ(o.tensors.size(), f.header.tensors.size());
@@ -242,7 +245,7 @@ TEST_F(CuFileTest, AMissingLibraryMeansStagingWithTheReason) {
   EXPECT_THAT(d->reason(), HasSubstr("libcufile-not-installed.so.0"));
   EXPECT_EQ(d->NewBuffers(), nullptr);
   auto engine = GpuStandIn();
-  EXPECT_THAT(d->OpenSource("/nonexistent", engine, {}),
+  EXPECT_THAT(d->OpenSource("/nonexistent", BindTo(engine), {}),
               StatusIs(StatusCode::kFailedPrecondition, HasSubstr("unavailable")));
 }
 
@@ -281,7 +284,7 @@ TEST_F(CuFileTest, DirectOnlyWhenTheNvidiaFsDriverIsThere) {
 
 TEST_F(CuFileTest, ColdFileIsReadStraightIntoDeviceMemoryWithRegisteredScratch) {
   ASSERT_NE(fake_.set, nullptr);
-  engine::LoadPlan plan;
+  plan::LoadPlan plan;
   plan.files.push_back(WriteModel("m.safetensors", AlignedTensors()));
   const long long reads_before = fake_.get("reads");
   Outcome o = Run(plan, {Cold()}, "");
@@ -301,7 +304,7 @@ TEST_F(CuFileTest, ColdFileIsReadStraightIntoDeviceMemoryWithRegisteredScratch) 
 
 TEST_F(CuFileTest, ConversionRunsFromTheDeviceScratch) {
   ASSERT_NE(fake_.set, nullptr);
-  engine::LoadPlan plan;
+  plan::LoadPlan plan;
   plan.files.push_back(WriteModel("m.safetensors", AlignedTensors()));
   for (const char* spec : {"bf16", "F32=F16,e4m3:bf16"}) {
     Outcome o = Run(plan, {Cold()}, spec);
@@ -314,7 +317,7 @@ TEST_F(CuFileTest, ConversionRunsFromTheDeviceScratch) {
 TEST_F(CuFileTest, ShortReadsAreResumed) {
   ASSERT_NE(fake_.set, nullptr);
   fake_.set("short_reads", 1);
-  engine::LoadPlan plan;
+  plan::LoadPlan plan;
   plan.files.push_back(WriteModel("m.safetensors", AlignedTensors()));
   Outcome o = Run(plan, {Cold()}, "bf16");
   FL_ASSERT_OK(o.status);
@@ -325,7 +328,7 @@ TEST_F(CuFileTest, ShortReadsAreResumed) {
 TEST_F(CuFileTest, UnregisteredScratchStillReads) {
   ASSERT_NE(fake_.set, nullptr);
   fake_.set("refuse_buffers", 1);
-  engine::LoadPlan plan;
+  plan::LoadPlan plan;
   plan.files.push_back(WriteModel("m.safetensors", AlignedTensors()));
   Outcome o = Run(plan, {Cold()}, "");
   FL_ASSERT_OK(o.status);
@@ -335,7 +338,7 @@ TEST_F(CuFileTest, UnregisteredScratchStillReads) {
 
 TEST_F(CuFileTest, ReadFaultsSurfaceNamingFileOffsetAndTensor) {
   ASSERT_NE(fake_.set, nullptr);
-  engine::LoadPlan plan;
+  plan::LoadPlan plan;
   plan.files.push_back(WriteModel("m.safetensors", AlignedTensors()));
   const uint64_t at = plan.files[0].header.data_offset() + 1500000;  // inside "w32"
   for (int with_errno : {0, 1}) {
@@ -357,7 +360,7 @@ TEST_F(CuFileTest, ReadFaultsSurfaceNamingFileOffsetAndTensor) {
 
 TEST_F(CuFileTest, ADeviceCopyFaultAfterADirectReadSurfacesAndFreesEverything) {
   ASSERT_NE(fake_.set, nullptr);
-  engine::LoadPlan plan;
+  plan::LoadPlan plan;
   plan.files.push_back(WriteModel("m.safetensors", AlignedTensors()));
   Outcome clean = Run(plan, {Cold()}, "");
   FL_ASSERT_OK(clean.status);
@@ -378,7 +381,7 @@ TEST_F(CuFileTest, ADeviceCopyFaultAfterADirectReadSurfacesAndFreesEverything) {
 
 TEST_F(CuFileTest, AFileTruncatedAfterItsHeaderWasReadIsDataLoss) {
   ASSERT_NE(fake_.set, nullptr);
-  engine::LoadPlan plan;
+  plan::LoadPlan plan;
   plan.files.push_back(WriteModel("m.safetensors", AlignedTensors()));
   const uint64_t keep = plan.files[0].header.data_offset() + 2000000;
   ASSERT_EQ(truncate(plan.files[0].path.c_str(), static_cast<off_t>(keep)), 0);
@@ -389,7 +392,7 @@ TEST_F(CuFileTest, AFileTruncatedAfterItsHeaderWasReadIsDataLoss) {
 
 TEST_F(CuFileTest, EachFileFallsBackToStagingWithItsOwnReason) {
   ASSERT_NE(fake_.set, nullptr);
-  engine::LoadPlan plan;
+  plan::LoadPlan plan;
   plan.files.push_back(WriteModel("cold.safetensors", AlignedTensors()));
   plan.files.push_back(WriteModel("hot.safetensors", AlignedTensors()));
   // An odd-sized U8 tensor first puts the converted F32 tensor after it at an odd offset (a
@@ -398,7 +401,7 @@ TEST_F(CuFileTest, EachFileFallsBackToStagingWithItsOwnReason) {
   plan.files.push_back(WriteModel("net.safetensors", AlignedTensors()));
   for (size_t i = 0; i < plan.files.size(); ++i) {
     plan.files[i].component = "c" + std::to_string(i);
-    engine::RechunkFile(plan.files[i], static_cast<uint32_t>(i), 1 << 20);
+    plan::RechunkFile(plan.files[i], static_cast<uint32_t>(i), 1 << 20);
   }
   engine::FileStrategy net = Hot();
   net.strategy = Strategy::kNetwork;
@@ -440,7 +443,7 @@ TEST_F(CuFileTest, ACompatibilityModeDriverStagesEveryFile) {
   ASSERT_NE(fake_.set, nullptr);
   fake_.set("nvfs_major", 0);
   fake_.set("nvfs_minor", 0);
-  engine::LoadPlan plan;
+  plan::LoadPlan plan;
   plan.files.push_back(WriteModel("m.safetensors", AlignedTensors()));
   const long long reads_before = fake_.get("reads");
   Outcome o = Run(plan, {Cold()}, "", GpuDirect::kOn);
@@ -453,10 +456,10 @@ TEST_F(CuFileTest, ACompatibilityModeDriverStagesEveryFile) {
 
 TEST_F(CuFileTest, TheSourceRefusesHostReadsAndRequestsOffTheGrid) {
   ASSERT_NE(fake_.set, nullptr);
-  engine::FilePlan f = WriteModel("m.safetensors", AlignedTensors());
+  plan::FilePlan f = WriteModel("m.safetensors", AlignedTensors());
   auto d = Driver();
   auto engine = GpuStandIn();
-  FL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Source> s, d->OpenSource(f.path, engine, {}));
+  FL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Source> s, d->OpenSource(f.path, BindTo(engine), {}));
   EXPECT_EQ(s->backend(), "cufile");
   EXPECT_TRUE(s->caps().direct_io);
   std::vector<std::byte> buf(4096);
@@ -474,7 +477,7 @@ TEST_F(CuFileTest, TheSourceRefusesHostReadsAndRequestsOffTheGrid) {
   EXPECT_EQ(fake_.get("reads"), reads);
   s.reset();
   EXPECT_EQ(fake_.get("handles"), 0);
-  EXPECT_THAT(d->OpenSource(dir_.File("missing.safetensors"), engine, {}),
+  EXPECT_THAT(d->OpenSource(dir_.File("missing.safetensors"), BindTo(engine), {}),
               StatusIs(StatusCode::kNotFound));
 }
 

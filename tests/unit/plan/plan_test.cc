@@ -1,13 +1,10 @@
-#include "engine/plan.h"
+#include "plan/plan.h"
 
 #include <gtest/gtest.h>
 
-#include <thread>
-
-#include "engine/staging_budget.h"
 #include "support/status_matchers.h"
 
-namespace flashload::engine {
+namespace flashload::plan {
 namespace {
 
 Header MakeHeader(uint64_t header_len, std::vector<uint64_t> sizes) {
@@ -96,24 +93,5 @@ TEST(PlanTest, TensorAtFileOffsetSkipsEmptyTensors) {
   EXPECT_EQ(TensorAtFileOffset(f, 130), nullptr);
 }
 
-TEST(StagingBudgetTest, BlocksUntilReleasedAndCancels) {
-  StagingBudget b(100);
-  EXPECT_TRUE(b.TryAcquire(60));
-  EXPECT_FALSE(b.TryAcquire(50));
-  std::thread t([&] { EXPECT_TRUE(b.Acquire(50)); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  b.Release(60);
-  t.join();
-  EXPECT_EQ(b.in_use(), 50u);
-  EXPECT_EQ(b.peak(), 60u);
-  // An oversized request proceeds alone.
-  b.Release(50);
-  EXPECT_TRUE(b.Acquire(1000));
-  std::thread waiter([&] { EXPECT_FALSE(b.Acquire(10)); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  b.Cancel();
-  waiter.join();
-}
-
 }  // namespace
-}  // namespace flashload::engine
+}  // namespace flashload::plan

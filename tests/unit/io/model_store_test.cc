@@ -1,4 +1,4 @@
-#include "flashload/model.h"
+#include "flashload/model_store.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

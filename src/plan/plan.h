@@ -5,8 +5,8 @@
 // for the source. The host memory of a file (its arena) mirrors that range: the byte at file offset
 // `o` lands at arena offset `o - read_begin`, so a tensor's data is at arena + (data_offset -
 // read_begin) + data_begin.
-#ifndef FLASHLOAD_ENGINE_PLAN_H_
-#define FLASHLOAD_ENGINE_PLAN_H_
+#ifndef FLASHLOAD_PLAN_PLAN_H_
+#define FLASHLOAD_PLAN_PLAN_H_
 
 #include <cstdint>
 #include <map>
@@ -17,7 +17,7 @@
 #include "flashload/model.h"
 #include "flashload/status.h"
 
-namespace flashload::engine {
+namespace flashload::plan {
 
 struct Chunk {
   uint32_t file = 0;          // index into LoadPlan::files
@@ -76,6 +76,6 @@ const TensorInfo* TensorAtFileOffset(const FilePlan& file, uint64_t offset);
 // A human-readable listing (for `--dry-run`).
 std::string DescribePlan(const LoadPlan& plan);
 
-}  // namespace flashload::engine
+}  // namespace flashload::plan
 
-#endif  // FLASHLOAD_ENGINE_PLAN_H_
+#endif  // FLASHLOAD_PLAN_PLAN_H_

@@ -10,7 +10,7 @@
 //
 // CuFileSource is a Source whose reads land in DEVICE memory: each request's `dst` is a device
 // address (a staging slot's device scratch), read with cuFileRead by a pool of worker threads
-// bound to the engine's device. Opening one registers the file (cuFileHandleRegister on an
+// bound to the target device by a callback the caller gives (the io layer knows no device API). Opening one registers the file (cuFileHandleRegister on an
 // O_DIRECT descriptor); a refusal is returned as kFailedPrecondition with cuFile's reason, and the
 // loader stages that file instead (per-file fallback).
 //
@@ -22,21 +22,22 @@
 //
 // Thread-safety: CuFileDriver's members may be called from any thread; CuFileSource follows the
 // Source contract; CuFileBuffers as described there.
-#ifndef FLASHLOAD_SINK_CUFILE_H_
-#define FLASHLOAD_SINK_CUFILE_H_
+#ifndef FLASHLOAD_IO_CUFILE_H_
+#define FLASHLOAD_IO_CUFILE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "flashload/registry.h"
 #include "flashload/source.h"
 #include "flashload/status.h"
 
-namespace flashload::sink {
+namespace flashload {
 
-class CopyEngine;
 struct CuFileApi;
 
 // Device buffers registered with cuFileBufRegister: reads into them DMA straight in, with no
@@ -65,6 +66,11 @@ class CuFileBuffers {
   std::vector<std::pair<std::byte*, uint64_t>> regions_;  // sorted by address
 };
 
+// Binds the calling thread to the device the reads target (cudaSetDevice through the copy
+// engine). Called by OpenSource() and once by each reader thread before its first read; an error
+// fails that open or read.
+using BindDeviceFn = std::function<Status()>;
+
 struct CuFileSourceOptions {
   uint32_t threads = 8;                          // cuFileRead calls in flight
   uint64_t preferred_chunk = 16ull << 20;        // cuFile's default max_direct_io_size
@@ -91,11 +97,10 @@ class CuFileDriver {
   // How (when direct) or why not, for load reports.
   const std::string& reason() const { return reason_; }
 
-  // Opens `path` with O_DIRECT and registers it with cuFile; reads run on threads bound to
-  // `engine`'s device. kFailedPrecondition with cuFile's reason when the driver is not direct or
+  // Opens `path` with O_DIRECT and registers it with cuFile; reads run on threads bound by
+  // `bind_device`. kFailedPrecondition with cuFile's reason when the driver is not direct or
   // the file cannot be registered (the caller stages the file); kNotFound etc. from open().
-  Result<std::unique_ptr<Source>> OpenSource(const std::string& path,
-                                             std::shared_ptr<CopyEngine> engine,
+  Result<std::unique_ptr<Source>> OpenSource(const std::string& path, BindDeviceFn bind_device,
                                              const CuFileSourceOptions& options) const;
 
   // An empty set of registered buffers for reads of this driver (null when not direct).
@@ -109,6 +114,6 @@ class CuFileDriver {
   std::string reason_;
 };
 
-}  // namespace flashload::sink
+}  // namespace flashload
 
-#endif  // FLASHLOAD_SINK_CUFILE_H_
+#endif  // FLASHLOAD_IO_CUFILE_H_

@@ -1,4 +1,4 @@
-#include "engine/plan.h"
+#include "plan/plan.h"
 
 #include <fmt/format.h>
 
@@ -6,7 +6,7 @@
 
 #include "flashload/source.h"
 
-namespace flashload::engine {
+namespace flashload::plan {
 
 namespace {
 uint64_t AlignDown(uint64_t v, uint64_t a) { return v & ~(a - 1); }
@@ -105,4 +105,4 @@ std::string DescribePlan(const LoadPlan& plan) {
   return out;
 }
 
-}  // namespace flashload::engine
+}  // namespace flashload::plan
