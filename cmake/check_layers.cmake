@@ -22,6 +22,7 @@ set(FL_ALLOWED_cli "common;format;plan;io;sink;engine;load;cli")
 
 # The layer that implements each public header (include/flashload/<name>.h).
 set(FL_PUBLIC_status common)
+set(FL_PUBLIC_defaults common)
 set(FL_PUBLIC_deadline common)
 set(FL_PUBLIC_dtype common)
 set(FL_PUBLIC_tensor common)

@@ -81,6 +81,9 @@ struct LoadOptions {
   GpuDirect gpu_direct = GpuDirect::kAuto;
   // Called about every 64 MiB and at the end; returning false cancels the load (kCancelled).
   std::function<bool(const Progress&)> progress;
+  // Opens every source of the load (empty: OpenSource, through the built-in schemes). Wrap
+  // OpenSource here to observe or inject faults into every read of a load.
+  SourceOpener opener;
   // Set to true from any thread to cancel the load.
   const std::atomic<bool>* cancel = nullptr;
 };

@@ -7,6 +7,7 @@
 #define FLASHLOAD_REGISTRY_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -72,6 +73,14 @@ Result<std::unique_ptr<Source>> OpenSource(const std::string& uri, const OpenOpt
 // The same with default remote options.
 Result<std::unique_ptr<Source>> OpenSource(const std::string& uri,
                                            const LocalOpenOptions& options = {});
+
+// Opens one source of a load: given the URI and the options the load's strategy chose for it.
+// LoadOptions::opener takes one, so a caller (or a test) can wrap every source a load reads
+// (statistics, fault or latency injection, a cache) or serve its own storage; OpenSource is the
+// default. Called from the loading thread, once per file (and once more for a file whose
+// O_DIRECT open was refused).
+using SourceOpener = std::function<Result<std::unique_ptr<Source>>(const std::string& uri,
+                                                                  const OpenOptions& options)>;
 
 }  // namespace flashload
 

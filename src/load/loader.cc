@@ -147,6 +147,15 @@ struct PreparedLoad {
   plan::LoadPlan plan;
 };
 
+// Opens one file of a load through the caller's opener, or OpenSource.
+Result<std::unique_ptr<Source>> OpenFileSource(const LoadOptions& options, const std::string& uri,
+                                               const LocalOpenOptions& local) {
+  OpenOptions open;
+  open.local = local;
+  open.remote = options.remote;
+  return options.opener ? options.opener(uri, open) : OpenSource(uri, open);
+}
+
 // A remote object (http(s)://, s3://): many ranged GETs in flight, sized from the source's caps.
 Result<std::unique_ptr<Source>> OpenRemote(const std::string& uri, const LoadOptions& options,
                                            engine::FileStrategy& strategy) {
@@ -156,9 +165,7 @@ Result<std::unique_ptr<Source>> OpenRemote(const std::string& uri, const LoadOpt
         "(use auto or network)",
         uri, StrategyName(options.strategy)));
   }
-  OpenOptions open;
-  open.remote = options.remote;
-  FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, OpenSource(uri, open));
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, OpenFileSource(options, uri, {}));
   const SourceCaps caps = source->caps();
   strategy = engine::FileStrategy();
   strategy.strategy = Strategy::kNetwork;
@@ -184,7 +191,7 @@ Result<std::unique_ptr<Source>> OpenWithStrategy(const std::string& file,
                                                  engine::FileStrategy& strategy) {
   if (!RemoteScheme(file).empty()) return OpenRemote(file, options, strategy);
   strategy = engine::ChooseStrategy(file, options);
-  Result<std::unique_ptr<Source>> src = OpenSource(file, strategy.open);
+  Result<std::unique_ptr<Source>> src = OpenFileSource(options, file, strategy.open);
   if (src.ok() || !strategy.open.direct || src.status().code() == StatusCode::kNotFound) return src;
   // O_DIRECT refused after all (file system, alignment): read through the page cache instead.
   LoadOptions buffered = options;
@@ -195,7 +202,7 @@ Result<std::unique_ptr<Source>> OpenWithStrategy(const std::string& file,
   strategy = engine::ChooseStrategy(file, buffered);
   strategy.resident_fraction = resident;
   strategy.reason = reason;
-  return OpenSource(file, strategy.open);
+  return OpenFileSource(options, file, strategy.open);
 }
 
 Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& requested) {
