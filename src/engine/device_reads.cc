@@ -33,21 +33,21 @@ Result<std::string> CutElementReason(const plan::FilePlan& f, const ConvertSpec&
 Result<DeviceReadChoice> SetUpDeviceReads(const CuFileDriverFn& open_driver,
                                           std::shared_ptr<sink::CopyEngine> copy_engine,
                                           const DeviceReadOptions& options, plan::LoadPlan& plan,
-                                          std::vector<std::unique_ptr<Source>>& sources,
-                                          std::vector<FileStrategy>& strategies,
-                                          std::vector<uint32_t>& queue_depths) {
+                                          std::span<FileRead> files) {
   DeviceReadChoice choice;
   const size_t n = plan.files.size();
-  choice.reasons.resize(n);
+  if (files.size() != n) {
+    return InternalError(fmt::format("{} files to read for {} in the plan", files.size(), n));
+  }
   std::shared_ptr<CuFileDriver> driver;
   for (size_t i = 0; i < n; ++i) {
     plan::FilePlan& f = plan.files[i];
-    std::string& reason = choice.reasons[i];
+    std::string& reason = files[i].device_reads;
     if (options.mode == GpuDirect::kOff) {
       reason = "pinned staging: GPUDirect Storage turned off";
       continue;
     }
-    const FileStrategy& s = strategies[i];
+    const FileStrategy& s = files[i].strategy;
     if (!RemoteScheme(f.path).empty()) {
       reason = "pinned staging: not a local file";
       continue;
@@ -85,11 +85,12 @@ Result<DeviceReadChoice> SetUpDeviceReads(const CuFileDriverFn& open_driver,
       reason = std::string(src.status().message());
       continue;
     }
-    sources[i] = *std::move(src);
+    files[i].source = *std::move(src);
     f.device_reads = true;
     plan::RechunkFile(f, static_cast<uint32_t>(i), options.chunk_bytes);
-    queue_depths[i] = options.threads;
-    strategies[i].reason += "; read with GPUDirect Storage";
+    files[i].strategy.queue_depth = options.threads;
+    files[i].strategy.chunk_bytes = options.chunk_bytes;
+    files[i].strategy.reason += "; read with GPUDirect Storage";
     reason = driver->reason();
     ++choice.direct_files;
   }

@@ -14,13 +14,17 @@
 // - cuFile registers the file (cuFileHandleRegister on an O_DIRECT descriptor).
 // For a chosen file the source is replaced by a CuFileSource, the chunks are re-cut to the
 // source's preferred size, and FilePlan::device_reads is set.
+//
+// Thread-safety: SetUpDeviceReads runs on the loading thread, before the engine. Lifetime: the
+// CuFileBuffers returned must be cleared after the sources are closed and before the device
+// scratch they register is freed.
 #ifndef FLASHLOAD_ENGINE_DEVICE_READS_H_
 #define FLASHLOAD_ENGINE_DEVICE_READS_H_
 
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
-#include <vector>
 
 #include "engine/strategy.h"
 #include "flashload/convert.h"
@@ -35,12 +39,11 @@ namespace flashload::engine {
 struct DeviceReadOptions {
   GpuDirect mode = GpuDirect::kAuto;
   ConvertSpec convert;
-  uint32_t threads = 8;                // cuFileRead calls in flight per file
-  uint64_t chunk_bytes = 16ull << 20;  // bytes per cuFileRead (a multiple of 4096)
+  uint32_t threads = defaults::kDeviceReadThreads;         // cuFileRead calls in flight per file
+  uint64_t chunk_bytes = defaults::kDeviceReadChunkBytes;  // bytes per cuFileRead (of 4096)
 };
 
 struct DeviceReadChoice {
-  std::vector<std::string> reasons;  // per file: how it reaches the device, or why staged
   uint32_t direct_files = 0;
   // The destinations to register for the direct files' reads (after the sink's Prepare; cleared
   // before the scratch goes); null when no file is read directly.
@@ -51,15 +54,13 @@ struct DeviceReadChoice {
 // and threads): CuFileDriver::Shared in loads, a stand-in library in tests.
 using CuFileDriverFn = std::function<std::shared_ptr<CuFileDriver>()>;
 
-// Chooses per file (see above), replacing sources[i], re-chunking plan.files[i] and setting its
-// queue_depths[i] for each file read directly. Errors: only those that would fail a staged read
-// too (the file vanished: kNotFound).
+// Chooses per file (see above) and says why in files[i].device_reads; for each file read
+// directly, replaces files[i].source, sets its queue depth and re-chunks plan.files[i]. Errors:
+// only those that would fail a staged read too (the file vanished: kNotFound).
 Result<DeviceReadChoice> SetUpDeviceReads(const CuFileDriverFn& open_driver,
                                           std::shared_ptr<sink::CopyEngine> copy_engine,
                                           const DeviceReadOptions& options, plan::LoadPlan& plan,
-                                          std::vector<std::unique_ptr<Source>>& sources,
-                                          std::vector<FileStrategy>& strategies,
-                                          std::vector<uint32_t>& queue_depths);
+                                          std::span<FileRead> files);
 
 }  // namespace flashload::engine
 

@@ -262,8 +262,18 @@ class FileDriver {
 Status RunPlan(const plan::LoadPlan& plan, std::vector<std::unique_ptr<Source>>& sources,
                sink::Sink& sink, const EngineOptions& options,
                const std::vector<uint32_t>& queue_depths, EngineStats* stats) {
-  if (sources.size() != plan.files.size()) {
-    return InternalError(fmt::format("{} sources for {} files", sources.size(), plan.files.size()));
+  std::vector<FileInput> files(sources.size());
+  for (size_t i = 0; i < sources.size(); ++i) {
+    files[i].source = sources[i].get();
+    files[i].queue_depth = i < queue_depths.size() ? queue_depths[i] : 0;
+  }
+  return RunPlan(plan, files, sink, options, stats);
+}
+
+Status RunPlan(const plan::LoadPlan& plan, std::span<const FileInput> files, sink::Sink& sink,
+               const EngineOptions& options, EngineStats* stats) {
+  if (files.size() != plan.files.size()) {
+    return InternalError(fmt::format("{} sources for {} files", files.size(), plan.files.size()));
   }
   RunState run(plan, options);
   std::vector<FileTiming> timings(plan.files.size());
@@ -271,9 +281,8 @@ Status RunPlan(const plan::LoadPlan& plan, std::vector<std::unique_ptr<Source>>&
   auto drive = [&] {
     for (uint32_t i = run.NextFile(); i < plan.files.size(); i = run.NextFile()) {
       if (run.stopping()) break;
-      const uint32_t qd =
-          i < queue_depths.size() && queue_depths[i] > 0 ? queue_depths[i] : options.queue_depth;
-      FileDriver driver(i, plan.files[i], *sources[i], sink, run, options, qd);
+      const uint32_t qd = files[i].queue_depth > 0 ? files[i].queue_depth : options.queue_depth;
+      FileDriver driver(i, plan.files[i], *files[i].source, sink, run, options, qd);
       timings[i] = driver.Run();
       retries += driver.short_read_retries();
       if (!run.stopping()) run.AddProgress(0, true);

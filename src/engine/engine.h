@@ -15,8 +15,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
+#include "flashload/defaults.h"
 #include "flashload/load_options.h"
 #include "flashload/source.h"
 #include "plan/plan.h"
@@ -25,9 +27,9 @@
 namespace flashload::engine {
 
 struct EngineOptions {
-  uint32_t queue_depth = 8;  // chunks in flight per file
-  uint64_t memory_budget = 256ull << 20;
-  uint32_t parallel_files = 2;
+  uint32_t queue_depth = defaults::kQueueDepth;  // chunks in flight per file
+  uint64_t memory_budget = defaults::kMemoryBudget;
+  uint32_t parallel_files = defaults::kParallelFiles;
   uint32_t max_short_read_retries = 16;
   std::function<bool(const Progress&)> progress;
   uint64_t progress_interval_bytes = 64ull << 20;
@@ -46,8 +48,22 @@ struct EngineStats {
   uint64_t short_read_retries = 0;
 };
 
-// `sources[i]` reads `plan.files[i]`; per-file queue depths may override options.queue_depth
-// (empty: use the option). The sink must already be prepared for the plan.
+// What the engine reads one file of the plan with: the source (borrowed; it must outlive RunPlan)
+// and its chunks in flight (0: options.queue_depth).
+struct FileInput {
+  Source* source = nullptr;
+  uint32_t queue_depth = 0;
+};
+
+// Reads every chunk of `plan` into `sink`: `files[i]` reads `plan.files[i]`. The sink must already
+// be prepared for the plan. Blocks until every request is reaped, on success or failure; the first
+// error (kCancelled on a cancel or a progress callback returning false) is returned naming the
+// file, tensor and byte offset, and the caller then aborts the sink. Calls on different plans and
+// sinks may run concurrently; `stats` (may be null) is filled on return.
+Status RunPlan(const plan::LoadPlan& plan, std::span<const FileInput> files, sink::Sink& sink,
+               const EngineOptions& options, EngineStats* stats = nullptr);
+// The same for sources owned in a vector, with optional per-file queue depths (empty or 0: the
+// option's).
 Status RunPlan(const plan::LoadPlan& plan, std::vector<std::unique_ptr<Source>>& sources,
                sink::Sink& sink, const EngineOptions& options,
                const std::vector<uint32_t>& queue_depths = {}, EngineStats* stats = nullptr);

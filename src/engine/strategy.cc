@@ -40,7 +40,7 @@ void SetDirect(FileStrategy& s, const LoadOptions& o) {
 }
 
 void SetMmap(FileStrategy& s, const LoadOptions& o) {
-  SetPooled(s, o, Strategy::kMmap, LocalBackend::kMmap, 8ull << 20);
+  SetPooled(s, o, Strategy::kMmap, LocalBackend::kMmap, defaults::kChunkBytes);
 }
 
 // Network file systems answer each request after a round trip, and some (GCSFuse) serve one
@@ -52,14 +52,14 @@ void SetNetwork(FileStrategy& s, const LoadOptions& o) {
   s.open.backend = LocalBackend::kThreadPool;
   s.open.direct = false;
   s.open.sequential_hint = true;
-  s.open.threads = o.threads > 0 ? o.threads : kNetworkThreads;
-  s.chunk_bytes = o.chunk_bytes > 0 ? o.chunk_bytes : kNetworkChunk;
+  s.open.threads = o.threads > 0 ? o.threads : defaults::kNetworkThreads;
+  s.chunk_bytes = o.chunk_bytes > 0 ? o.chunk_bytes : defaults::kNetworkChunkBytes;
   s.queue_depth = o.queue_depth > 0 ? o.queue_depth : s.open.threads;
 }
 
 // Zero-copy: the file is mapped by the sink; the source only reads the header.
 void SetMapped(FileStrategy& s, const LoadOptions& o) {
-  SetPooled(s, o, Strategy::kMapped, LocalBackend::kThreadPool, 8ull << 20);
+  SetPooled(s, o, Strategy::kMapped, LocalBackend::kThreadPool, defaults::kChunkBytes);
   s.open.threads = 1;
 }
 
@@ -126,6 +126,48 @@ FileStrategy ChooseStrategy(const std::string& path, const LoadOptions& options)
   SetDirect(s, options);
   s.reason = fmt::format("{:.0f}% in page cache", s.resident_fraction * 100);
   return s;
+}
+
+Status CheckRemoteStrategy(const std::string& uri, const LoadOptions& options) {
+  if (options.strategy != Strategy::kAuto && options.strategy != Strategy::kNetwork) {
+    return InvalidArgumentError(fmt::format(
+        "{}: strategy '{}' applies to local files; remote objects are read with ranged requests "
+        "(use auto or network)",
+        RedactUrl(uri), StrategyName(options.strategy)));
+  }
+  return Status::Ok();
+}
+
+Result<FileStrategy> ChooseRemoteStrategy(const std::string& uri, const SourceCaps& caps,
+                                          const LoadOptions& options) {
+  FL_RETURN_IF_ERROR(CheckRemoteStrategy(uri, options));
+  FileStrategy s;
+  s.strategy = Strategy::kNetwork;
+  s.resident_fraction = -1;
+  s.queue_depth =
+      options.queue_depth > 0 ? options.queue_depth : std::max<uint32_t>(caps.max_in_flight, 1);
+  s.chunk_bytes = options.chunk_bytes > 0 ? options.chunk_bytes : caps.preferred_chunk;
+  if (options.chunk_bytes == 0) {
+    // Every connection busy within the memory budget, with room for two files at once: ranges no
+    // larger than budget / (2 × requests in flight), a power of two, at least 1 MiB. (Larger ranges
+    // would leave connections idle while the budget is spent.)
+    uint64_t fit = 1ull << 20;
+    while (fit * 2 <= options.memory_budget / (2ull * s.queue_depth)) fit *= 2;
+    s.chunk_bytes = std::min(s.chunk_bytes, fit);
+  }
+  s.reason = fmt::format("remote object: {} requests of {} MiB in flight", s.queue_depth,
+                         s.chunk_bytes >> 20);
+  return s;
+}
+
+uint32_t StagedQueueDepth(uint32_t requested, uint32_t slots, uint32_t parallel_files) {
+  const uint32_t share = std::max<uint32_t>(slots / std::max<uint32_t>(parallel_files, 1), 1);
+  return std::min(requested > 0 ? requested : defaults::kQueueDepth, share);
+}
+
+uint64_t DeviceReadChunkBytes(uint64_t memory_budget) {
+  return std::clamp<uint64_t>(memory_budget / 4 / 4096 * 4096, 64ull << 10,
+                              defaults::kDeviceReadChunkBytes);
 }
 
 std::string DescribeStrategy(const FileStrategy& s, std::string_view backend) {

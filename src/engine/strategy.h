@@ -1,4 +1,6 @@
-// Strategy: how each file of a load is read, chosen before reading (DESIGN.md "Engine").
+// Strategy: how each file of a load is read, chosen before reading (DESIGN.md "Engine"). The
+// strategy code owns the sizing of reads (chunk bytes, requests in flight) for every kind of
+// source; backends only report what they can do (SourceCaps).
 //
 // auto: a file mostly in the page cache (≥ 50 % of its pages resident, probed with mincore) is read
 // with parallel buffered preads, which copy from the cache at memory speed; a cold file is read
@@ -6,12 +8,19 @@
 // the cache or copying twice. A file system that refuses O_DIRECT gets buffered reads, with the
 // reason. A network file system (FUSE, NFS, CIFS, 9p, Lustre; statfs) gets kNetwork whatever its
 // residency: one descriptor per worker, 16 MiB contiguous ranges, sequential read-ahead, no mmap.
+// A remote object (http(s)://, s3://) gets ranged requests sized from its caps within the budget.
+//
+// Thread-safety: pure functions of their arguments (ChooseStrategy also probes the file's
+// residency and file system, without opening it for reading). Errors: none; a probe that fails
+// counts as a cold file on a local file system.
 #ifndef FLASHLOAD_ENGINE_STRATEGY_H_
 #define FLASHLOAD_ENGINE_STRATEGY_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
+#include "flashload/defaults.h"
 #include "flashload/load_options.h"
 #include "flashload/source.h"
 
@@ -20,8 +29,8 @@ namespace flashload::engine {
 struct FileStrategy {
   Strategy strategy = Strategy::kBuffered;  // never kAuto
   LocalOpenOptions open;
-  uint64_t chunk_bytes = 8ull << 20;
-  uint32_t queue_depth = 8;
+  uint64_t chunk_bytes = defaults::kChunkBytes;
+  uint32_t queue_depth = defaults::kQueueDepth;  // chunks in flight
   double resident_fraction = 0;  // probed page-cache residency (auto only; -1 when not probed)
   std::string reason;            // why this strategy
 };
@@ -30,12 +39,37 @@ struct FileStrategy {
 inline constexpr double kHotResidency = 0.5;
 // Sampled residency at or above which auto maps a file when LoadOptions::zero_copy_hot is set.
 inline constexpr double kMappedResidency = 0.98;
-// Network file systems: workers (one descriptor each) and bytes per read.
-inline constexpr uint32_t kNetworkThreads = 16;
-inline constexpr uint64_t kNetworkChunk = 16ull << 20;
+
+// One file of a load as the engine reads it: the source that reads LoadPlan::files[i], how, and
+// (GPU loads) how its bytes reach the device. Owned by the load; the source lives until the
+// engine has reaped every request of it.
+struct FileRead {
+  std::unique_ptr<Source> source;
+  FileStrategy strategy;
+  std::string device_reads;  // GPU loads: "GPUDirect Storage: ..." or why pinned staging
+};
 
 // Picks the strategy for one local file.
 FileStrategy ChooseStrategy(const std::string& path, const LoadOptions& options);
+
+// A remote object (http(s)://, s3://): as many ranged requests in flight as the source can serve
+// (or options.queue_depth), each of the source's preferred size (or options.chunk_bytes) but no
+// larger than keeps every request busy within the memory budget with two files at once.
+// kInvalidArgument when the options force a local-file strategy (CheckRemoteStrategy, which a
+// caller may run before opening the object).
+Status CheckRemoteStrategy(const std::string& uri, const LoadOptions& options);
+Result<FileStrategy> ChooseRemoteStrategy(const std::string& uri, const SourceCaps& caps,
+                                          const LoadOptions& options);
+
+// Staged loads (GPU, conversion): every chunk in flight holds a staging slot, so each of the
+// `parallel_files` files gets at most its share of the `slots` (never one that only its own unread
+// chunks hold). `requested` 0 means the default depth.
+uint32_t StagedQueueDepth(uint32_t requested, uint32_t slots, uint32_t parallel_files);
+
+// GPUDirect Storage reads: bytes per cuFileRead, so that device scratch (slots x chunk) stays
+// within the memory budget with at least four slots: budget / 4, in [64 KiB, 16 MiB], a multiple
+// of 4096.
+uint64_t DeviceReadChunkBytes(uint64_t memory_budget);
 
 // "direct (io_uring)", "buffered (pread x4)", "mmap".
 std::string DescribeStrategy(const FileStrategy& s, std::string_view backend);

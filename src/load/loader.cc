@@ -137,14 +137,12 @@ Result<ModelLayout> ResolveModelAt(const std::string& path_or_uri, const Resolve
 
 namespace {
 
-// Everything decided before the first data byte is read: layout, sources, headers, strategies,
-// plan.
+// Everything decided before the first data byte is read: layout, headers, the plan, and per file
+// its source and strategy (files[i] reads plan.files[i]).
 struct PreparedLoad {
   LoadedModel model;
-  std::vector<std::unique_ptr<Source>> sources;
-  std::vector<engine::FileStrategy> strategies;
-  std::vector<uint32_t> queue_depths;
   plan::LoadPlan plan;
+  std::vector<engine::FileRead> files;
 };
 
 // Opens one file of a load through the caller's opener, or OpenSource.
@@ -156,83 +154,36 @@ Result<std::unique_ptr<Source>> OpenFileSource(const LoadOptions& options, const
   return options.opener ? options.opener(uri, open) : OpenSource(uri, open);
 }
 
-// A remote object (http(s)://, s3://): many ranged GETs in flight, sized from the source's caps.
-Result<std::unique_ptr<Source>> OpenRemote(const std::string& uri, const LoadOptions& options,
-                                           engine::FileStrategy& strategy) {
-  if (options.strategy != Strategy::kAuto && options.strategy != Strategy::kNetwork) {
-    return InvalidArgumentError(fmt::format(
-        "{}: strategy '{}' applies to local files; remote objects are read with ranged requests "
-        "(use auto or network)",
-        uri, StrategyName(options.strategy)));
+// Opens `file` with the strategy chosen for it: ranged requests for a remote object, the local
+// strategy otherwise (and buffered reads when O_DIRECT is refused after all).
+Result<engine::FileRead> OpenFile(const std::string& file, const LoadOptions& options) {
+  engine::FileRead f;
+  if (!RemoteScheme(file).empty()) {
+    FL_RETURN_IF_ERROR(engine::CheckRemoteStrategy(file, options));
+    FL_ASSIGN_OR_RETURN(f.source, OpenFileSource(options, file, {}));
+    FL_ASSIGN_OR_RETURN(f.strategy, engine::ChooseRemoteStrategy(file, f.source->caps(), options));
+    return f;
   }
-  FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, OpenFileSource(options, uri, {}));
-  const SourceCaps caps = source->caps();
-  strategy = engine::FileStrategy();
-  strategy.strategy = Strategy::kNetwork;
-  strategy.resident_fraction = -1;
-  strategy.queue_depth =
-      options.queue_depth > 0 ? options.queue_depth : std::max<uint32_t>(caps.max_in_flight, 1);
-  strategy.chunk_bytes = options.chunk_bytes > 0 ? options.chunk_bytes : caps.preferred_chunk;
-  if (options.chunk_bytes == 0) {
-    // Every connection busy within the memory budget, with room for two files at once: ranges no
-    // larger than budget / (2 × requests in flight), a power of two, at least 1 MiB. (Larger ranges
-    // would leave connections idle while the budget is spent.)
-    uint64_t fit = 1ull << 20;
-    while (fit * 2 <= options.memory_budget / (2ull * strategy.queue_depth)) fit *= 2;
-    strategy.chunk_bytes = std::min(strategy.chunk_bytes, fit);
+  f.strategy = engine::ChooseStrategy(file, options);
+  Result<std::unique_ptr<Source>> src = OpenFileSource(options, file, f.strategy.open);
+  if (!src.ok() && f.strategy.open.direct && src.status().code() != StatusCode::kNotFound) {
+    // O_DIRECT refused after all (file system, alignment): read through the page cache instead.
+    LoadOptions buffered = options;
+    buffered.strategy = Strategy::kBuffered;
+    const double resident = f.strategy.resident_fraction;
+    const std::string reason = fmt::format("{}; O_DIRECT failed ({}), buffered instead",
+                                           f.strategy.reason, src.status().message());
+    f.strategy = engine::ChooseStrategy(file, buffered);
+    f.strategy.resident_fraction = resident;
+    f.strategy.reason = reason;
+    src = OpenFileSource(options, file, f.strategy.open);
   }
-  strategy.reason = fmt::format("remote object: {} requests of {} MiB in flight",
-                                strategy.queue_depth, strategy.chunk_bytes >> 20);
-  return source;
+  FL_ASSIGN_OR_RETURN(f.source, std::move(src));
+  return f;
 }
 
-Result<std::unique_ptr<Source>> OpenWithStrategy(const std::string& file,
-                                                 const LoadOptions& options,
-                                                 engine::FileStrategy& strategy) {
-  if (!RemoteScheme(file).empty()) return OpenRemote(file, options, strategy);
-  strategy = engine::ChooseStrategy(file, options);
-  Result<std::unique_ptr<Source>> src = OpenFileSource(options, file, strategy.open);
-  if (src.ok() || !strategy.open.direct || src.status().code() == StatusCode::kNotFound) return src;
-  // O_DIRECT refused after all (file system, alignment): read through the page cache instead.
-  LoadOptions buffered = options;
-  buffered.strategy = Strategy::kBuffered;
-  const double resident = strategy.resident_fraction;
-  const std::string reason = fmt::format("{}; O_DIRECT failed ({}), buffered instead",
-                                         strategy.reason, src.status().message());
-  strategy = engine::ChooseStrategy(file, buffered);
-  strategy.resident_fraction = resident;
-  strategy.reason = reason;
-  return OpenFileSource(options, file, strategy.open);
-}
-
-Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& requested) {
-  // Zero-copy views exist only of host memory holding the stored bytes as they are.
-  LoadOptions options = requested;
-  const bool staged = options.device.type == DeviceType::kCuda || !options.dtype.empty();
-  if (staged && options.strategy == Strategy::kMapped) {
-    return InvalidArgumentError(
-        "strategy 'mapped' returns views of the file in host memory; it cannot be combined with "
-        "a CUDA device or a dtype conversion");
-  }
-  if (staged) options.zero_copy_hot = false;
-  PreparedLoad p;
-  LoadedModel& model = p.model;
-  ResolveOptions resolve;
-  resolve.variant = options.variant;
-  FL_ASSIGN_OR_RETURN(model.layout, ResolveModelAt(path, resolve, options.remote));
-
-  // Open every file with its strategy and read its header through the same source.
-  ParseOptions parse;
-  parse.header_limit = options.header_limit;
-  const size_t n = model.layout.files.size();
-  p.sources.resize(n);
-  p.strategies.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    const std::string& file = model.layout.files[i].path;
-    FL_ASSIGN_OR_RETURN(p.sources[i], OpenWithStrategy(file, options, p.strategies[i]));
-    FL_ASSIGN_OR_RETURN(Header h, ReadHeaderFrom(*p.sources[i], parse));
-    model.headers.emplace(file, std::move(h));
-  }
+// Every shard of a sharded checkpoint holds exactly the tensors its index assigns it.
+Status CheckWeightMaps(const LoadedModel& model) {
   for (const auto& [component, weight_map] : model.layout.weight_maps) {
     std::map<std::string, std::vector<std::string>> shard_tensors;
     for (const ModelFile& f : model.layout.files) {
@@ -244,17 +195,42 @@ Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& req
         component.empty() ? model.layout.root : model.layout.root + "/" + component;
     FL_RETURN_IF_ERROR(CheckWeightMap(index, weight_map, shard_tensors));
   }
+  return Status::Ok();
+}
 
-  plan::PlanOptions plan_options;
-  FL_ASSIGN_OR_RETURN(p.plan, plan::BuildPlan(model.layout, model.headers, plan_options));
-  p.queue_depths.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    plan::RechunkFile(p.plan.files[i], static_cast<uint32_t>(i), p.strategies[i].chunk_bytes);
-    if (p.strategies[i].strategy == Strategy::kMapped) {
+// Resolves the layout, opens every file with its strategy, reads and checks the headers through
+// the same sources, and builds the plan with each file's chunks cut to its strategy.
+Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& requested) {
+  // Zero-copy views exist only of host memory holding the stored bytes as they are.
+  LoadOptions options = requested;
+  const bool staged = options.device.type == DeviceType::kCuda || !options.dtype.empty();
+  if (staged && options.strategy == Strategy::kMapped) {
+    return InvalidArgumentError(
+        "strategy 'mapped' returns views of the file in host memory; it cannot be combined with "
+        "a CUDA device or a dtype conversion");
+  }
+  if (staged) options.zero_copy_hot = false;
+  PreparedLoad p;
+  ResolveOptions resolve;
+  resolve.variant = options.variant;
+  FL_ASSIGN_OR_RETURN(p.model.layout, ResolveModelAt(path, resolve, options.remote));
+  ParseOptions parse;
+  parse.header_limit = options.header_limit;
+  for (const ModelFile& file : p.model.layout.files) {
+    FL_ASSIGN_OR_RETURN(engine::FileRead f, OpenFile(file.path, options));
+    FL_ASSIGN_OR_RETURN(Header h, ReadHeaderFrom(*f.source, parse));
+    p.model.headers.emplace(file.path, std::move(h));
+    p.files.push_back(std::move(f));
+  }
+  FL_RETURN_IF_ERROR(CheckWeightMaps(p.model));
+  FL_ASSIGN_OR_RETURN(p.plan, plan::BuildPlan(p.model.layout, p.model.headers, {}));
+  for (uint32_t i = 0; i < p.files.size(); ++i) {
+    const engine::FileStrategy& s = p.files[i].strategy;
+    plan::RechunkFile(p.plan.files[i], i, s.chunk_bytes);
+    if (s.strategy == Strategy::kMapped) {
       p.plan.files[i].mapped = true;
       p.plan.files[i].chunks.clear();
     }
-    p.queue_depths[i] = p.strategies[i].queue_depth;
   }
   return p;
 }
@@ -265,9 +241,10 @@ Result<std::string> DescribeLoadPlan(const std::string& path, const LoadOptions&
   FL_ASSIGN_OR_RETURN(PreparedLoad p, PrepareLoad(path, options));
   std::string out = plan::DescribePlan(p.plan);
   for (size_t i = 0; i < p.plan.files.size(); ++i) {
-    out += fmt::format("{}: {} — {}\n", RedactUrl(p.plan.files[i].path),
-                       engine::DescribeStrategy(p.strategies[i], p.sources[i]->backend()),
-                       p.strategies[i].reason);
+    const engine::FileRead& f = p.files[i];
+    out +=
+        fmt::format("{}: {} — {}\n", RedactUrl(p.plan.files[i].path),
+                    engine::DescribeStrategy(f.strategy, f.source->backend()), f.strategy.reason);
   }
   return out;
 }
@@ -288,139 +265,169 @@ Result<std::shared_ptr<sink::CopyEngine>> OpenCopyEngine(const LoadOptions& opti
   return std::shared_ptr<sink::CopyEngine>(std::make_shared<sink::CpuCopyEngine>(cpu));
 }
 
-}  // namespace
-
-Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
-  const auto start = Clock::now();
-  // Device and conversion problems are reported before any file is opened.
-  FL_ASSIGN_OR_RETURN(ConvertSpec spec, ParseConvertSpec(options.dtype));
-  std::shared_ptr<sink::CopyEngine> copy_engine;
+// Where the bytes land: host arenas (reads in place), or a device sink that stages reads in pinned
+// memory, converts and copies them (GPU loads, dtype conversion). Lives until the tensors are
+// handed over.
+struct Output {
+  ConvertSpec spec;
+  std::shared_ptr<sink::CopyEngine> copy_engine;  // null for host loads
+  sink::HostSink host;
+  std::unique_ptr<sink::DeviceSink> device;
+  std::shared_ptr<CuFileBuffers> gds_buffers;  // GPUDirect Storage destinations, when any
   double copy_engine_seconds = 0;
   double allocation_seconds = 0;
-  if (options.device.type == DeviceType::kCuda || !spec.empty()) {
-    FL_ASSIGN_OR_RETURN(copy_engine, OpenCopyEngine(options));
-    copy_engine_seconds = SecondsSince(start);
-  }
-  FL_ASSIGN_OR_RETURN(PreparedLoad p, PrepareLoad(path, options));
-  LoadedModel& model = p.model;
-  model.report.header_seconds = SecondsSince(start) - copy_engine_seconds;
-  const size_t n = p.plan.files.size();
-  plan::LoadPlan& plan = p.plan;
-  std::vector<std::unique_ptr<Source>>& sources = p.sources;
-  std::vector<engine::FileStrategy>& strategies = p.strategies;
 
-  sink::HostSink host_sink;
-  std::unique_ptr<sink::DeviceSink> device_sink;
-  if (copy_engine) {
+  sink::Sink& sink() { return device ? static_cast<sink::Sink&>(*device) : host; }
+};
+
+// Device and conversion problems are reported before any file is opened: the conversion spec and
+// the copy engine come first.
+Result<std::unique_ptr<Output>> OpenOutput(const LoadOptions& options) {
+  auto out = std::make_unique<Output>();
+  const auto start = Clock::now();
+  FL_ASSIGN_OR_RETURN(out->spec, ParseConvertSpec(options.dtype));
+  if (options.device.type == DeviceType::kCuda || !out->spec.empty()) {
+    FL_ASSIGN_OR_RETURN(out->copy_engine, OpenCopyEngine(options));
+    out->copy_engine_seconds = SecondsSince(start);
+  }
+  return out;
+}
+
+// Prepares the sink for the plan: GPUDirect Storage per file (GPU loads), the model's memory and
+// the staging, and the staged files' queue depths within the staging slots.
+Status PrepareOutput(const LoadOptions& options, PreparedLoad& p, Output& out) {
+  if (out.copy_engine) {
     sink::DeviceSinkOptions dso;
-    dso.convert = spec;
+    dso.convert = out.spec;
     dso.memory_budget = options.memory_budget;
     dso.min_slots = std::max<uint32_t>(options.parallel_files, 2);
-    device_sink = std::make_unique<sink::DeviceSink>(copy_engine, dso);
+    out.device = std::make_unique<sink::DeviceSink>(out.copy_engine, dso);
   }
-  sink::Sink& sink = device_sink ? static_cast<sink::Sink&>(*device_sink) : host_sink;
-  // GPU loads: GPUDirect Storage per file (engine/device_reads.h), into registered scratch.
-  std::vector<std::string> gds_reasons(n);
-  std::shared_ptr<CuFileBuffers> gds_buffers;
   if (options.device.type == DeviceType::kCuda) {
     engine::DeviceReadOptions dro;
     dro.mode = options.gpu_direct;
-    dro.convert = spec;
-    // Device scratch is slots x chunk: keep it within the budget (at least 4 slots' worth).
-    dro.chunk_bytes =
-        std::clamp<uint64_t>(options.memory_budget / 4 / 4096 * 4096, 64ull << 10, 16ull << 20);
-    FL_ASSIGN_OR_RETURN(engine::DeviceReadChoice choice,
-                        engine::SetUpDeviceReads(CuFileDriver::Shared, copy_engine, dro, plan,
-                                                 sources, strategies, p.queue_depths));
-    gds_reasons = std::move(choice.reasons);
-    gds_buffers = std::move(choice.buffers);
+    dro.convert = out.spec;
+    dro.chunk_bytes = engine::DeviceReadChunkBytes(options.memory_budget);
+    FL_ASSIGN_OR_RETURN(
+        engine::DeviceReadChoice choice,
+        engine::SetUpDeviceReads(CuFileDriver::Shared, out.copy_engine, dro, p.plan, p.files));
+    out.gds_buffers = std::move(choice.buffers);
   }
   const auto prepare_start = Clock::now();
-  FL_RETURN_IF_ERROR(sink.Prepare(plan));
+  FL_RETURN_IF_ERROR(out.sink().Prepare(p.plan));
+  if (!out.device) return Status::Ok();
   // Staged loads allocate the model's memory and the pinned staging here: part of the set-up.
-  if (device_sink) allocation_seconds = SecondsSince(prepare_start);
-  if (gds_buffers) {
-    auto [base, bytes] = device_sink->scratch_buffer();
-    if (Status reg = gds_buffers->Add(base, bytes); !reg.ok()) {
+  out.allocation_seconds = SecondsSince(prepare_start);
+  if (out.gds_buffers) {
+    auto [base, bytes] = out.device->scratch_buffer();
+    if (Status reg = out.gds_buffers->Add(base, bytes); !reg.ok()) {
       // Reads still work, through cuFile's own bounce buffers: say so in the report.
-      for (size_t i = 0; i < n; ++i) {
-        if (plan.files[i].device_reads) gds_reasons[i] += fmt::format(" ({})", reg.message());
+      for (size_t i = 0; i < p.files.size(); ++i) {
+        if (p.plan.files[i].device_reads)
+          p.files[i].device_reads += fmt::format(" ({})", reg.message());
       }
     }
   }
-  if (device_sink) {
-    // Every chunk in flight holds a staging slot: keep them within the slots (no driver may wait
-    // for a slot that only its own unread chunks hold).
-    const uint32_t share = std::max<uint32_t>(
-        device_sink->slot_count() / std::max<uint32_t>(options.parallel_files, 1), 1);
-    for (uint32_t& qd : p.queue_depths) qd = std::min(qd > 0 ? qd : 8u, share);
+  for (engine::FileRead& f : p.files) {
+    f.strategy.queue_depth = engine::StagedQueueDepth(
+        f.strategy.queue_depth, out.device->slot_count(), options.parallel_files);
   }
+  return Status::Ok();
+}
+
+// Runs the plan into the sink and hands the tensors over; on failure the sink frees everything.
+// The sources are closed (every read reaped) before the arenas or registered buffers can go.
+Status Run(const LoadOptions& options, PreparedLoad& p, Output& out, engine::EngineStats& stats,
+           std::vector<std::string>& backends) {
   engine::EngineOptions eo;
   eo.memory_budget = options.memory_budget;
   eo.parallel_files = options.parallel_files;
   eo.progress = options.progress;
   eo.cancel = options.cancel;
-  engine::EngineStats stats;
-  Status run = engine::RunPlan(plan, sources, sink, eo, p.queue_depths, &stats);
-  std::vector<std::string> backends;
-  for (auto& s : sources) backends.emplace_back(s->backend());
-  sources.clear();  // waits for anything still in flight before the arenas can go
-  if (gds_buffers) gds_buffers->Clear();  // deregistered before the scratch is freed
+  std::vector<engine::FileInput> inputs;
+  for (engine::FileRead& f : p.files) {
+    inputs.push_back({f.source.get(), f.strategy.queue_depth});
+    backends.emplace_back(f.source->backend());
+  }
+  Status run = engine::RunPlan(p.plan, inputs, out.sink(), eo, &stats);
+  for (engine::FileRead& f : p.files) f.source.reset();
+  if (out.gds_buffers) out.gds_buffers->Clear();  // deregistered before the scratch is freed
   if (!run.ok()) {
-    sink.Abort();
+    out.sink().Abort();
     return run;
   }
-  FL_ASSIGN_OR_RETURN(model.tensors, sink.Finish());
+  FL_ASSIGN_OR_RETURN(p.model.tensors, out.sink().Finish());
+  return Status::Ok();
+}
 
-  for (size_t i = 0; i < n; ++i) {
-    const plan::FilePlan& f = plan.files[i];
+// What happened, per file and in total.
+void Report(const LoadOptions& options, const PreparedLoad& p, const Output& out,
+            const engine::EngineStats& stats, const std::vector<std::string>& backends,
+            LoadReport& report) {
+  for (size_t i = 0; i < p.plan.files.size(); ++i) {
+    const plan::FilePlan& f = p.plan.files[i];
+    const engine::FileRead& fr = p.files[i];
     FileReport r;
     r.path = RedactUrl(f.path);
     r.component = f.component;
-    r.strategy = engine::DescribeStrategy(strategies[i], backends[i]);
-    r.reason = strategies[i].reason;
-    r.resident_fraction = strategies[i].resident_fraction;
+    r.strategy = engine::DescribeStrategy(fr.strategy, backends[i]);
+    r.reason = fr.strategy.reason;
+    r.resident_fraction = fr.strategy.resident_fraction;
     r.bytes = f.data_bytes();
     r.tensors = static_cast<uint32_t>(f.header.tensors.size());
     r.seconds = stats.files[i].seconds;
     r.output_bytes = r.bytes;
-    r.gpu_direct_storage = gds_reasons[i];
-    if (device_sink) {
-      const sink::FileConversion& fc = device_sink->stats().files[i];
+    r.gpu_direct_storage = fr.device_reads;
+    if (out.device) {
+      const sink::FileConversion& fc = out.device->stats().files[i];
       r.tensors_converted = fc.tensors_converted;
       r.bytes_converted = fc.bytes_converted;
       r.output_bytes = fc.output_bytes;
     }
-    model.report.tensors_converted += r.tensors_converted;
-    model.report.bytes_converted += r.bytes_converted;
-    model.report.output_bytes += r.output_bytes;
-    model.report.bytes += r.bytes;
-    model.report.files.push_back(std::move(r));
+    report.tensors_converted += r.tensors_converted;
+    report.bytes_converted += r.bytes_converted;
+    report.output_bytes += r.output_bytes;
+    report.bytes += r.bytes;
+    report.files.push_back(std::move(r));
   }
-  if (!device_sink) {
-    const sink::HostMemoryStats& ms = host_sink.memory_stats();
-    model.report.page_size =
-        ms.fresh_bytes > 0 ? ms.page_size.reason : "no fresh memory (reused or mapped)";
-    model.report.memory_reused_bytes = ms.reused_bytes;
-    model.report.memory_populated_ahead = ms.populated_ahead;
-    model.report.memory_populated_on_demand = ms.populated_on_demand;
-  }
-  model.report.device = DeviceString(options.device);
-  model.report.copy_engine_seconds = copy_engine_seconds;
-  model.report.allocation_seconds = allocation_seconds;
-  if (device_sink) {
-    model.report.copy_engine = copy_engine->name();
-    model.report.staging_bytes = device_sink->stats().pinned_bytes;
+  report.device = DeviceString(options.device);
+  report.copy_engine_seconds = out.copy_engine_seconds;
+  report.allocation_seconds = out.allocation_seconds;
+  if (out.device) {
+    report.copy_engine = out.copy_engine->name();
+    report.staging_bytes = out.device->stats().pinned_bytes;
     if (options.device.type == DeviceType::kCuda) {
-      model.report.peak_device_bytes = copy_engine->peak_device_bytes();
+      report.peak_device_bytes = out.copy_engine->peak_device_bytes();
     }
+  } else {
+    const sink::HostMemoryStats& ms = out.host.memory_stats();
+    report.page_size =
+        ms.fresh_bytes > 0 ? ms.page_size.reason : "no fresh memory (reused or mapped)";
+    report.memory_reused_bytes = ms.reused_bytes;
+    report.memory_populated_ahead = ms.populated_ahead;
+    report.memory_populated_on_demand = ms.populated_on_demand;
   }
-  model.report.seconds = SecondsSince(start);
+}
+
+}  // namespace
+
+// prepare (layout, sources, headers, plan) -> choose the sink -> run -> report.
+Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
+  const auto start = Clock::now();
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<Output> out, OpenOutput(options));
+  FL_ASSIGN_OR_RETURN(PreparedLoad p, PrepareLoad(path, options));
+  p.model.report.header_seconds = SecondsSince(start) - out->copy_engine_seconds;
+  FL_RETURN_IF_ERROR(PrepareOutput(options, p, *out));
+  engine::EngineStats stats;
+  std::vector<std::string> backends;
+  FL_RETURN_IF_ERROR(Run(options, p, *out, stats, backends));
+  Report(options, p, *out, stats, backends, p.model.report);
+  p.model.report.seconds = SecondsSince(start);
   if (options.progress) {
-    options.progress(Progress{model.report.bytes, model.report.bytes, static_cast<uint32_t>(n),
-                              static_cast<uint32_t>(n)});
+    const auto n = static_cast<uint32_t>(p.plan.files.size());
+    options.progress(Progress{p.model.report.bytes, p.model.report.bytes, n, n});
   }
-  return std::move(model);
+  return std::move(p.model);
 }
 
 }  // namespace flashload

@@ -149,6 +149,7 @@ class CuFileTest : public ::testing::Test {
     Status status;
     TensorMap tensors;
     engine::DeviceReadChoice choice;
+    std::vector<std::string> reasons;  // per file: FileRead::device_reads
   };
 
   // A whole load of `plan` as Load() runs a GPU load: the per-file choice, the sink, registered
@@ -161,14 +162,15 @@ class CuFileTest : public ::testing::Test {
     auto engine = GpuStandIn();
     Result<ConvertSpec> spec = ParseConvertSpec(dtype);
     EXPECT_TRUE(spec.ok());
-    std::vector<std::unique_ptr<Source>> sources(plan.files.size());
+    std::vector<engine::FileRead> files(plan.files.size());
     for (size_t i = 0; i < plan.files.size(); ++i) {
       LocalOpenOptions lo;
       Result<std::unique_ptr<Source>> s = OpenSource(plan.files[i].path, lo);
       EXPECT_TRUE(s.ok()) << s.status().ToString();
-      sources[i] = *std::move(s);
+      files[i].source = *std::move(s);
+      files[i].strategy = strategies[i];
+      files[i].strategy.queue_depth = 4;
     }
-    std::vector<uint32_t> depths(plan.files.size(), 4);
     engine::DeviceReadOptions dro;
     dro.mode = mode;
     dro.convert = *spec;
@@ -180,12 +182,13 @@ class CuFileTest : public ::testing::Test {
           driver_opened_ = true;
           return driver;
         },
-        engine, dro, plan, sources, strategies, depths);
+        engine, dro, plan, files);
     if (!choice.ok()) {
       out.status = choice.status();
       return out;
     }
     out.choice = *choice;
+    for (const engine::FileRead& f : files) out.reasons.push_back(f.device_reads);
     std::shared_ptr<CuFileBuffers> buffers = out.choice.buffers;
     EXPECT_EQ(buffers != nullptr, out.choice.direct_files > 0);
     DeviceSinkOptions dso;
@@ -200,9 +203,13 @@ class CuFileTest : public ::testing::Test {
     }
     engine::EngineOptions eo;
     eo.memory_budget = 1 << 20;
-    for (uint32_t& d : depths) d = std::min<uint32_t>(d, sink.slot_count() / 2);
-    out.status = engine::RunPlan(plan, sources, sink, eo, depths);
-    sources.clear();
+    std::vector<engine::FileInput> inputs;
+    for (engine::FileRead& f : files) {
+      inputs.push_back(
+          {f.source.get(), std::min<uint32_t>(f.strategy.queue_depth, sink.slot_count() / 2)});
+    }
+    out.status = engine::RunPlan(plan, inputs, sink, eo);
+    files.clear();
     if (buffers) buffers->Clear();
     if (!out.status.ok()) {
       sink.Abort();
@@ -290,7 +297,7 @@ TEST_F(CuFileTest, ColdFileIsReadStraightIntoDeviceMemoryWithRegisteredScratch) 
   Outcome o = Run(plan, {Cold()}, "");
   FL_ASSERT_OK(o.status);
   EXPECT_EQ(o.choice.direct_files, 1u);
-  EXPECT_THAT(o.choice.reasons[0], HasSubstr("GPUDirect Storage: cuFile"));
+  EXPECT_THAT(o.reasons[0], HasSubstr("GPUDirect Storage: cuFile"));
   ExpectTensorsMatchFile(o, plan.files[0], "");
   // Every byte came through cuFileRead, into the registered scratch, on O_DIRECT descriptors.
   EXPECT_GE(fake_.get("reads") - reads_before,
@@ -409,11 +416,11 @@ TEST_F(CuFileTest, EachFileFallsBackToStagingWithItsOwnReason) {
   Outcome o = Run(plan, {Cold(), Hot(), Cold(), net}, "bf16");
   FL_ASSERT_OK(o.status);
   EXPECT_EQ(o.choice.direct_files, 1u);
-  EXPECT_THAT(o.choice.reasons[0], HasSubstr("GPUDirect Storage: cuFile"));
-  EXPECT_THAT(o.choice.reasons[1], HasSubstr("100% in page cache"));
-  EXPECT_THAT(o.choice.reasons[1], HasSubstr("pinned staging"));
-  EXPECT_THAT(o.choice.reasons[2], HasSubstr("tensor 'w' is converted and starts at byte offset"));
-  EXPECT_THAT(o.choice.reasons[3], HasSubstr("network file system"));
+  EXPECT_THAT(o.reasons[0], HasSubstr("GPUDirect Storage: cuFile"));
+  EXPECT_THAT(o.reasons[1], HasSubstr("100% in page cache"));
+  EXPECT_THAT(o.reasons[1], HasSubstr("pinned staging"));
+  EXPECT_THAT(o.reasons[2], HasSubstr("tensor 'w' is converted and starts at byte offset"));
+  EXPECT_THAT(o.reasons[3], HasSubstr("network file system"));
   EXPECT_EQ(o.tensors.size(), 5u * 3 + 2);
 
   // --gds on: the hot file too; off: none; a refused registration stages that file.
@@ -423,7 +430,7 @@ TEST_F(CuFileTest, EachFileFallsBackToStagingWithItsOwnReason) {
   Outcome off = Run(plan, {Cold(), Hot(), Cold(), net}, "", GpuDirect::kOff);
   FL_ASSERT_OK(off.status);
   EXPECT_EQ(off.choice.direct_files, 0u);
-  EXPECT_THAT(off.choice.reasons[0], HasSubstr("turned off"));
+  EXPECT_THAT(off.reasons[0], HasSubstr("turned off"));
   EXPECT_FALSE(driver_opened_);
   // No file eligible (all hot, auto): the driver is never opened.
   Outcome hot = Run(plan, {Hot(), Hot(), Hot(), net}, "");
@@ -434,8 +441,8 @@ TEST_F(CuFileTest, EachFileFallsBackToStagingWithItsOwnReason) {
   Outcome refused = Run(plan, {Cold(), Hot(), Cold(), net}, "");
   FL_ASSERT_OK(refused.status);
   EXPECT_EQ(refused.choice.direct_files, 0u);
-  EXPECT_THAT(refused.choice.reasons[0], HasSubstr("cuFileHandleRegister refused"));
-  EXPECT_THAT(refused.choice.reasons[0], HasSubstr("cold.safetensors"));
+  EXPECT_THAT(refused.reasons[0], HasSubstr("cuFileHandleRegister refused"));
+  EXPECT_THAT(refused.reasons[0], HasSubstr("cold.safetensors"));
   EXPECT_EQ(fake_.get("handles"), 0);
 }
 
@@ -449,7 +456,7 @@ TEST_F(CuFileTest, ACompatibilityModeDriverStagesEveryFile) {
   Outcome o = Run(plan, {Cold()}, "", GpuDirect::kOn);
   FL_ASSERT_OK(o.status);
   EXPECT_EQ(o.choice.direct_files, 0u);
-  EXPECT_THAT(o.choice.reasons[0], HasSubstr("compatibility mode"));
+  EXPECT_THAT(o.reasons[0], HasSubstr("compatibility mode"));
   EXPECT_EQ(fake_.get("reads"), reads_before);
   ExpectTensorsMatchFile(o, plan.files[0], "");
 }

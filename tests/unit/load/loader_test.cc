@@ -228,8 +228,8 @@ TEST_F(LoaderTest, NetworkStrategyReadsLargeRangesWithOneDescriptorPerWorkerAndN
   EXPECT_EQ(s.open.backend, LocalBackend::kThreadPool);
   EXPECT_FALSE(s.open.direct);
   EXPECT_TRUE(s.open.sequential_hint);
-  EXPECT_EQ(s.open.threads, engine::kNetworkThreads);
-  EXPECT_EQ(s.chunk_bytes, engine::kNetworkChunk);
+  EXPECT_EQ(s.open.threads, defaults::kNetworkThreads);
+  EXPECT_EQ(s.chunk_bytes, defaults::kNetworkChunkBytes);
   EXPECT_GE(s.chunk_bytes, 16ull << 20);
   FL_ASSERT_OK_AND_ASSIGN(std::string plan, DescribeLoadPlan(path, o));
   EXPECT_THAT(plan, HasSubstr("network (pread"));
