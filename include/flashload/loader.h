@@ -6,13 +6,19 @@
 //   auto model = flashload::Load("/models/sd15", opts); // Result<LoadedModel>
 //   const flashload::Tensor& t = model->tensors.at("unet/conv_in.weight");
 //
-// Error handling: the first failure cancels every read in flight, frees everything allocated for
-// the load, and is returned naming the file, tensor and byte offset. No partial model is ever
-// returned. Thread-safety: Load() may run concurrently with other Load() calls. The progress
-// callback is called from an engine thread, serially. Memory: the output (one host arena per file)
-// plus at most `memory_budget` bytes of reads in flight and staging. GPU loads: the model's bytes
-// (after conversion) in one device allocation, plus at most `memory_budget` of device scratch when
-// converting; host memory is the pinned staging only.
+// Errors: the first failure cancels every read in flight, frees everything allocated for the load,
+// and is returned naming the file, tensor and byte offset. No partial model is ever returned.
+//
+// Lifetime: every Tensor owns (shares) its memory: it stays valid after the LoadedModel that held
+// it is gone, and nothing overwrites it.
+//
+// Thread-safety: Load() may run concurrently with other Load() calls. The progress callback is
+// called from an engine thread, serially.
+//
+// Memory: the output (one host arena per file) plus at most `memory_budget` bytes of reads in
+// flight and staging. GPU loads: the model's bytes (after conversion) in one device allocation,
+// plus at most `memory_budget` of device scratch when converting; host memory is the pinned
+// staging only.
 #ifndef FLASHLOAD_LOADER_H_
 #define FLASHLOAD_LOADER_H_
 
