@@ -84,17 +84,18 @@ frameworks: deps $(VENV_FRAMEWORKS)/.installed
 		--config-settings=build-dir=build-python/frameworks .
 	@$(VENV_FRAMEWORKS)/bin/python -m pytest -q tests/frameworks
 
-# The unit suite under ASan+UBSan; the engine and I/O suites under TSan.
+# The unit suite under ASan+UBSan; the engine, I/O and load suites under TSan.
 asan: deps
 	@cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFLASHLOAD_SANITIZE=address,undefined >/dev/null
-	@cmake --build $(BUILD)-asan -j $(JOBS) --target unit_common unit_format unit_io unit_engine unit_sink unit_cli
+	@cmake --build $(BUILD)-asan -j $(JOBS) --target unit_common unit_format unit_io unit_plan unit_sink unit_engine unit_load unit_cli
 	@cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS)
 
 tsan: deps
 	@cmake -S . -B $(BUILD)-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLASHLOAD_SANITIZE=thread >/dev/null
-	@cmake --build $(BUILD)-tsan -j $(JOBS) --target unit_io unit_engine
+	@cmake --build $(BUILD)-tsan -j $(JOBS) --target unit_io unit_engine unit_load
 	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_io --gtest_brief=1
 	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_engine --gtest_brief=1
+	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_load --gtest_brief=1
 
 # Every libFuzzer target for a bounded time: the header parser gets most of FUZZ_SECONDS, the AWS
 # INI and S3 XML parsers a sixth each.
