@@ -1,4 +1,9 @@
 // Deadline: a point in time after which a wait gives up.
+//
+// Measured on the steady clock, so changes of the wall clock do not move it. What a call does once
+// its deadline has passed is that call's contract; Now() makes a waiting call poll without
+// waiting, Infinite() never gives up.
+// Thread-safety: a value; copies may be used on any thread.
 #ifndef FLASHLOAD_DEADLINE_H_
 #define FLASHLOAD_DEADLINE_H_
 

@@ -1,6 +1,7 @@
 // Element types of the safetensors format, with their sizes and DLPack mapping.
 //
-// Thread-safety: pure functions over constant tables.
+// Thread-safety: pure functions over constant tables. Lifetime: the table AllDtypes() returns, the
+// DtypeInfo references and the names are static and stay valid for the life of the process.
 #ifndef FLASHLOAD_DTYPE_H_
 #define FLASHLOAD_DTYPE_H_
 
@@ -56,8 +57,9 @@ inline uint32_t DtypeBits(Dtype d) { return GetDtypeInfo(d).bits; }
 // Parses a header spelling ("F16"); nullopt for anything else (case-sensitive, as the reference).
 std::optional<Dtype> ParseDtype(std::string_view name);
 
-// DLPack type of a dtype: {code, bits, lanes}. Types DLPack 0.6 cannot name (fp8/fp6/fp4, bool)
-// are exported as unsigned integers of the same storage size; DlpackIsExact() says which.
+// DLPack type of a dtype: {code, bits, lanes}. BOOL is kDLBool (code 6, DLPack >= 0.8), 8 bits.
+// The types DLPack cannot name (the fp8, fp6 and fp4 types) are exported as 8-bit unsigned
+// integers, whatever their width; DlpackIsExact() is false for exactly those.
 struct DlpackType {
   uint8_t code;  // DLDataTypeCode
   uint8_t bits;

@@ -5,6 +5,7 @@
 // opens for a scheme (an S3 prefix, an HTTP(S) base URL; see flashload/registry.h).
 //
 // Thread-safety: every ModelStore method may be called concurrently; ResolveModel() is reentrant.
+// Lifetime: ResolveModel() uses the store only during the call; the layout it returns holds copies.
 // Errors name the path and what is missing or malformed.
 #ifndef FLASHLOAD_MODEL_STORE_H_
 #define FLASHLOAD_MODEL_STORE_H_
@@ -35,20 +36,30 @@ class ModelStore {
   // The files and folders directly inside `folder`, in no particular order; an entry that is
   // neither (a FIFO, a dangling link) comes with kind kMissing, so that Stat() can say what it is.
   virtual Result<std::vector<Entry>> List(const std::string& folder) const = 0;
-  // The whole content of a small file (an index or model_index.json).
+  // The whole content of a small file (an index or model_index.json). The local store opens it
+  // non-blocking and refuses anything but a regular file (kInvalidArgument), so a FIFO cannot
+  // block it.
   virtual Result<std::string> ReadText(const std::string& path) const = 0;
   // The form in which a file path appears in ModelLayout::files (absolute and normal for local
   // files; unchanged for URIs).
   virtual std::string Canonical(const std::string& path) const = 0;
 };
 
-// The local file system.
+// The local file system: stateless, alive for the whole process. Stat() errors: kInvalidArgument
+// for a FIFO, socket or device and for a symbolic link loop, kNotFound for a dangling link,
+// ErrnoToStatus() for the rest.
 const ModelStore& LocalModelStore();
 
 // `name` (relative, '/'-separated) inside `folder`.
 std::string JoinModelPath(const std::string& folder, const std::string& name);
 
-// Resolves what `path` names into its files. Errors name the path and what is missing.
+// Resolves what `path` names into its files: a `.json` file is an index, any other file a single
+// weights file, a folder with model_index.json a diffusers model, any other folder a plain or
+// sharded model. Errors name the path: kNotFound when nothing is there or weights, shards or
+// component folders are missing (or a folder has several weights files and no index);
+// kInvalidArgument for a folder with several indexes none of which has the conventional name;
+// kUnavailable when a folder changed while it was being read (retry); kDataLoss for a malformed
+// index or model_index.json; and the store's own errors.
 Result<ModelLayout> ResolveModel(const std::string& path, const ResolveOptions& options = {});
 // The same in any store.
 Result<ModelLayout> ResolveModel(const ModelStore& store, const std::string& path,

@@ -2,13 +2,15 @@
 //
 // Contract:
 // - Library code never throws; it returns Status or Result<T>. Exceptions appear only at the CLI
-// and
-//   Python edges, which convert a Status into one.
+//   and Python edges, which convert a Status into one.
 // - A Status carries a code and a message. The code says whether trying again can help
 //   (IsRetryable()); the message says what happened, where (file, tensor, byte offset) and, where
 //   possible, what the user can do.
-// - Status and Result are cheap to move; copying a non-OK Status copies its message.
-// - Thread-safety: values, no shared state.
+// - Ownership: a non-OK Status holds its code and message in one immutable block that copies
+//   share (a reference count, no copy of the message); an OK Status holds nothing. Moves are cheap.
+// - Thread-safety: a Status or Result is a value. Copies of one Status may be made and read on any
+//   number of threads at once (the shared block is never written); writing one object while another
+//   thread reads it needs the caller's lock, as for any value.
 #ifndef FLASHLOAD_STATUS_H_
 #define FLASHLOAD_STATUS_H_
 
@@ -45,7 +47,8 @@ class [[nodiscard]] Status {
  public:
   Status() = default;  // OK
   // Every URL in `message` is kept as RedactUrl() (flashload/source.h) shows it: no user info, no
-  // credential in its query, so a message can be printed or logged as it is.
+  // credential in its query, so a message can be printed or logged as it is. With kOk the message
+  // is dropped and the Status is OK.
   Status(StatusCode code, std::string message);
 
   static Status Ok() { return Status(); }
@@ -95,12 +98,17 @@ Status UnimplementedError(std::string message);
 Status InternalError(std::string message);
 
 // The one place an errno becomes a Status. `op` is the failed operation ("open", "pread"), `path`
-// the file, `offset` the byte offset (omitted from the message when < 0). EINTR/EAGAIN map to
-// kUnavailable, ENOENT to kNotFound, ENOMEM to kResourceExhausted, EINVAL to kInvalidArgument, the
-// rest to kIoError.
+// the file, `offset` the byte offset (omitted from the message when < 0); the message is
+// "<op> <path>[ at byte offset <offset>]: <strerror> (errno <err>)". Codes: EINTR, EAGAIN and
+// ETIMEDOUT map to kUnavailable; ENOENT and ENOTDIR to kNotFound; ENOMEM, ENOSPC, EMFILE and ENFILE
+// to kResourceExhausted; EINVAL to kInvalidArgument; EACCES and EPERM to kFailedPrecondition;
+// ECANCELED to kCancelled; the rest to kIoError.
 Status ErrnoToStatus(int err, std::string_view op, std::string_view path, int64_t offset = -1);
 
-// Result<T> holds either a T or a non-OK Status.
+// Result<T> holds either a T or a non-OK Status. Built from an OK Status (a bug in the caller) it
+// holds kInternal instead. value(), operator* and operator-> require ok(): on an error they throw
+// std::bad_variant_access (a bug, never a way to report one). A reference they return borrows from
+// the Result and lives as long as it does.
 template <typename T>
 class [[nodiscard]] Result {
  public:

@@ -1,12 +1,19 @@
 // Tensor: a loaded tensor that owns a share of its memory.
 //
-// Ownership and lifetime: a Tensor holds a shared reference to the allocation it was cut from (a
-// host arena of one file, or a device allocation). The memory stays valid while any Tensor, copy of
-// a Tensor, or exported DLPack tensor still refers to it: after the loader, the file and the model
-// object are gone. flashload never writes to a tensor's memory after handing it out; users need not
-// clone. Alignment: data() is aligned as the file laid it out (8 bytes for reference files, more
-// for files written with a larger alignment); host arenas are 4096-byte aligned. Thread-safety: a
-// Tensor is an immutable value; copies may be used from any thread.
+// Ownership and lifetime: a Tensor holds a shared reference to the allocation it was cut from: a
+// host arena of one file, or one allocation for the whole model (in device memory for GPU loads,
+// in host memory for host loads with a conversion spec, LoadOptions::dtype). The memory stays
+// valid while any Tensor, copy of a Tensor, or exported DLPack tensor still refers to it: after
+// the loader, the file and the model object are gone. flashload never writes to a tensor's memory
+// after handing it out; users need not clone. A tensor of 0 bytes may have a null data().
+//
+// Alignment: tensors of host loads without a conversion spec are aligned as the file laid them
+// out: data() is congruent to the tensor's file offset modulo 4096 (host arenas are 4096-byte
+// aligned; the reference writer starts the data section at a multiple of 8, flashload's writer at
+// a multiple of WriteOptions::alignment). Tensors of GPU loads, and of host loads with a
+// conversion spec, are 256-byte aligned.
+//
+// Thread-safety: a Tensor is an immutable value; copies may be used from any thread.
 #ifndef FLASHLOAD_TENSOR_H_
 #define FLASHLOAD_TENSOR_H_
 
@@ -53,16 +60,17 @@ class Tensor {
   const void* data() const { return data_; }
   uint64_t byte_size() const { return byte_size_; }
   uint64_t element_count() const;
-  // Host bytes (device must be kCpu).
+  // Host bytes (device must be kCpu); the span borrows the memory this Tensor keeps alive.
   std::span<const std::byte> bytes() const {
     return {static_cast<const std::byte*>(data_), static_cast<size_t>(byte_size_)};
   }
   const std::shared_ptr<void>& owner() const { return owner_; }
 
-  // Exports as a DLPack tensor that holds its own share of the memory; the consumer calls its
-  // deleter exactly once. Row-major, strides = nullptr (compact). The DLPack data pointer is the
-  // tensor's data (byte_offset 0). Types DLPack cannot name are exported as unsigned integers of
-  // the same width (see DlpackIsExact()).
+  // Exports as a new DLPack tensor that holds its own share of the memory and its own shape array;
+  // the consumer owns it and calls its deleter exactly once. Row-major, strides = nullptr
+  // (compact). The DLPack data pointer is the tensor's data (byte_offset 0). The dtype is
+  // ToDlpackType(): the types DLPack cannot name are exported as 8-bit unsigned integers with the
+  // tensor's own shape.
   DLManagedTensor* ToDlpack() const;
 
  private:

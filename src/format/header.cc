@@ -94,8 +94,7 @@ std::string_view TypeName(simdjson::dom::element_type type) {
   return "an unknown value";
 }
 
-// A usize as serde reads it: a non-negative integer that fits 64 bits; floats (even 2.0) are
-// errors.
+// A usize as serde reads it: a non-negative integer that fits 64 bits; a float (even 2.0) fails.
 bool ReadUsize(simdjson::dom::element e, uint64_t& out, std::string& error) {
   if (e.is_uint64()) {
     out = e.get_uint64().value_unsafe();
