@@ -14,9 +14,11 @@
 
 namespace flashload::common_internal {
 
-// Waits on `cv` (with `lock` held over `done`) until a completion is queued or `deadline` passes,
-// then moves up to out.size() completions into `out`, oldest first. Returns how many (0 when the
-// deadline passed first).
+// Waits on `cv` until a completion is queued or `deadline` passes, then moves up to out.size()
+// completions into `out`, oldest first. Returns how many (0 when the deadline passed first).
+// Thread-safety: `lock` must hold the mutex that guards `done`, and producers push to `done` under
+// it and notify `cv`; the lock is released while waiting and held again on return. Spurious
+// wake-ups are absorbed. Several threads may reap one queue; each completion goes to one of them.
 inline size_t TakeCompletions(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
                               std::deque<ReadResult>& done, std::span<ReadResult> out,
                               Deadline deadline) {

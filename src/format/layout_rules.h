@@ -33,8 +33,8 @@ bool IsWeightsName(std::string_view name, std::string_view variant);
 
 // The components of a diffusers model_index.json that may hold weights, in file order: every key
 // not starting with '_' whose value is a two-element array with a non-null library (an optional
-// component left out is [null, null]). kDataLoss naming `file_name` when the text is not a JSON
-// object.
+// component left out is [null, null]). Errors: kDataLoss naming `file_name` when the text is not
+// a JSON object.
 Result<std::vector<std::string>> ParseModelIndexComponents(std::string_view json,
                                                            std::string_view file_name);
 

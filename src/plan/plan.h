@@ -4,7 +4,16 @@
 // alignment (so O_DIRECT reads are aligned and land at aligned addresses), cut into chunks sized
 // for the source. The host memory of a file (its arena) mirrors that range: the byte at file offset
 // `o` lands at arena offset `o - read_begin`, so a tensor's data is at arena + (data_offset -
-// read_begin) + data_begin.
+// read_begin) + data_begin. A file with an empty data section reads nothing ([0, 0), no chunks).
+//
+// Alignment: read_begin and read_end are multiples of the plan's alignment; chunk offsets, lengths
+// and arena offsets are too when the chunk size is a multiple of it (BuildPlan checks that;
+// RechunkFile trusts its caller).
+//
+// Thread-safety and lifetime: plain values. The loader builds and adjusts the plan (RechunkFile,
+// `mapped`, `device_reads`) before the load starts; during the load the engine and the sink only
+// read it, from any thread, and the sink keeps a pointer to it from Prepare() to Finish() or
+// Abort(). A pointer into a FilePlan's header is valid while that FilePlan lives unchanged.
 #ifndef FLASHLOAD_PLAN_PLAN_H_
 #define FLASHLOAD_PLAN_PLAN_H_
 
@@ -30,14 +39,15 @@ struct FilePlan {
   std::string path;
   std::string component;
   Header header;
-  uint64_t read_begin = 0;  // aligned down data_offset
-  uint64_t read_end = 0;    // aligned up file_size
+  uint64_t read_begin = 0;  // data_offset aligned down
+  uint64_t read_end = 0;    // file_size aligned up
   std::vector<Chunk> chunks;
   // Zero-copy: the arena is a private mapping of the file from read_begin, nothing is read (no
   // chunks). Only for local files fully in the page cache (Strategy::kMapped).
   bool mapped = false;
-  // GPUDirect Storage: the file's source reads chunks straight into device memory (the sink's
-  // device scratch), never into host memory. Set by the loader for GPU loads (sink/cufile.h).
+  // GPUDirect Storage: the file's source (a CuFileSource, io/cufile.h) reads chunks straight into
+  // device memory (the sink's device scratch), never into host memory. Set for GPU loads by
+  // SetUpDeviceReads() (engine/device_reads.h).
   bool device_reads = false;
 
   uint64_t arena_size() const { return read_end - read_begin; }
@@ -59,18 +69,23 @@ struct PlanOptions {
   uint32_t alignment = 4096;          // a power of two
 };
 
-// Cuts [begin, end) into chunks of at most chunk_bytes whose offsets are multiples of chunk_bytes
-// relative to `begin`. `file` and arena offsets are filled in relative to `begin`.
+// Cuts [begin, end) into chunks of at most chunk_bytes (only the last may be shorter), each tagged
+// with `file`, whose arena offsets are their offsets relative to `begin`. Empty when end <= begin
+// or chunk_bytes is 0.
 std::vector<Chunk> SplitRange(uint32_t file, uint64_t begin, uint64_t end, uint64_t chunk_bytes);
 
-// Builds the plan for `layout` given every file's header (keyed by path).
+// Builds the plan for `layout` given every file's header (keyed by path); the plan holds copies.
+// Errors: kInvalidArgument when the alignment is not a power of two or the chunk size not a
+// positive multiple of it; kInternal when a file of the layout has no header in `headers`.
 Result<LoadPlan> BuildPlan(const ModelLayout& layout, const std::map<std::string, Header>& headers,
                            const PlanOptions& options);
 
 // Re-cuts one file's chunks (strategies pick chunk sizes per file after the plan exists).
+// `chunk_bytes` should be a multiple of the plan's alignment; nothing checks it here.
 void RechunkFile(FilePlan& file, uint32_t file_index, uint64_t chunk_bytes);
 
-// The tensor whose bytes contain file offset `offset`, or nullptr (header bytes, padding).
+// The tensor whose bytes contain file offset `offset`, or nullptr (header bytes, padding). The
+// pointer is into file.header.tensors.
 const TensorInfo* TensorAtFileOffset(const FilePlan& file, uint64_t offset);
 
 // A human-readable listing (for `--dry-run`).
