@@ -1,15 +1,20 @@
 // BlockCache: keeps expensive host blocks (page-locked staging) between loads instead of freeing
-// them, so a process that loads several files or models (transformers loads a checkpoint shard
-// by shard) pins its staging memory once instead of once per load.
+// them, so a process that loads several files or models (transformers loads a checkpoint shard by
+// shard) pins its staging memory once instead of once per load.
 //
 // Allocate(bytes) hands out a cached block of the same size class when one is free (a block of at
-// least `bytes` and at most twice that), else a new block from `alloc`. When the last reference
-// to a block goes, the block returns to the cache, unless that would take the cache above
-// `max_cached_bytes`: then the largest cached blocks are freed first to make room (or the block
-// itself, when it alone exceeds the cap). Trim() frees every cached block.
+// least `bytes` and at most about twice that: it may be larger than asked), else a new block from
+// `alloc`. When the last reference to a block goes, the block returns to the cache, unless that
+// would take the cache above `max_cached_bytes`: then the largest cached blocks are freed first to
+// make room (or the block itself, when it alone exceeds the cap). Trim() frees every cached block.
 //
-// Lifetime: blocks handed out hold the cache alive (shared ownership), so a block may outlive
-// every other user of the cache. Thread-safety: every member may be called from any thread.
+// Errors: when `alloc` fails, Allocate() frees every cached block (they may be what stands in the
+// way) and tries once more; a second failure is returned as `alloc` gave it. Alignment: `alloc`'s.
+//
+// Lifetime: made by Create() only; blocks handed out hold the cache alive (shared ownership), so a
+// block may outlive every other user of the cache. Thread-safety: every member may be called from
+// any thread; `alloc` and `free` are called outside the cache's lock, possibly from several threads
+// at once.
 #ifndef FLASHLOAD_SINK_BLOCK_CACHE_H_
 #define FLASHLOAD_SINK_BLOCK_CACHE_H_
 

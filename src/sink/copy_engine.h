@@ -16,10 +16,11 @@
 // Ordering: the work of one stream runs in enqueue order; streams run independently. An event
 // recorded on a stream completes once everything enqueued on that stream before it has run.
 //
-// Errors: enqueue calls fail synchronously for bad arguments (nothing is enqueued). Work that fails
-// while it runs (a copy fault, a kernel fault) makes the engine failed: that error is returned by
-// every later EventDone/WaitEvent/Synchronize and enqueue call (CUDA's "sticky" errors), so a
-// failure can never come back as success.
+// Errors: enqueue calls fail synchronously for the bad arguments they check (nothing is enqueued;
+// each engine's header says which it checks). Work that fails while it runs (a copy fault, a
+// kernel fault) makes the engine failed: that error is returned by every later EventDone,
+// WaitEvent, Synchronize, RecordEvent and enqueue call (CUDA's "sticky" errors), so a failure can
+// never come back as success.
 //
 // Ownership and lifetime: memory comes back as shared_ptr whose deleter frees it without the
 // engine, so device memory handed out in tensors stays valid after the engine is destroyed.

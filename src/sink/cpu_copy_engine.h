@@ -7,15 +7,21 @@
 //   runs against it, with knobs to make timing adversarial and faults reproducible.
 //
 // Each stream is one thread executing its queue in order; an event completes once its stream has
-// executed everything enqueued before its recording. With `verify_staging`, every copy remembers a
-// checksum of its source bytes when enqueued and checks them again when it runs: a staging buffer
-// written while a copy from it is pending (a slot recycled too early) fails the engine with
-// kInternal. With `fail_copy_at`, the N-th copy (0-based, counted over all streams in enqueue
-// order) fails with kIoError when it runs. Failures are sticky (copy_engine.h).
+// executed everything enqueued before its recording. After a failure the rest of the queued work is
+// skipped, not run. With `verify_staging`, every host-to-device copy remembers a checksum of its
+// source bytes when enqueued and checks them again when it runs: a staging buffer written while a
+// copy from it is pending (a slot recycled too early) fails the engine with kInternal. With
+// `fail_copy_at`, the N-th copy (0-based, host-to-device and device-to-device, counted over all
+// streams in call order) fails with kIoError when it runs. Failures are sticky (copy_engine.h).
 //
-// Memory: AllocatePinned/AllocateDevice return 4096-byte aligned host memory (anonymous mappings);
-// allocations still alive can be counted (live_allocations()), to check that a sink freed
-// everything. Thread-safety: as CopyEngine.
+// Errors checked at enqueue (kInvalidArgument, nothing enqueued): a stream or event out of range, a
+// null buffer for a copy of more than 0 bytes, a dtype pair Convert() cannot do. A conversion's
+// other bad arguments (null or overlapping buffers) fail when it runs, which fails the engine.
+//
+// Memory: AllocatePinned/AllocateDevice return 4096-byte aligned host memory (anonymous mappings,
+// kResourceExhausted when mmap fails); allocations still alive can be counted (live_allocations()),
+// to check that a sink freed everything. Destroying the engine drains the queues first.
+// Thread-safety: as CopyEngine.
 #ifndef FLASHLOAD_SINK_CPU_COPY_ENGINE_H_
 #define FLASHLOAD_SINK_CPU_COPY_ENGINE_H_
 

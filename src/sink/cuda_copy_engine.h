@@ -1,19 +1,25 @@
 // CudaCopyEngine: the CopyEngine of a CUDA GPU (copy_engine.h), and the few CUDA runtime calls
 // flashload needs, wrapped as Status-returning functions.
 //
-// The engine: pinned staging with cudaHostAlloc, device memory with cudaMalloc, copies with
+// The engine: pinned staging with cudaHostAlloc (page-aligned, from a process-wide cache: see
+// kPinnedCacheBytes), device memory with cudaMalloc (at least 256-byte aligned), copies with
 // cudaMemcpyAsync on non-blocking streams (several, so copies overlap with reads and with each
 // other's set-up), conversions with LaunchConvert (convert_cuda.h), and cudaEvents to recycle
-// staging buffers. Errors that work hits while it runs come back from the next event query, wait
-// or synchronisation, and stay (CUDA's sticky errors).
+// staging buffers. Every call that reaches CUDA selects the engine's device on the calling thread
+// first. Errors that work hits while it runs come back from the next event query, wait or
+// synchronisation, and stay (CUDA's sticky errors); so does a CUDA error from enqueuing a copy or a
+// conversion or recording an event. Failing to allocate, to create an event or to select the
+// device, a stream or event out of range, and LaunchConvert's kInvalidArgument fail only the call.
+// Destroying the engine waits for its own streams, not for other work on the GPU. Thread-safety: as
+// CopyEngine; every function of this header may be called from any thread.
 //
 // Builds: the runtime wrappers live in cuda_copy_engine.cu, compiled into fl_cuda only when the
-// build found nvcc (FLASHLOAD_HAVE_CUDA=1). Without it, OpenCudaCopyEngine() and
-// MeasurePinnedH2D() return kUnimplemented ("built without CUDA"). With it, on a machine without
-// a usable GPU, they return kFailedPrecondition "no CUDA device: <the CUDA error text>".
+// build found nvcc (FLASHLOAD_HAVE_CUDA=1). Without it, OpenCudaCopyEngine(), WarmUpCuda() and
+// MeasurePinnedH2D() return kUnimplemented ("built without CUDA"). With it, on a machine without a
+// usable GPU, they return kFailedPrecondition "no CUDA device: <the CUDA error text>".
 //
-// This header is C++17 (nvcc compiles the .cu with it) and needs no CUDA header: streams and
-// events are passed as void*.
+// This header is C++17 (nvcc compiles the .cu with it) and needs no CUDA header: streams and events
+// are passed as void*.
 #ifndef FLASHLOAD_SINK_CUDA_COPY_ENGINE_H_
 #define FLASHLOAD_SINK_CUDA_COPY_ENGINE_H_
 
@@ -27,10 +33,10 @@ namespace flashload::sink {
 
 class CopyEngine;
 
-// A copy engine on CUDA device `device` with `streams` streams (at least 1). Errors:
-// kUnimplemented without CUDA; kFailedPrecondition "no CUDA device: ..." when the driver reports
-// no device (or none usable); kInvalidArgument naming the index when `device` does not exist;
-// kInternal with the CUDA error text otherwise.
+// A copy engine on CUDA device `device` with `streams` streams (at least 1). Errors: kUnimplemented
+// without CUDA; kFailedPrecondition "no CUDA device: ..." when the driver reports no device (or
+// none usable); kInvalidArgument naming the index when `device` does not exist; other CUDA failures
+// with their error text, as kResourceExhausted when out of memory, else kInternal.
 Result<std::unique_ptr<CopyEngine>> OpenCudaCopyEngine(int device, uint32_t streams = 4);
 
 // Pinned staging is kept between loads, up to kPinnedCacheBytes, so a process that loads file
@@ -54,6 +60,10 @@ Result<double> MeasurePinnedH2D(int device, uint64_t bytes, uint32_t streams = 4
                                 uint64_t max_buffer = 1ull << 30);
 
 // Raw runtime calls (defined only when FLASHLOAD_HAVE_CUDA; the engine and the GPU tests use them).
+// They act on the calling thread's current device (SetDevice), except DeviceFree, which selects
+// `device` for the call. Errors carry the CUDA error text: kFailedPrecondition "no CUDA device:
+// ..." for a missing or unusable driver or device, kResourceExhausted for out of memory,
+// kInvalidArgument for an invalid device, kInternal for the rest.
 namespace cuda {
 
 // OK with the number of devices (> 0), or kFailedPrecondition "no CUDA device: ...".

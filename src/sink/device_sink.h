@@ -9,17 +9,16 @@
 //
 // Data path per chunk: Acquire() returns a slot of the StagingRing (pinned memory, 4096-byte
 // aligned; it blocks while every slot is busy). Commit() enqueues, on the slot's stream:
-// - for each unconverted tensor the chunk overlaps, a copy of those bytes straight into the final
-//   tensor;
+// - for each unconverted tensor the chunk overlaps, a copy of those bytes into the final tensor;
 // - for each converted tensor, a copy of its whole elements in the chunk into the slot's device
-//   scratch (at the same offset as in the chunk), then a conversion from the scratch into the
-//   final tensor — no full-size intermediate buffer. When device memory is host memory
+//   scratch (at the same offset as in the chunk), then a conversion from the scratch into the final
+//   tensor, with no full-size intermediate buffer. When device memory is host memory
 //   (device_is_host), the conversion reads the staging slot directly and there is no scratch;
 // - for an element cut by a chunk boundary (a tensor's data need not start at a multiple of its
 //   element size, and chunks cut at arbitrary offsets), each piece is kept host-side as it is
-//   committed; the commit that completes the element converts it on the CPU (the same
-//   bit-exact code as the kernels) into the slot's patch area and copies the result into place.
-// then records the slot's event; the slot is reused only once that event has completed.
+//   committed; the commit that completes the element converts it on the CPU (the same bit-exact
+//   code as the kernels) into the slot's patch area and copies the result into place.
+// Then it records the slot's event; the slot is reused only once that event has completed.
 //
 // Device reads (FilePlan::device_reads, GPUDirect Storage): Acquire() hands out the slot's
 // DEVICE scratch instead, cuFile reads the chunk into it, and Commit() scatters it with
@@ -28,22 +27,25 @@
 // element size, and chunks start at multiples of 4096.
 //
 // Memory: the model bytes after conversion, plus pinned staging of `slots x chunk` bytes and, when
-// converting on a device, the same again as device scratch. The ring has memory_budget / chunk
-// slots (no more than the plan has chunks; at least min_slots). The loader keeps the chunks in
-// flight at or below slot_count().
+// converting on a device or reading with GPUDirect Storage, the same again as device scratch. The
+// ring has memory_budget / chunk slots (no more than the plan has chunks; at least min_slots, at
+// most max_slots). The loader keeps the chunks in flight at or below slot_count().
 //
-// Host loads with conversion (the CPU destination): the loader uses this sink over a
-// CpuCopyEngine whose "device" memory is ordinary host memory. Converted tensors then go through
-// staging and the CPU convert code straight into the final host allocation (one pass, no
-// scratch); unconverted tensors of the same load are copied once from staging into place. Loads
-// without conversion keep the HostSink, whose reads land in place with no copy at all. One code
-// path for GPU and CPU conversion means the CPU load exercises, and tests, exactly the chunk
-// splitting and boundary handling the GPU relies on.
+// Host loads with conversion (the CPU destination): the loader uses this sink over a CpuCopyEngine
+// whose "device" memory is ordinary host memory. Converted tensors then go through staging and the
+// CPU convert code straight into the final host allocation (one pass, no scratch); unconverted
+// tensors of the same load are copied once from staging into place. Loads without a conversion spec
+// keep the HostSink, whose reads land in place with no copy at all. One code path for GPU and CPU
+// conversion means the CPU load exercises, and tests, exactly the chunk splitting and boundary
+// handling the GPU relies on.
 //
 // Errors: a failed enqueue fails Commit(); a failure while work runs (copy fault, kernel fault)
-// surfaces from the next Acquire(), or from Finish(). After a failure the engine calls Abort(),
-// which waits for everything in flight, then frees the staging and the model allocation.
-// Thread-safety: as Sink (Acquire/Commit concurrently for different chunks).
+// surfaces from a later Acquire() or Commit(), or from Finish(). Misuse is kInternal: a chunk
+// larger than the slots or acquired twice, a commit of a chunk never acquired. After a failure the
+// loader calls Abort() (Finish() does it itself when it fails), which cancels the ring, waits for
+// everything in flight, then frees the staging and the model allocation; the destructor does the
+// same. Thread-safety: as Sink (Acquire/Commit concurrently for different chunks); the accessors
+// below are for the preparing thread.
 #ifndef FLASHLOAD_SINK_DEVICE_SINK_H_
 #define FLASHLOAD_SINK_DEVICE_SINK_H_
 
@@ -92,7 +94,9 @@ class DeviceSink final : public Sink {
   ~DeviceSink() override;
 
   // Errors: kInvalidArgument naming the tensor when the spec asks for an impossible conversion;
-  // kResourceExhausted (naming what) when device or pinned memory cannot be had.
+  // kResourceExhausted (naming what) when device or pinned memory cannot be had; kInternal when
+  // the plan asks device reads of a host destination, or of a converted tensor whose data does not
+  // start at a multiple of its element size.
   Status Prepare(const plan::LoadPlan& plan) override;
   Result<std::span<std::byte>> Acquire(const plan::Chunk& chunk) override;
   Status Commit(const plan::Chunk& chunk) override;

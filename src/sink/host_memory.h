@@ -14,8 +14,8 @@
 // - Population ahead of the reads (MemoryPopulator): worker threads populate the arenas
 //   (MADV_POPULATE_WRITE) in the order the reads will need them, and the engine's Acquire() waits
 //   only for the step it needs, or populates it itself when no worker has claimed it yet.
-// - Reuse (ArenaCache): arenas freed by an earlier load of the process keep their populated pages
-//   in a bounded cache (FLASHLOAD_CACHED_MEMORY_MIB, default 2048; freed by
+// - Reuse (TakeHostMapping/GiveHostMapping): arenas freed by an earlier load of the process keep
+//   their populated pages in a bounded cache (FLASHLOAD_CACHED_MEMORY_MIB, default 2048; freed by
 //   flashload::ReleaseCachedMemory()), so a process that loads model after model, or shard after
 //   shard, pays the first touch once.
 #ifndef FLASHLOAD_SINK_HOST_MEMORY_H_
@@ -43,8 +43,8 @@ struct PageSizeChoice {
   std::string reason;
 };
 
-// The choice of the process's latest load that populated memory (kUndecided before).
-// Thread-safe.
+// The choice of the process's latest load that populated memory (kUndecided before). These three
+// are thread-safe (one process-wide value under a lock).
 PageSizeChoice CurrentPageSizeChoice();
 void ResetPageSizeChoiceForTest();
 void PublishPageSizeChoice(const PageSizeChoice& c);
@@ -99,8 +99,9 @@ bool PopulateForWrite(std::byte* p, uint64_t len);
 // closest to catching up with population first (the engine reads several files at once).
 //
 // Thread-safety: Ensure() may be called concurrently from any thread, also after Stop(). Stop()
-// and the destructor join the workers (each finishes its current step). Regions must outlive the
-// populator.
+// and the destructor join the workers (each finishes its current step); Stop() is called by one
+// thread at a time. Lifetime: the regions' memory must outlive the populator. Ensure() of a region
+// index out of range, or of a range starting past the region's end, does nothing.
 class MemoryPopulator {
  public:
   struct Region {
@@ -134,9 +135,9 @@ class MemoryPopulator {
     std::atomic<size_t> next{0};    // next step a worker tries to claim
     std::atomic<size_t> demand{0};  // one past the highest step Ensure() asked for
     std::atomic<bool> demanded{false};
-    // The page size advised for the region from `advised_from` to its end: advice is given once
-    // per change of choice, for the whole rest of the region, not per step (madvise takes the
-    // address-space lock for writing, which stalls every read pinning pages and every populate).
+    // The page size last advised for the rest of the region, from the step that changed it: advice
+    // is given once per change of choice, for the whole rest of the region, not per step (madvise
+    // takes the address-space lock for writing, stalling reads that pin pages and populates).
     std::mutex advice_mu;
     std::atomic<PageSize> advised{PageSize::kUndecided};
   };
@@ -158,11 +159,14 @@ class MemoryPopulator {
   std::atomic<uint64_t> waits_{0};
 };
 
-// Anonymous, 2 MiB-aligned memory kept between loads (see the file comment). Take() returns a
-// mapping of exactly `size` bytes (rounded up to 4 KiB) and how many of its first bytes are
-// already populated, from the cache when it holds one (trimmed, or grown with mremap), else a new
-// mapping. Give() returns a mapping to the cache, or unmaps it when the cache would exceed its
-// bound. Thread-safe.
+// Anonymous memory kept between loads (see the file comment). TakeHostMapping() returns a mapping
+// of exactly `size` bytes (rounded up to 4 KiB) and how many of its first bytes are already
+// populated: from the cache when it holds one (the smallest large enough, trimmed; else the
+// largest, grown with mremap), else a new mapping, which starts on a 2 MiB boundary when it has
+// 2 MiB or more. A cached mapping counts as populated in full. GiveHostMapping() takes a mapping
+// back into the cache, first unmapping the largest cached ones while the cache would exceed its
+// bound (or the mapping itself when it alone does). Thread-safe: one process-wide cache under a
+// lock, never destroyed (arenas may die at exit).
 struct CachedMapping {
   std::byte* data = nullptr;
   uint64_t mapped = 0;     // bytes mapped (multiple of 4 KiB)

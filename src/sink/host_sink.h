@@ -1,4 +1,14 @@
 // HostSink: reads land directly in one HostArena per file; tensors are cut from the arenas.
+//
+// Memory: one arena per file of arena_size() bytes, or a private mapping of the file for
+// FilePlan::mapped files (no chunks). Each tensor holds a share of its file's arena, so the arena
+// lives until the last tensor of that file goes. Alignment: arenas are 4096-byte aligned, and a
+// chunk's memory is arena + chunk.arena_offset.
+//
+// Errors: Prepare() returns HostArena's errors (kResourceExhausted, or the mapping's errors)
+// with the file's path; Acquire() kInternal for a chunk outside its file's arena; Finish()
+// kDataLoss when two files hold the same qualified tensor name. Thread-safety: as Sink;
+// arenas() and memory_stats() are for the preparing thread.
 #ifndef FLASHLOAD_SINK_HOST_SINK_H_
 #define FLASHLOAD_SINK_HOST_SINK_H_
 
@@ -40,6 +50,7 @@ class HostSink final : public Sink {
   Result<TensorMap> Finish() override;
   void Abort() override;
 
+  // The arenas of the prepared plan, in file order; empty after Finish() or Abort().
   const std::vector<std::shared_ptr<HostArena>>& arenas() const { return arenas_; }
   // Valid after Finish() or Abort().
   const HostMemoryStats& memory_stats() const { return stats_; }

@@ -2,28 +2,34 @@
 // copy engine moves them to their destination.
 //
 // Life of a slot: Acquire() hands out a free slot (held: the caller fills it and enqueues work
-// reading it on the slot's stream); Submit() records the slot's event behind that work and puts
-// the slot in flight; the slot becomes free again only once that event has completed, so a
-// staging buffer is never overwritten while a copy (or conversion) from it is pending. Release()
-// returns a held slot that got no work (error paths).
+// reading it on the slot's stream); Submit() records the slot's event behind that work and puts the
+// slot in flight; the slot becomes free again only once that event has completed, so a staging
+// buffer is never overwritten while a copy (or conversion) from it is pending. Release() returns a
+// held slot that got no work (error paths). A held slot goes back through one Submit() or one
+// Release(), or stays held until the ring is destroyed.
 //
 // Back-pressure: when no slot is free, Acquire() waits for the oldest slot in flight (its event),
-// or, when every slot is held, for a Submit()/Release() — the memory never grows beyond the slots.
-// The caller must not hold every slot in one thread while acquiring another (it would wait for
-// itself); the loader bounds the chunks in flight to the slot count.
+// or, when every slot is held, for a Submit()/Release(), so the memory never grows beyond the
+// slots. The caller must not hold every slot in one thread while acquiring another (it would wait
+// for itself); the loader bounds the chunks in flight to the slot count.
 //
-// Streams: each Acquire() gives the slot the next stream round-robin, so consecutive chunks copy
-// on different streams and storage reads, copies and conversions overlap.
+// Streams: each Acquire() gives the slot the next stream round-robin, so consecutive chunks copy on
+// different streams and storage reads, copies and conversions overlap.
 //
-// Memory: one pinned allocation of slots x slot_bytes (each slot 4096-byte aligned, as O_DIRECT
-// reads need), plus a small pinned patch area per slot (bytes the sink assembles itself), plus,
-// when asked, one device scratch area of slot_bytes per slot (converted tensors are copied there,
-// then converted into place). Everything is freed when the ring is destroyed, after the engine has
-// synchronised (the engine must outlive the ring).
+// Memory and alignment: one pinned allocation of slots x slot_bytes (each slot 4096-byte aligned,
+// as O_DIRECT reads need), plus a pinned patch area of kPatchBytes per slot (bytes the sink
+// assembles itself), plus, when asked, one device allocation of slot_bytes of scratch per slot
+// (converted tensors are copied there, then converted into place), each slot's scratch a multiple
+// of 4096 bytes from its start. Lifetime: the engine must outlive the ring; destroying the ring
+// waits for the engine's queued work (Synchronize), then frees the memory.
 //
-// Errors: a failure of the engine (a copy fault) comes back from Acquire() and Drain(); Cancel()
-// makes waiting and later Acquire() calls return kCancelled. Thread-safety: all members may be
-// called concurrently.
+// Errors: Create() returns kInvalidArgument for zero slots or bytes, and the engine's errors
+// (kResourceExhausted when memory is denied). A failure of the engine's work (a copy fault) comes
+// back from Acquire() and Drain(), and stays. Cancel() makes Acquire() return kCancelled from then
+// on, and wakes the callers waiting for a Submit()/Release() (one already waiting for an event
+// returns once the event completes).
+//
+// Thread-safety: all members may be called concurrently.
 #ifndef FLASHLOAD_SINK_STAGING_RING_H_
 #define FLASHLOAD_SINK_STAGING_RING_H_
 
