@@ -57,7 +57,6 @@ Result<std::map<std::string, std::string>> ParseIndexJson(std::string_view json,
 // tensor is in two shards. `weight_map_abs` maps tensor → shard path, in the same form as the keys
 // of `shard_tensors` (shard path → its tensor names). kDataLoss naming the index, shard and tensor
 // at fault.
-struct Header;
 Status CheckWeightMap(const std::string& index_path,
                       const std::map<std::string, std::string>& weight_map_abs,
                       const std::map<std::string, std::vector<std::string>>& shard_tensors);

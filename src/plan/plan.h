@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "flashload/defaults.h"
 #include "flashload/header.h"
 #include "flashload/model.h"
 #include "flashload/status.h"
@@ -65,8 +66,8 @@ struct LoadPlan {
 };
 
 struct PlanOptions {
-  uint64_t chunk_bytes = 8ull << 20;  // a multiple of `alignment`
-  uint32_t alignment = 4096;          // a power of two
+  uint64_t chunk_bytes = defaults::kChunkBytes;  // a multiple of `alignment`
+  uint32_t alignment = defaults::kAlignment;     // a power of two
 };
 
 // Cuts [begin, end) into chunks of at most chunk_bytes (only the last may be shorter), each tagged

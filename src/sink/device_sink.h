@@ -57,6 +57,7 @@
 #include <vector>
 
 #include "flashload/convert.h"
+#include "flashload/defaults.h"
 #include "sink/copy_engine.h"
 #include "sink/sink.h"
 #include "sink/staging_ring.h"
@@ -66,9 +67,9 @@ namespace flashload::sink {
 inline constexpr uint64_t kDeviceTensorAlignment = 256;
 
 struct DeviceSinkOptions {
-  ConvertSpec convert;                    // which tensors change dtype (empty: none)
-  uint64_t memory_budget = 256ull << 20;  // pinned staging (and device scratch) bytes
-  uint32_t min_slots = 2;                 // at least this many staging slots
+  ConvertSpec convert;                               // which tensors change dtype (empty: none)
+  uint64_t memory_budget = defaults::kMemoryBudget;  // pinned staging (and device scratch) bytes
+  uint32_t min_slots = 2;                            // at least this many staging slots
   uint32_t max_slots = 64;
 };
 
