@@ -1,7 +1,7 @@
 // LoadOptions: how a load reads (strategy, queue depth, chunk size, memory budget), where the
 // tensors land (host or a CUDA device, dtype conversion) and how the caller follows or stops it
-// (progress, cancel). Defaults need no tuning. The engine layer honours these options; Load()
-// (flashload/loader.h) takes them.
+// (progress, cancel). Defaults need no tuning; flashload/defaults.h holds them. The engine layer
+// honours these options; Load() (flashload/loader.h) takes them.
 //
 // Thread-safety: plain values, copied by Load(); `progress` is called from an engine thread,
 // serially; `cancel` may be set from any thread.
@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 
+#include "flashload/defaults.h"
 #include "flashload/header.h"
 #include "flashload/registry.h"
 #include "flashload/status.h"
@@ -57,12 +58,14 @@ enum class GpuDirect {
 Result<GpuDirect> ParseGpuDirect(std::string_view text);
 
 struct LoadOptions {
-  Strategy strategy = Strategy::kAuto;    // auto picks kNetwork on network file systems
-  uint32_t threads = 0;                   // pread workers (0: auto)
-  uint32_t queue_depth = 0;               // reads in flight per file (0: the source's preference)
-  uint64_t chunk_bytes = 0;               // bytes per read (0: the source's preference)
-  uint64_t memory_budget = 256ull << 20;  // bytes of reads in flight plus staging
-  uint32_t parallel_files = 2;  // files read at once (keeps storage busy across file boundaries)
+  Strategy strategy = Strategy::kAuto;  // auto picks kNetwork on network file systems
+  uint32_t threads = 0;                 // pread workers (0: auto)
+  uint32_t queue_depth = 0;             // reads in flight per file (0: the source's preference)
+  uint64_t chunk_bytes = 0;             // bytes per read (0: the source's preference)
+  // Bytes of reads in flight plus staging.
+  uint64_t memory_budget = defaults::kMemoryBudget;
+  // Files read at once (keeps storage busy across file boundaries).
+  uint32_t parallel_files = defaults::kParallelFiles;
   uint64_t header_limit = kDefaultHeaderLimit;
   std::string variant;       // diffusers variant ("fp16")
   RemoteOpenOptions remote;  // http(s):// and s3:// sources (connections, TLS, S3 endpoint...)

@@ -1,17 +1,35 @@
-// Opening sources: the options of every backend, and OpenSource(), which routes a path or URI
-// to the backend registered for its scheme (src/io/registry.cc).
+// Opening sources: the options of every backend, and the SourceRegistry, the one way in for every
+// source of a load: it routes a path or URI to the backend registered for its scheme and applies
+// the policy of that scheme the same way for every backend (src/io/registry.cc).
 //
-// Thread-safety: OpenSource() and OpenLocalFile() may be called concurrently from any thread; the
-// sources they return follow the Source contract (flashload/source.h).
+// Routing: a URI "scheme://rest" goes to the factory registered for `scheme` (compared without
+// case); a URI "scheme:rest" (no slashes, as in "tar:") does too when `scheme` is registered, and
+// is otherwise a plain path. "file://" and plain paths open a local file with OpenLocalFile(). An
+// unknown "scheme://" is kInvalidArgument naming the known schemes.
+//
+// Policy: a scheme registered with SchemePolicy::remote (http, https, s3) is retried per
+// RemoteOpenOptions: the open itself while it fails with a retryable status, then every read,
+// through a RetrySource (full-jitter backoff; ranges resume after their intact bytes). Backends
+// never retry on their own. A caller that wants more (statistics, fault or latency injection, a
+// cache) wraps the sources it gets: LoadOptions::opener (SourceOpener below) sees every source of a
+// load.
+//
+// Thread-safety: every function and every SourceRegistry method may be called concurrently from
+// any thread; factories run outside the registry's lock. The sources returned follow the Source
+// contract (flashload/source.h) and are owned by the caller; they do not refer to the registry.
 #ifndef FLASHLOAD_REGISTRY_H_
 #define FLASHLOAD_REGISTRY_H_
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "flashload/defaults.h"
+#include "flashload/model_store.h"
 #include "flashload/source.h"
 #include "flashload/status.h"
 
@@ -28,7 +46,7 @@ struct LocalOpenOptions {
   LocalBackend backend = LocalBackend::kIoUring;
   bool direct = false;   // O_DIRECT (io_uring and thread pool); fails if the file system refuses
   uint32_t threads = 0;  // thread pool size (0: 2 × cores, at least 4)
-  uint32_t queue_depth = 0;  // io_uring ring entries / requests in flight (0: 32)
+  uint32_t queue_depth = 0;  // io_uring ring entries / requests in flight (0: kUringQueueDepth)
   bool fallback = true;      // kIoUring: fall back to kThreadPool when the kernel refuses io_uring
   // posix_fadvise(POSIX_FADV_SEQUENTIAL) on every descriptor: larger read-ahead, for network file
   // systems where each request costs a round trip.
@@ -39,9 +57,11 @@ struct LocalOpenOptions {
 // left empty come from the environment and the AWS files (AWS_ENDPOINT_URL, AWS_REGION,
 // AWS_PROFILE...).
 struct RemoteOpenOptions {
-  uint32_t connections = 0;  // ranged GETs in flight (0: 16)
-  uint64_t chunk_bytes = 0;  // bytes per ranged GET (0: 8 MiB)
-  std::string ca_bundle;     // PEM file of trusted certificate authorities (empty: the system's)
+  uint32_t connections = 0;  // ranged GETs in flight (0: defaults::kRemoteConnections)
+  // Bytes per ranged GET (0: defaults::kRemoteChunkBytes, or more when the HTTP backend measures a
+  // slow first byte on a fast link; see HttpOptions::adapt_chunk).
+  uint64_t chunk_bytes = 0;
+  std::string ca_bundle;  // PEM file of trusted certificate authorities (empty: the system's)
   bool verify_tls = true;
   // Extra request headers "Name: value"; never logged. A name or value holding CR, LF or NUL is
   // refused (kInvalidArgument) when the source opens. They are sent to the URL's own origin
@@ -49,13 +69,14 @@ struct RemoteOpenOptions {
   // header_on_redirect is set (curl's --location-trusted).
   std::vector<std::string> headers;
   bool header_on_redirect = false;
-  std::string endpoint;          // S3 endpoint URL, e.g. http://127.0.0.1:9000
-  std::string region;            // S3 region
-  int path_style = -1;           // S3 addressing: 1 path-style, 0 virtual-hosted, -1 auto
-  bool anonymous = false;        // S3: unsigned requests (public buckets)
-  uint32_t max_attempts = 3;     // per range, first try included
-  uint32_t retry_base_ms = 100;  // full-jitter exponential backoff: base and cap
-  uint32_t retry_cap_ms = 20000;
+  std::string endpoint;    // S3 endpoint URL, e.g. http://127.0.0.1:9000
+  std::string region;      // S3 region
+  int path_style = -1;     // S3 addressing: 1 path-style, 0 virtual-hosted, -1 auto
+  bool anonymous = false;  // S3: unsigned requests (public buckets)
+  // Attempts per open and per range, the first included; full-jitter exponential backoff.
+  uint32_t max_attempts = defaults::kRemoteMaxAttempts;
+  uint32_t retry_base_ms = defaults::kRetryBaseMs;
+  uint32_t retry_cap_ms = defaults::kRetryCapMs;
 };
 
 struct OpenOptions {
@@ -67,8 +88,64 @@ struct OpenOptions {
 Result<std::unique_ptr<Source>> OpenLocalFile(const std::string& path,
                                               const LocalOpenOptions& options);
 
-// Opens any supported URI through the registry: a path, file://, and the schemes registered by
-// remote backends (http://, https://, s3://).
+// Opens the source of one URI: given the whole URI (scheme included) and the options of the open.
+using SourceFactory = std::function<Result<std::unique_ptr<Source>>(const std::string& uri,
+                                                                    const OpenOptions& options)>;
+// Opens the store that resolves model layouts under a URI (listing folders, reading index files).
+using ModelStoreFactory = std::function<Result<std::unique_ptr<ModelStore>>(
+    const std::string& uri, const OpenOptions& options)>;
+
+// What the registry does around the factory of a scheme.
+struct SchemePolicy {
+  // Remote storage: the open, every read (RetrySource) and every store call are retried per
+  // RemoteOpenOptions::max_attempts, retry_base_ms and retry_cap_ms.
+  bool remote = false;
+};
+
+// Routes URIs to the backend of their scheme, with that scheme's policy. See the top of this file.
+class SourceRegistry {
+ public:
+  SourceRegistry();
+  ~SourceRegistry();
+  SourceRegistry(const SourceRegistry&) = delete;
+  SourceRegistry& operator=(const SourceRegistry&) = delete;
+
+  // Registers (or replaces) the source factory of `scheme` (without "://"; case ignored).
+  void Register(const std::string& scheme, SourceFactory factory, SchemePolicy policy = {});
+  // Registers (or replaces) the model-store factory of `scheme`; the scheme's policy applies to the
+  // store's calls too.
+  void RegisterModelStore(const std::string& scheme, ModelStoreFactory factory);
+
+  // Opens `uri` (see Routing above), with the policy of its scheme applied. kInvalidArgument for
+  // an empty URI or an unknown "scheme://"; otherwise the errors of the backend (after the last
+  // attempt, for a remote scheme: "(gave up after N attempts)").
+  Result<std::unique_ptr<Source>> Open(const std::string& uri, const OpenOptions& options) const;
+  // The store for a "scheme://" `uri` of a scheme with a store, or nullptr for a local path or
+  // file:// URI (use LocalModelStore()); kInvalidArgument for a scheme without one.
+  Result<std::unique_ptr<ModelStore>> OpenModelStore(const std::string& uri,
+                                                     const OpenOptions& options) const;
+  // The registered source schemes, lower case, sorted.
+  std::vector<std::string> Schemes() const;
+
+ private:
+  struct Scheme {
+    SourceFactory open;
+    SchemePolicy policy;
+  };
+  mutable std::mutex mu_;
+  std::map<std::string, Scheme> schemes_;            // guarded by mu_
+  std::map<std::string, ModelStoreFactory> stores_;  // guarded by mu_
+};
+
+// Registers the schemes flashload builds in: "file" (OpenLocalFile()), and the remote "http",
+// "https" and "s3" (sources and model stores). Archive and other sources register the same way.
+void RegisterBuiltinSchemes(SourceRegistry& registry);
+
+// The process-wide registry, created on first use with the built-in schemes (not by a static
+// initializer, which a static library may drop at link time). Never destroyed.
+SourceRegistry& DefaultSourceRegistry();
+
+// DefaultSourceRegistry().Open(): any supported URI, a path, file://, http(s)://, s3://.
 Result<std::unique_ptr<Source>> OpenSource(const std::string& uri, const OpenOptions& options);
 // The same with default remote options.
 Result<std::unique_ptr<Source>> OpenSource(const std::string& uri,
@@ -80,7 +157,7 @@ Result<std::unique_ptr<Source>> OpenSource(const std::string& uri,
 // default. Called from the loading thread, once per file (and once more for a file whose
 // O_DIRECT open was refused).
 using SourceOpener = std::function<Result<std::unique_ptr<Source>>(const std::string& uri,
-                                                                  const OpenOptions& options)>;
+                                                                   const OpenOptions& options)>;
 
 }  // namespace flashload
 

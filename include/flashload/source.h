@@ -2,31 +2,33 @@
 //
 // Two ways to read:
 // - ReadAt(): a positional, synchronous, thread-safe read. Returns the number of bytes read, which
-// is
-//   less than requested only at end of file (a short read inside the object is retried internally).
+//   is less than requested only at end of file (a short read inside the object is retried
+//   internally).
 // - Submit()/Reap(): completion-based batches, so io_uring, a thread pool and libcurl's multi
-// interface
-//   all fit and the engine never blocks per request. The default implementation runs each request
-//   through ReadAt() inside Submit() and queues its completion.
+//   interface all fit and the engine never blocks per request. The default implementation runs
+//   each request through ReadAt() inside Submit() and queues its completion.
 //
 // Contracts of the batch interface:
+// - Validation: Submit() checks the whole batch once, before any backend sees it (a destination
+//   for every byte, offset + length within uint64, and the alignment below); a bad batch is
+//   kInvalidArgument naming the source and the first bad request, and none of it is queued.
+//   Backends implement DoSubmit(), which only ever sees validated batches.
 // - Thread-safety: all methods may be called from any thread. A completion is delivered to exactly
-// one
-//   Reap() call. The engine drives a source from one thread.
+//   one Reap() call. The engine drives a source from one thread.
 // - Ownership: `dst` of a request is owned by the caller and must stay valid, and not be read or
 //   written by the caller, until the request's completion has been reaped.
 // - Alignment: when caps().direct_io is set, `offset`, `length` and `dst` must be multiples of
 //   caps().alignment; otherwise any values are accepted.
 // - Short reads: a completion with status OK may carry fewer bytes than requested only when the
-// read
-//   reached the end of the object. Backends handle EINTR, EAGAIN and partial transfers themselves.
+//   read reached the end of the object. Backends handle EINTR, EAGAIN and partial transfers
+//   themselves.
 // - Errors: a failed request completes with a non-OK status naming the object and byte offset.
 //   Its `bytes` then counts the leading bytes at `dst` that did arrive intact (0 when unknown), so
 //   a retry may resume after them; the rest of `dst` is unspecified. A failure of Submit() itself
 //   means none of the batch was queued.
 // - Cancellation: Cancel() asks every request in flight to complete soon (possibly with
-// kCancelled);
-//   the caller must still Reap() every submitted request before freeing their buffers.
+//   kCancelled); the caller must still Reap() every submitted request before freeing their
+//   buffers.
 // - Lifetime: destroying a source with requests in flight first waits for them.
 #ifndef FLASHLOAD_SOURCE_H_
 #define FLASHLOAD_SOURCE_H_
@@ -43,19 +45,18 @@
 #include <vector>
 
 #include "flashload/deadline.h"
+#include "flashload/defaults.h"
 #include "flashload/status.h"
 
 namespace flashload {
 
-// What a source can do and what it costs; the planner and engine size chunks and queues from these.
+// What a source can do. A backend reports these and nothing more; the strategies of the engine
+// choose chunk sizes and queue depths from them.
 struct SourceCaps {
-  bool direct_io = false;              // reads bypass the page cache (O_DIRECT); alignment applies
-  uint32_t alignment = 1;              // offset/length/buffer alignment when direct_io
-  uint32_t max_in_flight = 1;          // requests worth keeping in flight at once
-  uint64_t preferred_chunk = 8 << 20;  // bytes per request that reach full throughput
-  uint64_t latency_hint_ns = 0;        // typical time to first byte of one request
-  bool sequential_only = false;        // requests must come in ascending, contiguous order
-  bool zero_copy_view = false;         // View() returns bytes without a copy (mmap)
+  bool direct_io = false;      // reads bypass the page cache (O_DIRECT); alignment applies
+  uint32_t alignment = 1;      // offset/length/buffer alignment when direct_io (a power of two)
+  uint32_t max_in_flight = 1;  // requests worth keeping in flight at once
+  uint64_t preferred_chunk = defaults::kChunkBytes;  // bytes per request that reach full speed
 };
 
 struct ReadRequest {
@@ -89,19 +90,31 @@ class Source {
   // A short name of the backend ("io_uring+direct", "pread", "mmap", ...).
   virtual std::string_view backend() const = 0;
 
-  // Synchronous positional read; see the contract above. Returns bytes read (< dst.size() only at
-  // EOF).
+  // Synchronous positional read; see the contract above. Returns bytes read (< dst.size() only
+  // at EOF).
   virtual Result<size_t> ReadAt(uint64_t offset, std::span<std::byte> dst,
                                 const ReadOptions& options = {}) const = 0;
 
-  // Queues a batch. Default: runs each request through ReadAt() now and queues its completion.
-  virtual Status Submit(std::span<const ReadRequest> requests);
+  // Queues a batch: validates it against caps() (see "Validation" above), then hands it to
+  // DoSubmit(). Not virtual, so no backend can skip the check or repeat it.
+  Status Submit(std::span<const ReadRequest> requests);
   // Waits until at least one completion is available or `deadline` passes, then moves up to
   // out.size() completions into `out`. Returns how many (0 when the deadline passed first).
   virtual Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline);
   // Asks requests in flight to finish early. Default: nothing to cancel (requests complete in
   // Submit).
   virtual void Cancel() {}
+
+ protected:
+  // Queues a batch Submit() validated. Default: runs each request through ReadAt() now and queues
+  // its completion for Reap(). A non-OK return means none of the batch was queued.
+  virtual Status DoSubmit(std::span<const ReadRequest> requests);
+  // Hands a batch that was validated already (one a wrapper was given, tags substituted) to
+  // `target`'s DoSubmit() without checking it again. A wrapper that builds new requests (a retry of
+  // the rest of a range) submits them through target.Submit() instead, so they are checked.
+  static Status SubmitValidated(Source& target, std::span<const ReadRequest> requests) {
+    return target.DoSubmit(requests);
+  }
 
  private:
   // State of the default Submit()/Reap().
@@ -115,7 +128,9 @@ class Source {
 Status ReadExact(const Source& source, uint64_t offset, std::span<std::byte> dst);
 
 // Forwards every call to a wrapped source. Policy (retries, statistics, fault and latency
-// injection) derives from this and overrides what it changes. Owns the wrapped source.
+// injection) derives from this and overrides what it changes; a wrapper that substitutes tags
+// forwards batches with io_internal::ForwardTagged() (src/io/tag_table.h). Owns the wrapped
+// source, which lives as long as the wrapper. Thread-safety: as the wrapped source.
 class SourceWrapper : public Source {
  public:
   explicit SourceWrapper(std::unique_ptr<Source> target) : target_(std::move(target)) {}
@@ -127,15 +142,19 @@ class SourceWrapper : public Source {
                         const ReadOptions& options) const override {
     return target_->ReadAt(offset, dst, options);
   }
-  Status Submit(std::span<const ReadRequest> requests) override {
-    return target_->Submit(requests);
-  }
   Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
     return target_->Reap(out, deadline);
   }
   void Cancel() override { target_->Cancel(); }
 
   Source& target() const { return *target_; }
+
+ protected:
+  // The outermost Submit() validated the batch against caps(), which are the target's unless a
+  // wrapper changes them.
+  Status DoSubmit(std::span<const ReadRequest> requests) override {
+    return SubmitValidated(*target_, requests);
+  }
 
  private:
   std::unique_ptr<Source> target_;

@@ -2,13 +2,50 @@
 
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <vector>
 
 #include "common/completions.h"
 
 namespace flashload {
+namespace {
+
+bool IsAligned(uint64_t v, uint32_t alignment) { return (v & (alignment - 1)) == 0; }
+
+// The batch contract (flashload/source.h): a destination for every byte, a range that does not
+// wrap around, and with direct I/O offset, length and buffer multiples of the alignment.
+Status ValidateBatch(std::span<const ReadRequest> requests, const SourceCaps& caps,
+                     const std::string& name) {
+  for (const ReadRequest& r : requests) {
+    if (r.dst == nullptr && r.length > 0) {
+      return InvalidArgumentError(
+          fmt::format("{}: read of {} bytes at byte offset {} has no destination buffer", name,
+                      r.length, r.offset));
+    }
+    if (r.offset + r.length < r.offset) {
+      return InvalidArgumentError(
+          fmt::format("{}: read of {} bytes at byte offset {} runs past the largest offset", name,
+                      r.length, r.offset));
+    }
+    if (caps.direct_io &&
+        !(IsAligned(r.offset, caps.alignment) && IsAligned(r.length, caps.alignment) &&
+          IsAligned(reinterpret_cast<uintptr_t>(r.dst), caps.alignment))) {
+      return InvalidArgumentError(fmt::format(
+          "{}: direct read of {} bytes at byte offset {} into {} is not aligned to {} bytes", name,
+          r.length, r.offset, static_cast<const void*>(r.dst), caps.alignment));
+    }
+  }
+  return Status();
+}
+
+}  // namespace
 
 Status Source::Submit(std::span<const ReadRequest> requests) {
+  FL_RETURN_IF_ERROR(ValidateBatch(requests, caps(), name()));
+  return DoSubmit(requests);
+}
+
+Status Source::DoSubmit(std::span<const ReadRequest> requests) {
   std::vector<ReadResult> done;
   done.reserve(requests.size());
   for (const ReadRequest& r : requests) {

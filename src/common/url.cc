@@ -4,37 +4,12 @@
 #include <array>
 #include <cctype>
 
+#include "common/strings.h"
+
 namespace flashload {
 namespace {
 
 constexpr std::string_view kRedacted = "<redacted>";
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// %XX decoded ('+' kept: a name is compared, never shown).
-std::string PercentDecode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && HexValue(s[i + 1]) >= 0 && HexValue(s[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(HexValue(s[i + 1]) * 16 + HexValue(s[i + 2])));
-      i += 2;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
 
 bool ValidScheme(std::string_view s) {
   if (s.empty() || !std::isalpha(static_cast<unsigned char>(s[0]))) return false;
@@ -51,6 +26,15 @@ std::string_view DefaultPort(std::string_view scheme_lower) {
 
 }  // namespace
 
+std::optional<UriScheme> SchemeOf(std::string_view uri) {
+  const size_t colon = uri.find(':');
+  // At least two characters: "C:x" and ":x" are paths.
+  if (colon == std::string_view::npos || colon < 2 || !ValidScheme(uri.substr(0, colon))) {
+    return std::nullopt;
+  }
+  return UriScheme{ToLower(uri.substr(0, colon)), uri.substr(colon).starts_with("://")};
+}
+
 std::optional<UrlParts> SplitUrl(std::string_view url) {
   const size_t sep = url.find("://");
   if (sep == std::string_view::npos || !ValidScheme(url.substr(0, sep))) return std::nullopt;
@@ -60,6 +44,7 @@ std::optional<UrlParts> SplitUrl(std::string_view url) {
   size_t authority_end = url.find_first_of("/?#", authority_begin);
   if (authority_end == std::string_view::npos) authority_end = url.size();
   std::string_view authority = url.substr(authority_begin, authority_end - authority_begin);
+  p.authority = authority;
   if (const size_t at = authority.rfind('@'); at != std::string_view::npos) {
     p.userinfo = authority.substr(0, at);
     p.has_userinfo = true;
@@ -98,7 +83,8 @@ std::optional<UrlParts> SplitUrl(std::string_view url) {
 }
 
 bool IsCredentialQueryParameter(std::string_view name) {
-  const std::string n = Lower(PercentDecode(name));
+  const std::string n =
+      ToLower(PercentDecode(name, /*plus_is_space=*/false, BadEscape::kKeep).value_or(""));
   static constexpr std::array<std::string_view, 14> kExact = {
       "sig",    "x-amz-credential", "x-goog-credential",
       "key",    "apikey",           "api_key",
@@ -123,7 +109,7 @@ std::string RedactUrl(std::string_view url) {
     out += p->port;
   }
   // s3:// keys are literal: '?' and '#' belong to the key, which holds no credential.
-  if (Lower(p->scheme) == "s3") return out + std::string(p->after_authority);
+  if (EqualsIgnoreCase(p->scheme, "s3")) return out + std::string(p->after_authority);
   out += p->path;
   if (p->has_query) {
     out += '?';
@@ -185,8 +171,8 @@ bool SameOrigin(std::string_view a, std::string_view b) {
   const std::optional<UrlParts> x = SplitUrl(a);
   const std::optional<UrlParts> y = SplitUrl(b);
   if (!x || !y) return false;
-  const std::string xs = Lower(x->scheme), ys = Lower(y->scheme);
-  if (xs != ys || Lower(x->host) != Lower(y->host)) return false;
+  const std::string xs = ToLower(x->scheme), ys = ToLower(y->scheme);
+  if (xs != ys || !EqualsIgnoreCase(x->host, y->host)) return false;
   const std::string_view xp = x->port.empty() ? DefaultPort(xs) : x->port;
   const std::string_view yp = y->port.empty() ? DefaultPort(ys) : y->port;
   return xp == yp;

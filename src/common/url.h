@@ -1,5 +1,5 @@
 // URLs: the one splitter of "scheme://userinfo@host:port/path?query#fragment" (RFC 3986, generic
-// syntax; no percent-decoding, no normalization), what a message may show of a URL (RedactUrl(),
+// syntax; no percent-decoding, no normalization) and of the scheme of any URI, what a message may show of a URL (RedactUrl(),
 // declared in flashload/source.h, and RedactUrlsIn() for a whole text), and whether two URLs share
 // an origin (which request headers may follow a redirect).
 //
@@ -17,8 +17,9 @@ namespace flashload {
 
 // The parts of a URL, as views into the string split (which must outlive them).
 struct UrlParts {
-  std::string_view scheme;    // as written ("HTTP" stays "HTTP")
-  std::string_view userinfo;  // before the last '@' of the authority; empty when none
+  std::string_view scheme;     // as written ("HTTP" stays "HTTP")
+  std::string_view authority;  // between "://" and the path, query or fragment, as written
+  std::string_view userinfo;   // before the last '@' of the authority; empty when none
   bool has_userinfo = false;
   std::string_view host;   // "[::1]" keeps its brackets
   std::string_view port;   // after the host's ':' (not checked to be digits), empty when none
@@ -30,6 +31,16 @@ struct UrlParts {
   bool has_fragment = false;
   std::string_view after_authority;  // path, query and fragment as written
 };
+
+// The scheme of a URI "scheme:rest" or "scheme://rest".
+struct UriScheme {
+  std::string name;          // lower case, without ':'
+  bool has_slashes = false;  // "scheme://"
+};
+
+// The scheme of `uri` when it starts with an RFC 3986 scheme (a letter, then letters, digits, '+',
+// '-', '.') of at least two characters and ':'; std::nullopt otherwise (a plain path, "C:x").
+std::optional<UriScheme> SchemeOf(std::string_view uri);
 
 // Splits "scheme://authority[path][?query][#fragment]". std::nullopt when `url` has no
 // "scheme://" prefix (a local path, "tar:...", a relative reference), or when text other than

@@ -9,41 +9,11 @@
 #include <optional>
 #include <vector>
 
+#include "common/strings.h"
 #include "common/url.h"
 
 namespace flashload {
 namespace {
-
-std::string_view Trim(std::string_view s) {
-  const size_t b = s.find_first_not_of(" \t\r");
-  if (b == std::string_view::npos) return {};
-  const size_t e = s.find_last_not_of(" \t\r");
-  return s.substr(b, e - b + 1);
-}
-
-// "profile   foo" -> "profile foo".
-std::string CollapseSpaces(std::string_view s) {
-  std::string out;
-  bool space = false;
-  for (char c : s) {
-    if (c == ' ' || c == '\t') {
-      space = true;
-      continue;
-    }
-    if (space && !out.empty()) out.push_back(' ');
-    space = false;
-    out.push_back(c);
-  }
-  return out;
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
 
 // A non-empty environment value, or nullopt.
 std::optional<std::string> Env(const EnvLookup& env, std::string_view name) {
@@ -55,7 +25,7 @@ std::optional<std::string> Env(const EnvLookup& env, std::string_view name) {
 Result<bool> EnvBool(const EnvLookup& env, std::string_view name) {
   const std::optional<std::string> v = Env(env, name);
   if (!v) return false;
-  const std::string l = Lower(Trim(*v));
+  const std::string l = ToLower(Trim(*v));
   if (l == "true" || l == "1") return true;
   if (l == "false" || l == "0") return false;
   return InvalidArgumentError(
@@ -67,7 +37,7 @@ Result<std::string> CheckEndpoint(std::string_view url, std::string_view origin)
   std::string_view u = Trim(url);
   while (!u.empty() && u.back() == '/') u.remove_suffix(1);
   const std::optional<UrlParts> parts = SplitUrl(u);
-  const std::string scheme = parts ? Lower(parts->scheme) : "";
+  const std::string scheme = parts ? ToLower(parts->scheme) : "";
   if ((scheme != "http" && scheme != "https") || parts->host.empty()) {
     return InvalidArgumentError(fmt::format(
         "S3 endpoint \"{}\" from {} is not an http:// or https:// URL with a host", url, origin));
@@ -149,7 +119,7 @@ Result<AwsIniFile> ParseAwsIni(std::string_view text, std::string_view file_name
       return error("expected \"[section]\" or \"key = value\"");
     }
     if (section == nullptr) return error("\"key = value\" before any [section]");
-    std::string key = Lower(Trim(line.substr(0, delim)));  // as the AWS CLI reads them
+    std::string key = ToLower(Trim(line.substr(0, delim)));  // as the AWS CLI reads them
     const std::string_view value = Trim(line.substr(delim + 1));
     if (key.empty()) return error("empty key before '='");
     if (indented && !nested_parent.empty()) {

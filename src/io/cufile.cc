@@ -123,15 +123,16 @@ class CuFileSource final : public Source {
         path_, dst.size(), offset));
   }
 
-  Status Submit(std::span<const ReadRequest> requests) override {
-    FL_RETURN_IF_ERROR(io_internal::ValidateBatch(requests, caps(), path_));
-    pool_->Enqueue(requests);
-    return Status();
-  }
   Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
     return pool_->Reap(out, deadline);
   }
   void Cancel() override { pool_->Cancel(); }
+
+ protected:
+  Status DoSubmit(std::span<const ReadRequest> requests) override {
+    pool_->Enqueue(requests);
+    return Status();
+  }
 
  private:
   Result<size_t> Read(const ReadRequest& r, uint32_t worker) {

@@ -79,23 +79,14 @@ Result<size_t> FaultSource::ReadAt(uint64_t offset, std::span<std::byte> dst,
   return Apply(p, target().ReadAt(offset, dst, options));
 }
 
-Status FaultSource::Submit(std::span<const ReadRequest> requests) {
-  std::vector<ReadRequest> forwarded(requests.begin(), requests.end());
+Status FaultSource::DoSubmit(std::span<const ReadRequest> requests) {
   std::vector<Planned> plans;
   plans.reserve(requests.size());
   for (const ReadRequest& r : requests) plans.push_back(Plan(r.offset, r.length, r.dst));
-  {
-    std::lock_guard lock(mu_);
-    for (size_t i = 0; i < forwarded.size(); ++i) {
-      forwarded[i].tag = pending_.Put(requests[i].tag, plans[i]);
-    }
-  }
-  Status s = target().Submit(forwarded);
-  if (!s.ok()) {
-    std::lock_guard lock(mu_);
-    for (const ReadRequest& r : forwarded) pending_.Take(r.tag);
-  }
-  return s;
+  return io_internal::ForwardTagged(
+      mu_, pending_, requests, [&](size_t i) { return plans[i]; },
+      [this](std::span<const ReadRequest> batch) { return SubmitValidated(target(), batch); },
+      [](size_t) {});
 }
 
 Result<size_t> FaultSource::Reap(std::span<ReadResult> out, Deadline deadline) {

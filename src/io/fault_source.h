@@ -51,12 +51,14 @@ class FaultSource : public SourceWrapper {
 
   Result<size_t> ReadAt(uint64_t offset, std::span<std::byte> dst,
                         const ReadOptions& options) const override;
-  Status Submit(std::span<const ReadRequest> requests) override;
   Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override;
 
   // Faults applied so far, and requests seen so far.
   uint64_t injected() const { return injected_.load(); }
   uint64_t requests() const;
+
+ protected:
+  Status DoSubmit(std::span<const ReadRequest> requests) override;
 
  private:
   struct Planned {

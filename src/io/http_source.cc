@@ -15,15 +15,18 @@
 #include <thread>
 
 #include "common/completions.h"
+#include "common/strings.h"
 #include "common/url.h"
 #include "flashload/model.h"
-#include "io/registry.h"
+#include "io/read_text.h"
+#include "io/s3_list.h"
 
 namespace flashload {
 namespace {
 
-constexpr size_t kErrorBodyLimit = 4096;  // bytes of an error response kept for its message
-constexpr size_t kQuotedBodyLimit = 200;  // bytes of a non-XML error body quoted in a message
+// Bytes of an error response kept for its message: S3's SignatureDoesNotMatch body (with the
+// canonical request and its bytes in hex) must fit whole for the XML reader to decode it.
+constexpr size_t kErrorBodyLimit = 64 << 10;
 
 Status GlobalInit() {
   static std::once_flag once;
@@ -33,26 +36,6 @@ Status GlobalInit() {
     return InternalError(fmt::format("curl_global_init failed: {}", curl_easy_strerror(rc)));
   }
   return Status();
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
-
-std::optional<uint64_t> ParseU64(std::string_view s) {
-  uint64_t v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size() || s.empty()) return std::nullopt;
-  return v;
 }
 
 // "bytes FIRST-LAST/TOTAL" or "bytes */TOTAL" (TOTAL may be "*").
@@ -73,14 +56,14 @@ std::optional<ContentRange> ParseContentRange(std::string_view v) {
   const std::string_view range = v.substr(0, slash);
   const std::string_view total = v.substr(slash + 1);
   if (total != "*") {
-    cr.total = ParseU64(total);
+    cr.total = ParseDecimal(total);
     if (!cr.total) return std::nullopt;
   }
   if (range != "*") {
     const size_t dash = range.find('-');
     if (dash == std::string_view::npos) return std::nullopt;
-    auto first = ParseU64(range.substr(0, dash));
-    auto last = ParseU64(range.substr(dash + 1));
+    auto first = ParseDecimal(range.substr(0, dash));
+    auto last = ParseDecimal(range.substr(dash + 1));
     if (!first || !last || *last < *first) return std::nullopt;
     cr.has_range = true;
     cr.first = *first;
@@ -89,50 +72,12 @@ std::optional<ContentRange> ParseContentRange(std::string_view v) {
   return cr;
 }
 
-// The text between <tag> and </tag> in `xml`, or empty.
-std::string_view XmlElement(std::string_view xml, std::string_view tag) {
-  const std::string open = fmt::format("<{}>", tag);
-  const std::string close = fmt::format("</{}>", tag);
-  const size_t b = xml.find(open);
-  if (b == std::string_view::npos) return {};
-  const size_t start = b + open.size();
-  const size_t e = xml.find(close, start);
-  if (e == std::string_view::npos) return {};
-  return xml.substr(start, e - start);
-}
-
-// Printable ASCII with runs of whitespace and control bytes folded into one space.
-std::string Sanitize(std::string_view s, size_t limit) {
-  std::string out;
-  bool space = false;
-  for (char c : s.substr(0, limit)) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u > 0x20 && u < 0x7f) {
-      if (space && !out.empty()) out.push_back(' ');
-      space = false;
-      out.push_back(c);
-    } else {
-      space = true;
-    }
-  }
-  return out;
-}
-
-// What the server said in an error body: S3's <Code>: <Message>, or the first 200 bytes. Header
-// values sent with the request (`secrets`) are replaced, in case the server echoes them.
-std::string ServerMessage(std::string_view body, const std::vector<std::string>& secrets) {
-  std::string msg;
-  const std::string_view code = XmlElement(body, "Code");
-  const std::string_view message = XmlElement(body, "Message");
-  if (!code.empty() || !message.empty()) {
-    msg = Sanitize(code, kQuotedBodyLimit);
-    if (!message.empty()) {
-      if (!msg.empty()) msg += ": ";
-      msg += Sanitize(message, kQuotedBodyLimit);
-    }
-  } else {
-    msg = Sanitize(body, kQuotedBodyLimit);
-  }
+// What the server said in an error body: the service's error as `decoder` reads it, or a short
+// printable snippet. Header values sent with the request (`secrets`) are replaced, in case the
+// server echoes them.
+std::string ServerMessage(std::string_view body, const std::optional<ServiceError>& said,
+                          const std::vector<std::string>& secrets) {
+  std::string msg = said ? DescribeServiceError(*said) : ErrorBodySnippet(body);
   for (const std::string& secret : secrets) {
     for (size_t p = msg.find(secret); p != std::string::npos; p = msg.find(secret, p)) {
       msg.replace(p, secret.size(), "<redacted>");
@@ -259,7 +204,6 @@ class HttpObject final : public HttpSource {
     prefix_.shrink_to_fit();
     etag_ = done.etag;
     strong_etag_ = !etag_.empty() && etag_.rfind("W/", 0) != 0;
-    latency_ns_ = done.first_byte_ns;
     chunk_ = AdaptedChunk(options_, done.received, done.first_byte_ns, done.total_ns);
     return Status();
   }
@@ -273,18 +217,8 @@ class HttpObject final : public HttpSource {
 
   SourceCaps caps() const override {
     SourceCaps c;
-    c.direct_io = false;
     c.max_in_flight = options_.connections;
     c.preferred_chunk = chunk_;
-    c.latency_hint_ns = latency_ns_;
-    return c;
-  }
-
-  HttpCounters counters() const override {
-    HttpCounters c;
-    c.requests = requests_.load();
-    c.prefix_hits = prefix_hits_.load();
-    c.bytes_received = bytes_received_.load();
     return c;
   }
 
@@ -300,14 +234,26 @@ class HttpObject final : public HttpSource {
     return static_cast<size_t>(w.result.bytes);
   }
 
-  Status Submit(std::span<const ReadRequest> requests) override {
-    for (const ReadRequest& r : requests) {
-      if (r.dst == nullptr && r.length > 0) {
-        return InvalidArgumentError(
-            fmt::format("{}: read of {} bytes at byte offset {} has no destination buffer",
-                        display_url_, r.length, r.offset));
-      }
+  Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
+    std::unique_lock lock(mu_);
+    return common_internal::TakeCompletions(lock, cv_, done_, out, deadline);
+  }
+
+  void Cancel() override {
+    {
+      std::lock_guard lock(mu_);
+      cancel_requested_ = true;
     }
+    curl_multi_wakeup(multi_);
+  }
+
+  // Callbacks (event thread).
+  static size_t OnHeader(char* data, size_t size, size_t nmemb, void* user);
+  static size_t OnBody(char* data, size_t size, size_t nmemb, void* user);
+
+ protected:
+  // The batch was validated by Source::Submit().
+  Status DoSubmit(std::span<const ReadRequest> requests) override {
     std::vector<std::unique_ptr<Transfer>> transfers;
     std::vector<ReadResult> immediate;
     for (const ReadRequest& r : requests) {
@@ -330,23 +276,6 @@ class HttpObject final : public HttpSource {
     return Status();
   }
 
-  Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
-    std::unique_lock lock(mu_);
-    return common_internal::TakeCompletions(lock, cv_, done_, out, deadline);
-  }
-
-  void Cancel() override {
-    {
-      std::lock_guard lock(mu_);
-      cancel_requested_ = true;
-    }
-    curl_multi_wakeup(multi_);
-  }
-
-  // Callbacks (event thread).
-  static size_t OnHeader(char* data, size_t size, size_t nmemb, void* user);
-  static size_t OnBody(char* data, size_t size, size_t nmemb, void* user);
-
  private:
   // Splits a read into the part served from the prefix (copied now) and a transfer for the rest.
   // Sets *t to null when nothing needs the network; *n is then the bytes the read returns.
@@ -362,7 +291,6 @@ class HttpObject final : public HttpSource {
       std::memcpy(dst, prefix_.data() + offset, pre);
     }
     if (pre == len) {
-      ++prefix_hits_;
       *n = len;
       return;
     }
@@ -424,7 +352,7 @@ class HttpObject final : public HttpSource {
       auto cr = ParseContentRange(t.content_range);
       if (!cr || !cr->has_range) {
         return DataLossError(fmt::format("{}: HTTP 206 with a malformed Content-Range '{}' for {}",
-                                         display_url_, Sanitize(t.content_range, 100),
+                                         display_url_, PrintableSnippet(t.content_range, 100),
                                          RangeText(t)));
       }
       const uint64_t want_last = t.offset + t.length - 1;
@@ -432,7 +360,7 @@ class HttpObject final : public HttpSource {
           cr->first == t.offset && (t.open ? cr->last <= want_last : cr->last == want_last);
       if (!range_ok) {
         return DataLossError(fmt::format("{}: Content-Range '{}' does not match the requested {}",
-                                         display_url_, Sanitize(t.content_range, 100),
+                                         display_url_, PrintableSnippet(t.content_range, 100),
                                          RangeText(t)));
       }
       if (t.open) {
@@ -467,7 +395,7 @@ class HttpObject final : public HttpSource {
   Status CheckEtag(const Transfer& t) const {
     if (!etag_.empty() && !t.etag.empty() && t.etag != etag_) {
       return ChangedError(t, fmt::format("ETag {} no longer matches; the server now has {}", etag_,
-                                         Sanitize(t.etag, 100)));
+                                         PrintableSnippet(t.etag, 100)));
     }
     return Status();
   }
@@ -495,8 +423,6 @@ class HttpObject final : public HttpSource {
       }
       return Status();
     }
-    const std::string server = ServerMessage(t.error_body, t.secrets);
-    const std::string said = server.empty() ? "" : fmt::format(": {}", server);
     if (t.code == 416 && t.open) {
       auto cr = ParseContentRange(t.content_range);
       if (cr && cr->total && *cr->total == 0) {
@@ -504,33 +430,44 @@ class HttpObject final : public HttpSource {
         return Status();
       }
     }
-    if (t.code == 404) {
-      return NotFoundError(
-          fmt::format("{}: not found (HTTP 404) reading {}{}", display_url_, RangeText(t), said));
-    }
-    if (t.code == 401 || t.code == 403) {
-      return FailedPreconditionError(fmt::format(
-          "{}: access denied (HTTP {}) reading {}{}; check the credentials, the Authorization "
-          "header or the bucket policy",
-          display_url_, t.code, RangeText(t), said));
-    }
-    if (t.code == 412) {
-      return ChangedError(t, fmt::format("ETag {} no longer matches; HTTP 412{}", etag_, said));
-    }
-    if (t.code == 416)
-      return ChangedError(t, fmt::format("HTTP 416 range not satisfiable{}", said));
-    if (t.code == 429 || t.code >= 500) {
-      return UnavailableError(fmt::format("{}: HTTP {} reading {}{}; the server may be overloaded",
-                                          display_url_, t.code, RangeText(t), said));
-    }
+    const std::optional<ServiceError> said =
+        options_.error_decoder ? options_.error_decoder(t.error_body) : std::nullopt;
+    const std::string server = ServerMessage(t.error_body, said, t.secrets);
+    const std::string quoted = server.empty() ? "" : fmt::format(": {}", server);
     if (t.code >= 300 && t.code < 400) {
       return FailedPreconditionError(fmt::format(
-          "{}: HTTP {} (redirect{}) reading {}", display_url_, t.code,
+          "{}: HTTP {} (redirect{}) reading {}{}", display_url_, t.code,
           options_.follow_redirects ? " without a usable Location" : "s are not followed",
-          RangeText(t)));
+          RangeText(t), quoted));
     }
-    return FailedPreconditionError(
-        fmt::format("{}: HTTP {} reading {}{}", display_url_, t.code, RangeText(t), said));
+    // Once the object is open its size is known: a 416 then means it shrank.
+    const StatusCode code = HttpErrorCode(static_cast<int>(t.code), said ? &*said : nullptr,
+                                          /*size_known=*/!t.open);
+    switch (code) {
+      case StatusCode::kNotFound:
+        return NotFoundError(fmt::format("{}: not found (HTTP {}) reading {}{}", display_url_,
+                                         t.code, RangeText(t), quoted));
+      case StatusCode::kDataLoss:
+        return ChangedError(
+            t, t.code == 412 ? fmt::format("ETag {} no longer matches; HTTP 412{}", etag_, quoted)
+                             : fmt::format("HTTP {} range not satisfiable{}", t.code, quoted));
+      case StatusCode::kUnavailable:
+        return UnavailableError(
+            fmt::format("{}: HTTP {} reading {}{}; the server may be overloaded", display_url_,
+                        t.code, RangeText(t), quoted));
+      case StatusCode::kFailedPrecondition:
+        if (t.code == 401 || t.code == 403) {
+          return FailedPreconditionError(fmt::format(
+              "{}: access denied (HTTP {}) reading {}{}; check the credentials, the Authorization "
+              "header or the bucket policy",
+              display_url_, t.code, RangeText(t), quoted));
+        }
+        [[fallthrough]];
+      default:
+        return Status(
+            code, fmt::format("{}: HTTP {}{} reading {}{}", display_url_, t.code,
+                              t.code == 416 ? " range not satisfiable" : "", RangeText(t), quoted));
+    }
   }
 
   Status CurlError(const Transfer& t, CURLcode rc) const {
@@ -542,7 +479,7 @@ class HttpObject final : public HttpSource {
         return UnavailableError(fmt::format(
             "{}: timed out after {} bytes ({}; connect timeout {} ms, request timeout {} ms, "
             "low-speed abort below {} B/s for {} s)",
-            where, t.received, Sanitize(detail, 200), options_.connect_timeout.count(),
+            where, t.received, PrintableSnippet(detail, 200), options_.connect_timeout.count(),
             options_.request_timeout.count(), options_.low_speed_bytes_per_second,
             options_.low_speed_time.count()));
       case CURLE_PEER_FAILED_VERIFICATION:
@@ -552,15 +489,15 @@ class HttpObject final : public HttpSource {
       case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
         return FailedPreconditionError(fmt::format(
             "{}: TLS verification failed: {}; give a CA bundle (ca_bundle) that trusts this server",
-            where, Sanitize(detail, 200)));
+            where, PrintableSnippet(detail, 200)));
       case CURLE_URL_MALFORMAT:
       case CURLE_UNSUPPORTED_PROTOCOL:
-        return InvalidArgumentError(fmt::format("{}: {}", where, Sanitize(detail, 200)));
+        return InvalidArgumentError(fmt::format("{}: {}", where, PrintableSnippet(detail, 200)));
       case CURLE_OUT_OF_MEMORY:
-        return ResourceExhaustedError(fmt::format("{}: {}", where, Sanitize(detail, 200)));
+        return ResourceExhaustedError(fmt::format("{}: {}", where, PrintableSnippet(detail, 200)));
       default:
         return UnavailableError(
-            fmt::format("{}: {} after {} bytes", where, Sanitize(detail, 200), t.received));
+            fmt::format("{}: {} after {} bytes", where, PrintableSnippet(detail, 200), t.received));
     }
   }
 
@@ -660,7 +597,6 @@ class HttpObject final : public HttpSource {
                0);
       return;
     }
-    ++requests_;
     active_.push_back(std::move(t));
   }
 
@@ -852,7 +788,6 @@ class HttpObject final : public HttpSource {
   std::string etag_;
   bool strong_etag_ = false;
   std::vector<std::byte> prefix_;
-  uint64_t latency_ns_ = 0;
   uint64_t chunk_ = 0;  // caps().preferred_chunk
 
   CURLM* multi_ = nullptr;
@@ -867,10 +802,6 @@ class HttpObject final : public HttpSource {
   // Event thread only.
   std::vector<std::unique_ptr<Transfer>> active_;
   std::vector<CURL*> idle_easy_;
-
-  mutable std::atomic<uint64_t> requests_{0};
-  mutable std::atomic<uint64_t> prefix_hits_{0};
-  mutable std::atomic<uint64_t> bytes_received_{0};
 };
 
 size_t HttpObject::OnHeader(char* data, size_t size, size_t nmemb, void* user) {
@@ -883,7 +814,8 @@ size_t HttpObject::OnHeader(char* data, size_t size, size_t nmemb, void* user) {
     const size_t sp = line.find(' ');
     if (sp != std::string_view::npos) {
       const std::string_view rest = line.substr(sp + 1);
-      if (rest.size() >= 3) t->code = static_cast<long>(ParseU64(rest.substr(0, 3)).value_or(0));
+      if (rest.size() >= 3)
+        t->code = static_cast<long>(ParseDecimal(rest.substr(0, 3)).value_or(0));
     }
     t->content_range.clear();
     t->etag.clear();
@@ -903,7 +835,7 @@ size_t HttpObject::OnHeader(char* data, size_t size, size_t nmemb, void* user) {
   } else if (EqualsIgnoreCase(name, "ETag")) {
     t->etag = value;
   } else if (EqualsIgnoreCase(name, "Content-Length")) {
-    t->content_length = ParseU64(value);
+    t->content_length = ParseDecimal(value);
   }
   return n;
 }
@@ -937,7 +869,6 @@ size_t HttpObject::OnBody(char* data, size_t size, size_t nmemb, void* user) {
   }
   std::memcpy(t->dst + t->received, data, n);
   t->received += n;
-  t->owner->bytes_received_ += n;
   return n;
 }
 
@@ -955,7 +886,7 @@ Status CheckRequestHeaders(const std::vector<std::pair<std::string, std::string>
       return InvalidArgumentError(
           fmt::format("{}: request header name '{}' is not an HTTP token (letters, digits and "
                       "!#$%&'*+-.^_`|~ only; no spaces, CR, LF or NUL); give it as 'Name: value'",
-                      RedactUrl(url), Sanitize(name, 100)));
+                      RedactUrl(url), PrintableSnippet(name, 100)));
     }
     if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
       return InvalidArgumentError(fmt::format(
@@ -969,27 +900,17 @@ Status CheckRequestHeaders(const std::vector<std::pair<std::string, std::string>
 
 Result<std::unique_ptr<HttpSource>> OpenHttpObject(const std::string& url,
                                                    const HttpOptions& options) {
-  const size_t colon = url.find("://");
-  const std::string scheme = colon == std::string::npos ? "" : url.substr(0, colon);
-  if (!EqualsIgnoreCase(scheme, "http") && !EqualsIgnoreCase(scheme, "https")) {
+  const std::optional<UrlParts> parts = SplitUrl(url);
+  if (!parts ||
+      (!EqualsIgnoreCase(parts->scheme, "http") && !EqualsIgnoreCase(parts->scheme, "https"))) {
     return InvalidArgumentError(fmt::format("{}: not an http:// or https:// URL", RedactUrl(url)));
   }
   FL_RETURN_IF_ERROR(CheckRequestHeaders(options.headers, url));
   FL_RETURN_IF_ERROR(GlobalInit());
-  const uint32_t max_attempts = std::max<uint32_t>(options.open_retry.max_attempts, 1);
-  Backoff backoff(options.open_retry);
-  for (uint32_t attempt = 1;; ++attempt) {
-    auto object = std::make_unique<HttpObject>(url, options);
-    FL_RETURN_IF_ERROR(object->Start());
-    Status s = object->Open();
-    if (s.ok()) return std::unique_ptr<HttpSource>(std::move(object));
-    if (!s.IsRetryable()) return s;
-    if (attempt >= max_attempts) {
-      return Status(s.code(), fmt::format("{} (opening gave up after {} attempt{})", s.message(),
-                                          attempt, attempt == 1 ? "" : "s"));
-    }
-    std::this_thread::sleep_for(backoff.Next(attempt));
-  }
+  auto object = std::make_unique<HttpObject>(url, options);
+  FL_RETURN_IF_ERROR(object->Start());
+  FL_RETURN_IF_ERROR(object->Open());
+  return std::unique_ptr<HttpSource>(std::move(object));
 }
 
 Result<std::unique_ptr<Source>> OpenHttpSource(const std::string& url, const HttpOptions& options) {
@@ -1011,21 +932,21 @@ HttpOptions HttpOptionsFrom(const RemoteOpenOptions& remote) {
     o.headers.emplace_back(std::string(Trim(std::string_view(line).substr(0, colon))),
                            std::string(Trim(std::string_view(line).substr(colon + 1))));
   }
-  o.open_retry = RetryPolicy{.max_attempts = std::max<uint32_t>(remote.max_attempts, 1),
-                             .base = std::chrono::milliseconds(remote.retry_base_ms),
-                             .cap = std::chrono::milliseconds(remote.retry_cap_ms)};
+  // Servers in front of object stores (presigned URLs, S3-compatible ones) answer errors with
+  // S3's XML body.
+  o.error_decoder = DecodeS3Error;
   return o;
 }
 
 namespace {
 
-// A model at an http(s):// URL: a single file (plain HTTP cannot list folders).
 // The path of a URL without its query or fragment.
 std::string_view UrlPath(std::string_view url) {
   const std::optional<UrlParts> parts = SplitUrl(url);
   return parts ? parts->path : url;
 }
 
+// A model at an http(s):// URL: a single file (plain HTTP cannot list folders).
 class HttpModelStore final : public ModelStore {
  public:
   explicit HttpModelStore(HttpOptions options) : options_(std::move(options)) {
@@ -1052,10 +973,7 @@ class HttpModelStore final : public ModelStore {
 
   Result<std::string> ReadText(const std::string& path) const override {
     FL_ASSIGN_OR_RETURN(std::unique_ptr<HttpSource> s, OpenHttpObject(path, options_));
-    std::string text(s->size(), '\0');
-    FL_RETURN_IF_ERROR(
-        ReadExact(*s, 0, std::as_writable_bytes(std::span<char>(text.data(), text.size()))));
-    return text;
+    return ReadTextFile(*s);
   }
 
   std::string Canonical(const std::string& path) const override { return path; }
@@ -1066,26 +984,14 @@ class HttpModelStore final : public ModelStore {
 
 }  // namespace
 
-void RegisterHttpSchemes() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    SourceFactory source = [](const std::string& uri,
-                              const OpenOptions& options) -> Result<std::unique_ptr<Source>> {
-      const HttpOptions http = HttpOptionsFrom(options.remote);
-      FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> s, OpenHttpSource(uri, http));
-      return std::unique_ptr<Source>(NewRetrySource(std::move(s), http.open_retry));
-    };
-    ModelStoreFactory store =
-        [](const std::string& uri,
-           const OpenOptions& options) -> Result<std::unique_ptr<ModelStore>> {
-      return std::unique_ptr<ModelStore>(
-          std::make_unique<HttpModelStore>(HttpOptionsFrom(options.remote)));
-    };
-    for (const char* scheme : {"http", "https"}) {
-      RegisterSourceScheme(scheme, source);
-      RegisterModelStoreScheme(scheme, store);
-    }
-  });
+Result<std::unique_ptr<Source>> OpenHttpUri(const std::string& uri, const OpenOptions& options) {
+  return OpenHttpSource(uri, HttpOptionsFrom(options.remote));
+}
+
+Result<std::unique_ptr<ModelStore>> OpenHttpModelStore(const std::string& uri,
+                                                       const OpenOptions& options) {
+  return std::unique_ptr<ModelStore>(
+      std::make_unique<HttpModelStore>(HttpOptionsFrom(options.remote)));
 }
 
 }  // namespace flashload

@@ -6,22 +6,24 @@
 // object comes back whole with 200), its ETag, and the first bytes, which are kept: a read that
 // lies inside them (the safetensors header, typically) is served from memory without a request,
 // and a read that starts inside them only fetches the rest. There is no HEAD and no second round
-// trip. A retryable failure of the opening GET is retried per `open_retry`.
+// trip. The opening GET is tried once: retries are the registry's policy (a RetrySource around the
+// source, the open itself retried; see flashload/registry.h).
 //
 // Every later range carries `If-Match: <etag>` when the server gave a strong ETag, and a response
 // whose ETag differs from the pinned one is refused too, so an object replaced during the load is a
 // kDataLoss error ("object changed during the load (ETag ... no longer matches)"), never a mix of
 // old and new bytes.
 //
-// Errors (each names the URL as RedactUrl() shows it, and the byte offset):
-// - 404 → kNotFound; 401/403 → kFailedPrecondition with the server's <Code>/<Message> (S3 XML) or
-//   the first 200 bytes of its body, sanitized; other 4xx → kFailedPrecondition;
-// - 412, a different ETag, more bytes than requested, or a Content-Range that does not match the
-//   request → kDataLoss;
+// Errors (each names the URL as RedactUrl() shows it, and the byte offset; the code of an HTTP
+// error status comes from HttpErrorCode(), io/http_status.h, with the server's error body decoded
+// by `error_decoder` or quoted as at most 200 printable bytes):
+// - 404 → kNotFound; 401/403 → kFailedPrecondition; other 4xx → kInvalidArgument;
+// - 412, a 416 after the open (the object shrank), a different ETag, more bytes than requested, or
+//   a Content-Range that does not match the request → kDataLoss;
 // - more than `max_redirects` redirects → kFailedPrecondition;
 // - a 200 answer to a ranged GET (the server ignores Range) → kFailedPrecondition, unless the whole
 //   object fitted in the opening response;
-// - 5xx (503 SlowDown included), 429, a connection reset or refused, a timeout, the low-speed
+// - 5xx (503 SlowDown included), 408, 429, a connection reset or refused, a timeout, the low-speed
 //   abort, a body shorter than promised → kUnavailable (retryable). The completion's `bytes` then
 //   counts the intact leading bytes placed at dst, so RetrySource can resume after them.
 // Header values (Authorization, signatures) never appear in messages; values of request headers
@@ -35,7 +37,12 @@
 // reaches Reap()). Cancel() aborts every queued and running transfer; they complete with
 // kCancelled. The destructor waits for transfers in flight, then cleans up.
 //
-// Thread-safety: all methods, from any thread. The decorator runs on the event thread.
+// Caps: max_in_flight = `connections`; preferred_chunk = `chunk_size`, or with `adapt_chunk` a
+// larger size measured on the opening GET (see HttpOptions). No direct I/O, no alignment.
+//
+// Thread-safety: all methods, from any thread. The decorator and the error decoder run on the
+// event thread. Lifetime: the destructor waits for the transfers in flight; buffers of requests
+// not yet reaped must outlive it.
 #ifndef FLASHLOAD_IO_HTTP_SOURCE_H_
 #define FLASHLOAD_IO_HTTP_SOURCE_H_
 
@@ -47,10 +54,11 @@
 #include <utility>
 #include <vector>
 
+#include "flashload/defaults.h"
 #include "flashload/model_store.h"
 #include "flashload/registry.h"
 #include "flashload/source.h"
-#include "io/retry_source.h"
+#include "io/http_status.h"
 
 namespace flashload {
 
@@ -80,8 +88,9 @@ struct HttpOptions {
   bool header_on_redirect = false;
   std::string ca_bundle;  // PEM file of trusted CAs; empty: the system's
   bool verify_tls = true;
-  uint32_t connections = 16;                // transfers in flight (and connections per host)
-  uint64_t chunk_size = uint64_t{8} << 20;  // caps().preferred_chunk (the least, when adapted)
+  uint32_t connections =
+      defaults::kRemoteConnections;                   // transfers in flight (connections per host)
+  uint64_t chunk_size = defaults::kRemoteChunkBytes;  // caps().preferred_chunk (the least, adapted)
   // Adapt the range size to the link measured on the opening request: 4 × first-byte latency ×
   // one connection's rate, rounded up to a power of two, between chunk_size and max_chunk.
   bool adapt_chunk = false;
@@ -96,14 +105,9 @@ struct HttpOptions {
   bool follow_redirects = true;
   uint32_t max_redirects = 5;
   RequestDecorator decorator;
-  RetryPolicy open_retry;  // retries of the opening GET
-};
-
-// What an HttpSource has done, for tests and reports.
-struct HttpCounters {
-  uint64_t requests = 0;        // GETs sent (the opening one included)
-  uint64_t prefix_hits = 0;     // reads served entirely from the cached prefix
-  uint64_t bytes_received = 0;  // body bytes placed into buffers
+  // Reads the server's error bodies for messages and for what the service's error code means
+  // (DecodeS3Error for S3 and for HttpOptionsFrom()); empty: bodies are only quoted.
+  ServiceErrorDecoder error_decoder;
 };
 
 class HttpSource : public Source {
@@ -114,7 +118,6 @@ class HttpSource : public Source {
   virtual const std::string& etag() const = 0;
   // Bytes of the object kept from the opening GET.
   virtual uint64_t prefix_size() const = 0;
-  virtual HttpCounters counters() const = 0;
 };
 
 // Opens `url` (http:// or https://) with one GET; see above.
@@ -123,15 +126,15 @@ Result<std::unique_ptr<HttpSource>> OpenHttpObject(const std::string& url,
 Result<std::unique_ptr<Source>> OpenHttpSource(const std::string& url, const HttpOptions& options);
 
 // HttpOptions for the remote options given to OpenSource() (connections, chunk, TLS, headers
-// "Name: value", retries of the opening GET).
+// "Name: value", S3's error bodies decoded).
 HttpOptions HttpOptionsFrom(const RemoteOpenOptions& remote);
 
-// Registers "http" and "https" in the URI registry: sources (an HttpSource inside a RetrySource
-// with the remote options' retry policy) and model stores (a single file per URL: plain HTTP cannot
-// list folders). Idempotent. OpenSource(), OpenModelStore() and RegisteredSourceSchemes() call it
-// themselves (not a static initializer, which the linker may drop from a static library), so a
-// program linking fl_io never needs to.
-void RegisterHttpSchemes();
+// The factories RegisterBuiltinSchemes() registers for "http" and "https": an HttpSource with
+// HttpOptionsFrom(options.remote), and a model store of single files (plain HTTP cannot list
+// folders) whose ReadText() reads through ReadTextFile() (io/read_text.h).
+Result<std::unique_ptr<Source>> OpenHttpUri(const std::string& uri, const OpenOptions& options);
+Result<std::unique_ptr<ModelStore>> OpenHttpModelStore(const std::string& uri,
+                                                       const OpenOptions& options);
 
 // Checks request headers before anything is sent: a name must be a non-empty HTTP token, and
 // neither a name nor a value may hold CR, LF or NUL (which would inject another header line).

@@ -9,12 +9,6 @@ namespace flashload {
 LatencySource::LatencySource(std::unique_ptr<Source> target, LatencyOptions options)
     : SourceWrapper(std::move(target)), options_(options), scratch_(64) {}
 
-SourceCaps LatencySource::caps() const {
-  SourceCaps c = target().caps();
-  c.latency_hint_ns += static_cast<uint64_t>(options_.per_request.count());
-  return c;
-}
-
 LatencySource::Clock::time_point LatencySource::Schedule(uint64_t bytes) const {
   const Clock::time_point now = Clock::now();
   if (options_.bytes_per_second == 0) return now + options_.per_request;
@@ -34,19 +28,14 @@ Result<size_t> LatencySource::ReadAt(uint64_t offset, std::span<std::byte> dst,
   return n;
 }
 
-Status LatencySource::Submit(std::span<const ReadRequest> requests) {
-  std::vector<ReadRequest> forwarded(requests.begin(), requests.end());
-  for (ReadRequest& r : forwarded) {
-    const Clock::time_point due = Schedule(r.length);
-    std::lock_guard lock(mu_);
-    r.tag = pending_.Put(r.tag, due);
-  }
-  Status s = target().Submit(forwarded);
-  if (!s.ok()) {
-    std::lock_guard lock(mu_);
-    for (const ReadRequest& r : forwarded) pending_.Take(r.tag);
-  }
-  return s;
+Status LatencySource::DoSubmit(std::span<const ReadRequest> requests) {
+  std::vector<Clock::time_point> due;
+  due.reserve(requests.size());
+  for (const ReadRequest& r : requests) due.push_back(Schedule(r.length));
+  return io_internal::ForwardTagged(
+      mu_, pending_, requests, [&](size_t i) { return due[i]; },
+      [this](std::span<const ReadRequest> batch) { return SubmitValidated(target(), batch); },
+      [](size_t) {});
 }
 
 Result<size_t> LatencySource::Reap(std::span<ReadResult> out, Deadline deadline) {

@@ -7,10 +7,10 @@
 // request issued at t is max(t, link free) + L / bandwidth + per_request.
 // - ReadAt() sleeps on the caller's thread until that time.
 // - Submit() never blocks: it forwards at once, and Reap() hands a completion out only once its
-// time
-//   has come (waiting on the target up to the earlier of that time and the caller's deadline).
-// caps().latency_hint_ns includes per_request. Thread-safety: all methods; one Reap() at a time is
-// expected (concurrent ones are serialized).
+//   time has come (waiting on the target up to the earlier of that time and the caller's
+//   deadline).
+// Errors of the target pass through unchanged, at their due time. Thread-safety: all methods; one
+// Reap() at a time is expected (concurrent ones are serialized).
 #ifndef FLASHLOAD_IO_LATENCY_SOURCE_H_
 #define FLASHLOAD_IO_LATENCY_SOURCE_H_
 
@@ -35,11 +35,12 @@ class LatencySource : public SourceWrapper {
  public:
   LatencySource(std::unique_ptr<Source> target, LatencyOptions options);
 
-  SourceCaps caps() const override;
   Result<size_t> ReadAt(uint64_t offset, std::span<std::byte> dst,
                         const ReadOptions& options) const override;
-  Status Submit(std::span<const ReadRequest> requests) override;
   Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override;
+
+ protected:
+  Status DoSubmit(std::span<const ReadRequest> requests) override;
 
  private:
   using Clock = Deadline::Clock;

@@ -166,25 +166,6 @@ Result<size_t> PreadFully(int fd, uint64_t offset, std::span<std::byte> dst, uin
   return done;
 }
 
-Status ValidateBatch(std::span<const ReadRequest> requests, const SourceCaps& caps,
-                     const std::string& name) {
-  for (const ReadRequest& r : requests) {
-    if (r.dst == nullptr && r.length > 0) {
-      return InvalidArgumentError(
-          fmt::format("{}: read of {} bytes at byte offset {} has no destination buffer", name,
-                      r.length, r.offset));
-    }
-    if (caps.direct_io &&
-        !(IsAligned(r.offset, caps.alignment) && IsAligned(r.length, caps.alignment) &&
-          IsAligned(reinterpret_cast<uintptr_t>(r.dst), caps.alignment))) {
-      return InvalidArgumentError(fmt::format(
-          "{}: direct read of {} bytes at byte offset {} into {} is not aligned to {} bytes", name,
-          r.length, r.offset, static_cast<const void*>(r.dst), caps.alignment));
-    }
-  }
-  return Status();
-}
-
 uint32_t DefaultThreads(uint32_t requested) {
   if (requested > 0) return requested;
   return std::max(4u, 2 * std::max(1u, std::thread::hardware_concurrency()));

@@ -62,11 +62,6 @@ Result<size_t> PreadFully(int fd, uint64_t offset, std::span<std::byte> dst, uin
 Result<size_t> LocalReadAt(const LocalFile& file, const LocalFd& buffered, bool direct,
                            uint64_t offset, std::span<std::byte> dst, const std::string& name);
 
-// Checks a batch against the batch contract: non-null buffers, and with `caps.direct_io`, offset,
-// length and buffer multiples of caps.alignment. kInvalidArgument names the first bad request.
-Status ValidateBatch(std::span<const ReadRequest> requests, const SourceCaps& caps,
-                     const std::string& name);
-
 // Consecutive EINTR/EAGAIN (or no-progress) retries of one read before it fails.
 inline constexpr int kMaxIoRetries = 1000;
 

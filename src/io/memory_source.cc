@@ -29,11 +29,6 @@ class MemorySource final : public Source {
     return n;
   }
 
-  Status Submit(std::span<const ReadRequest> requests) override {
-    FL_RETURN_IF_ERROR(io_internal::ValidateBatch(requests, options_.caps, options_.name));
-    return Source::Submit(requests);
-  }
-
  private:
   const std::vector<std::byte> owned_;
   const std::span<const std::byte> bytes_;

@@ -42,7 +42,6 @@ class MmapSourceImpl final : public MmapSource {
   SourceCaps caps() const override {
     SourceCaps c;
     c.max_in_flight = threads_;
-    c.zero_copy_view = true;
     return c;
   }
 
@@ -79,15 +78,16 @@ class MmapSourceImpl final : public MmapSource {
         name_, at, size_));
   }
 
-  Status Submit(std::span<const ReadRequest> requests) override {
-    FL_RETURN_IF_ERROR(io_internal::ValidateBatch(requests, caps(), name_));
-    pool_->Enqueue(requests);
-    return Status();
-  }
   Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
     return pool_->Reap(out, deadline);
   }
   void Cancel() override { pool_->Cancel(); }
+
+ protected:
+  Status DoSubmit(std::span<const ReadRequest> requests) override {
+    pool_->Enqueue(requests);
+    return Status();
+  }
 
  private:
   const std::string name_;

@@ -13,6 +13,8 @@
 
 #include "format/json_text.h"
 #include "format/layout_rules.h"
+#include "io/local_file.h"
+#include "io/read_text.h"
 
 namespace flashload {
 namespace {
@@ -79,39 +81,17 @@ class LocalStore final : public ModelStore {
     return out;
   }
   Result<std::string> ReadText(const std::string& path) const override {
-    int fd;
-    do {
-      fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-      const int err = errno;
-      if (err == ELOOP || err == ENOENT) FL_RETURN_IF_ERROR(Stat(path).status());
-      return ErrnoToStatus(err, "open", path);
+    // OpenLocal refuses a FIFO, a device or a folder without waiting on it (O_NONBLOCK).
+    Result<io_internal::LocalFile> file = io_internal::OpenLocal(path, /*direct=*/false);
+    if (!file.ok()) {
+      // A dangling link is named as one.
+      if (file.status().code() == StatusCode::kNotFound) FL_RETURN_IF_ERROR(Stat(path).status());
+      return file.status();
     }
-    std::string out;
-    Status status;
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      status = ErrnoToStatus(errno, "fstat", path);
-    } else if (!S_ISREG(st.st_mode)) {
-      status = InvalidArgumentError(
-          fmt::format("{} is {}, not a regular file", path, KindOfNonFile(st.st_mode)));
-    } else {
-      char buf[65536];
-      while (true) {
-        const ssize_t n = ::read(fd, buf, sizeof(buf));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-          status = ErrnoToStatus(errno, "read", path, static_cast<int64_t>(out.size()));
-          break;
-        }
-        if (n == 0) break;
-        out.append(buf, static_cast<size_t>(n));
-      }
-    }
-    ::close(fd);
-    if (!status.ok()) return status;
-    return out;
+    const int fd = file->fd.get();
+    return ReadTextFile(path, file->size, [&](uint64_t offset, std::span<std::byte> dst) {
+      return io_internal::PreadFully(fd, offset, dst, /*alignment=*/1, path);
+    });
   }
   std::string Canonical(const std::string& path) const override {
     return fs::absolute(path).lexically_normal().string();

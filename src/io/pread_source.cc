@@ -49,15 +49,16 @@ class PreadSource final : public Source {
     return io_internal::LocalReadAt(file_, buffered_, direct_, offset, dst, name_);
   }
 
-  Status Submit(std::span<const ReadRequest> requests) override {
-    FL_RETURN_IF_ERROR(io_internal::ValidateBatch(requests, caps(), name_));
-    pool_.Enqueue(requests);
-    return Status();
-  }
   Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
     return pool_.Reap(out, deadline);
   }
   void Cancel() override { pool_.Cancel(); }
+
+ protected:
+  Status DoSubmit(std::span<const ReadRequest> requests) override {
+    pool_.Enqueue(requests);
+    return Status();
+  }
 
  private:
   const std::string name_;

@@ -3,120 +3,161 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <algorithm>
-#include <cctype>
-#include <map>
-#include <mutex>
 #include <optional>
+#include <utility>
 
+#include "common/strings.h"
+#include "common/url.h"
 #include "io/http_source.h"
+#include "io/retry_source.h"
 #include "io/s3_source.h"
 
 namespace flashload {
 namespace {
 
-struct Registry {
-  std::mutex mu;
-  std::map<std::string, SourceFactory> factories;
-  std::map<std::string, ModelStoreFactory> stores;
+// A store of a remote scheme: every call retried while it fails with a retryable status (a
+// listing or an index GET answered 503), as the registry retries the sources of the scheme.
+class RetryingModelStore final : public ModelStore {
+ public:
+  RetryingModelStore(std::unique_ptr<ModelStore> store, RetryPolicy policy)
+      : store_(std::move(store)), policy_(policy) {}
+
+  Result<EntryKind> Stat(const std::string& path) const override {
+    return RetryCalls(policy_, [&] { return store_->Stat(path); });
+  }
+  Result<std::vector<Entry>> List(const std::string& folder) const override {
+    return RetryCalls(policy_, [&] { return store_->List(folder); });
+  }
+  Result<std::string> ReadText(const std::string& path) const override {
+    return RetryCalls(policy_, [&] { return store_->ReadText(path); });
+  }
+  std::string Canonical(const std::string& path) const override { return store_->Canonical(path); }
+
+ private:
+  const std::unique_ptr<ModelStore> store_;
+  const RetryPolicy policy_;
 };
 
-Registry& GlobalRegistry() {
-  static Registry* registry = [] {
-    auto* r = new Registry;
-    r->factories["file"] = [](const std::string& uri,
-                              const OpenOptions& options) -> Result<std::unique_ptr<Source>> {
-      FL_ASSIGN_OR_RETURN(std::string path, FileUriPath(uri));
-      return OpenLocalFile(path, options.local);
-    };
-    return r;
-  }();
-  return *registry;
-}
-
-// The scheme of `uri` if it starts with an RFC 3986 scheme and ':', lower-cased.
-std::optional<std::string> SchemeOf(const std::string& uri, bool* has_slashes) {
-  const size_t colon = uri.find(':');
-  if (colon == std::string::npos || colon < 2 ||
-      !std::isalpha(static_cast<unsigned char>(uri[0]))) {
-    return std::nullopt;  // colon < 2 keeps "C:..." and ":x" paths
-  }
-  std::string scheme;
-  for (size_t i = 0; i < colon; ++i) {
-    const char c = uri[i];
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') {
-      return std::nullopt;
-    }
-    scheme.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-  }
-  *has_slashes = uri.compare(colon, 3, "://") == 0;
-  return scheme;
+Result<std::unique_ptr<Source>> OpenFileUri(const std::string& uri, const OpenOptions& options) {
+  FL_ASSIGN_OR_RETURN(std::string path, FileUriPath(uri));
+  return OpenLocalFile(path, options.local);
 }
 
 }  // namespace
 
-void RegisterSourceScheme(const std::string& scheme, SourceFactory factory) {
-  Registry& r = GlobalRegistry();
-  std::lock_guard lock(r.mu);
-  r.factories[scheme] = std::move(factory);
+SourceRegistry::SourceRegistry() = default;
+SourceRegistry::~SourceRegistry() = default;
+
+void SourceRegistry::Register(const std::string& scheme, SourceFactory factory,
+                              SchemePolicy policy) {
+  std::lock_guard lock(mu_);
+  schemes_[ToLower(scheme)] = Scheme{std::move(factory), policy};
 }
 
-void RegisterModelStoreScheme(const std::string& scheme, ModelStoreFactory factory) {
-  Registry& r = GlobalRegistry();
-  std::lock_guard lock(r.mu);
-  r.stores[scheme] = std::move(factory);
+void SourceRegistry::RegisterModelStore(const std::string& scheme, ModelStoreFactory factory) {
+  std::lock_guard lock(mu_);
+  stores_[ToLower(scheme)] = std::move(factory);
 }
 
-std::string RemoteScheme(const std::string& uri) {
-  bool has_slashes = false;
-  std::optional<std::string> scheme = SchemeOf(uri, &has_slashes);
-  if (!scheme || !has_slashes || *scheme == "file") return "";
-  return *scheme;
+std::vector<std::string> SourceRegistry::Schemes() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [name, scheme] : schemes_) out.push_back(name);
+  return out;
 }
 
-Result<std::unique_ptr<ModelStore>> OpenModelStore(const std::string& uri,
-                                                   const OpenOptions& options) {
+Result<std::unique_ptr<Source>> SourceRegistry::Open(const std::string& uri,
+                                                     const OpenOptions& options) const {
+  if (uri.empty()) return InvalidArgumentError("empty path or URI");
+  const std::optional<UriScheme> scheme = SchemeOf(uri);
+  if (!scheme) return OpenLocalFile(uri, options.local);
+  std::optional<Scheme> found;
+  std::vector<std::string> known;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = schemes_.find(scheme->name); it != schemes_.end()) found = it->second;
+    for (const auto& [name, s] : schemes_) known.push_back(name + "://");
+  }
+  if (!found) {
+    if (!scheme->has_slashes) return OpenLocalFile(uri, options.local);  // "weights:v2.bin"
+    return InvalidArgumentError(
+        fmt::format("{}: no source handles the scheme '{}'; known schemes: {} (or a plain path)",
+                    uri, scheme->name, fmt::join(known, ", ")));
+  }
+  if (!found->policy.remote) return found->open(uri, options);
+  const RetryPolicy policy = RetryPolicyFor(options.remote);
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> source,
+                      RetryCalls(policy, [&] { return found->open(uri, options); }));
+  return std::unique_ptr<Source>(NewRetrySource(std::move(source), policy));
+}
+
+Result<std::unique_ptr<ModelStore>> SourceRegistry::OpenModelStore(
+    const std::string& uri, const OpenOptions& options) const {
   const std::string scheme = RemoteScheme(uri);
   if (scheme.empty()) return std::unique_ptr<ModelStore>();
-  RegisterHttpSchemes();
-  RegisterS3Scheme();
   ModelStoreFactory factory;
+  bool remote = false;
   {
-    Registry& r = GlobalRegistry();
-    std::lock_guard lock(r.mu);
-    if (auto it = r.stores.find(scheme); it != r.stores.end()) factory = it->second;
+    std::lock_guard lock(mu_);
+    if (auto it = stores_.find(scheme); it != stores_.end()) factory = it->second;
+    if (auto it = schemes_.find(scheme); it != schemes_.end()) remote = it->second.policy.remote;
   }
   if (!factory) {
     return InvalidArgumentError(
         fmt::format("{}: no store resolves models under the scheme '{}'", uri, scheme));
   }
-  return factory(uri, options);
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<ModelStore> store, factory(uri, options));
+  if (!remote) return store;
+  return std::unique_ptr<ModelStore>(
+      std::make_unique<RetryingModelStore>(std::move(store), RetryPolicyFor(options.remote)));
 }
 
-std::vector<std::string> RegisteredSourceSchemes() {
-  RegisterHttpSchemes();
-  RegisterS3Scheme();
-  Registry& r = GlobalRegistry();
-  std::lock_guard lock(r.mu);
-  std::vector<std::string> out;
-  for (const auto& [scheme, factory] : r.factories) out.push_back(scheme);
-  return out;
+void RegisterBuiltinSchemes(SourceRegistry& registry) {
+  registry.Register("file", OpenFileUri);
+  for (const char* scheme : {"http", "https"}) {
+    registry.Register(scheme, OpenHttpUri, {.remote = true});
+    registry.RegisterModelStore(scheme, OpenHttpModelStore);
+  }
+  registry.Register("s3", OpenS3Uri, {.remote = true});
+  registry.RegisterModelStore("s3", OpenS3UriModelStore);
 }
+
+SourceRegistry& DefaultSourceRegistry() {
+  // Function-local static: created once, thread-safe, never destroyed (sources may be opened from
+  // threads that outlive main's statics).
+  static SourceRegistry* registry = [] {
+    auto* r = new SourceRegistry;
+    RegisterBuiltinSchemes(*r);
+    return r;
+  }();
+  return *registry;
+}
+
+std::string RemoteScheme(const std::string& uri) {
+  const std::optional<UriScheme> scheme = SchemeOf(uri);
+  if (!scheme || !scheme->has_slashes || scheme->name == "file") return "";
+  return scheme->name;
+}
+
+Result<std::unique_ptr<ModelStore>> OpenModelStore(const std::string& uri,
+                                                   const OpenOptions& options) {
+  return DefaultSourceRegistry().OpenModelStore(uri, options);
+}
+
+std::vector<std::string> RegisteredSourceSchemes() { return DefaultSourceRegistry().Schemes(); }
 
 Result<std::string> FileUriPath(const std::string& uri) {
-  constexpr std::string_view kPrefix = "file://";
-  if (uri.size() < kPrefix.size() ||
-      !std::equal(kPrefix.begin(), kPrefix.end(), uri.begin(),
-                  [](char a, char b) { return a == std::tolower(b); })) {
+  const std::optional<UrlParts> parts = SplitUrl(uri);
+  if (!parts || !EqualsIgnoreCase(parts->scheme, "file")) {
     return InvalidArgumentError(fmt::format("{} is not a file:// URI", uri));
   }
-  std::string rest = uri.substr(kPrefix.size());
-  if (rest.rfind("localhost/", 0) == 0) rest.erase(0, std::string_view("localhost").size());
-  if (rest.empty() || rest[0] != '/') {
+  // The path is literal: '?' and '#' belong to the file name.
+  const std::string_view path = parts->after_authority;
+  if ((!parts->authority.empty() && parts->authority != "localhost") || !path.starts_with('/')) {
     return InvalidArgumentError(
         fmt::format("{}: a file:// URI needs an absolute path (file:///path) on this host", uri));
   }
-  return rest;
+  return std::string(path);
 }
 
 Result<std::unique_ptr<Source>> OpenSource(const std::string& uri,
@@ -127,30 +168,7 @@ Result<std::unique_ptr<Source>> OpenSource(const std::string& uri,
 }
 
 Result<std::unique_ptr<Source>> OpenSource(const std::string& uri, const OpenOptions& options) {
-  // The remote backends register here, not from static initializers, which a static library may
-  // drop at link time.
-  RegisterHttpSchemes();
-  RegisterS3Scheme();
-  if (uri.empty()) return InvalidArgumentError("empty path or URI");
-  bool has_slashes = false;
-  std::optional<std::string> scheme = SchemeOf(uri, &has_slashes);
-  if (scheme) {
-    SourceFactory factory;
-    std::vector<std::string> known;
-    {
-      Registry& r = GlobalRegistry();
-      std::lock_guard lock(r.mu);
-      if (auto it = r.factories.find(*scheme); it != r.factories.end()) factory = it->second;
-      for (const auto& [s, f] : r.factories) known.push_back(s + "://");
-    }
-    if (factory) return factory(uri, options);
-    if (has_slashes) {
-      return InvalidArgumentError(
-          fmt::format("{}: no source handles the scheme '{}'; known schemes: {} (or a plain path)",
-                      uri, *scheme, fmt::join(known, ", ")));
-    }
-  }
-  return OpenLocalFile(uri, options.local);
+  return DefaultSourceRegistry().Open(uri, options);
 }
 
 }  // namespace flashload

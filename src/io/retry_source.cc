@@ -52,7 +52,13 @@ std::chrono::nanoseconds RetrySource::DrawBackoff(uint32_t retry) const {
   return d;
 }
 
-Status RetrySource::GiveUp(const Status& s, uint32_t attempts) {
+RetryPolicy RetryPolicyFor(const RemoteOpenOptions& remote) {
+  return RetryPolicy{.max_attempts = std::max<uint32_t>(remote.max_attempts, 1),
+                     .base = std::chrono::milliseconds(remote.retry_base_ms),
+                     .cap = std::chrono::milliseconds(remote.retry_cap_ms)};
+}
+
+Status GaveUp(const Status& s, uint32_t attempts) {
   return Status(s.code(), fmt::format("{} (gave up after {} attempt{})", s.message(), attempts,
                                       attempts == 1 ? "" : "s"));
 }
@@ -76,7 +82,7 @@ Result<size_t> RetrySource::ReadAt(uint64_t offset, std::span<std::byte> dst,
     if (attempt >= max_attempts) {
       std::lock_guard lock(mu_);
       ++counters_.exhausted;
-      return GiveUp(n.status(), attempt);
+      return GaveUp(n.status(), attempt);
     }
     const Clock::time_point wake = Clock::now() + DrawBackoff(attempt);
     if (!options.deadline.infinite() && wake >= options.deadline.when()) {
@@ -91,22 +97,16 @@ Result<size_t> RetrySource::ReadAt(uint64_t offset, std::span<std::byte> dst,
   }
 }
 
-Status RetrySource::Submit(std::span<const ReadRequest> requests) {
-  std::vector<ReadRequest> forwarded(requests.begin(), requests.end());
-  {
-    std::lock_guard lock(mu_);
-    for (ReadRequest& r : forwarded) {
-      r.tag = pending_.Put(r.tag, Pending{r.offset, r.length, r.dst, 0, 1, cancel_epoch_});
-    }
-    counters_.attempts += forwarded.size();
-  }
-  Status s = target().Submit(forwarded);
-  if (!s.ok()) {
-    std::lock_guard lock(mu_);
-    for (const ReadRequest& r : forwarded) pending_.Take(r.tag);
-    counters_.attempts -= forwarded.size();
-  }
-  return s;
+Status RetrySource::DoSubmit(std::span<const ReadRequest> requests) {
+  return io_internal::ForwardTagged(
+      mu_, pending_, requests,
+      [&](size_t i) {
+        ++counters_.attempts;
+        const ReadRequest& r = requests[i];
+        return Pending{r.offset, r.length, r.dst, 0, 1, cancel_epoch_};
+      },
+      [this](std::span<const ReadRequest> batch) { return SubmitValidated(target(), batch); },
+      [this](size_t refused) { counters_.attempts -= refused; });
 }
 
 bool RetrySource::Settle(uint64_t slot, const ReadResult& r, ReadResult* out) {
@@ -123,7 +123,7 @@ bool RetrySource::Settle(uint64_t slot, const ReadResult& r, ReadResult* out) {
       out->status = r.status;
       if (!r.status.ok() && r.status.IsRetryable() && p.epoch == cancel_epoch_) {
         ++counters_.exhausted;
-        out->status = GiveUp(r.status, p.attempts);
+        out->status = GaveUp(r.status, p.attempts);
       }
       return true;
     }
@@ -179,6 +179,7 @@ void RetrySource::ResubmitDue(Clock::time_point now) {
       req = ReadRequest{p.offset + p.done, p.length - p.done, p.dst + p.done, 0};
       req.tag = pending_.Put(tag, p);
     }
+    // A new request (the rest of a range): checked by the target's Submit() like any batch.
     Status s = target().Submit(std::span<const ReadRequest>(&req, 1));
     if (!s.ok()) {
       std::lock_guard lock(mu_);

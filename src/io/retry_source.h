@@ -28,6 +28,7 @@
 #ifndef FLASHLOAD_IO_RETRY_SOURCE_H_
 #define FLASHLOAD_IO_RETRY_SOURCE_H_
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -35,20 +36,27 @@
 #include <mutex>
 #include <queue>
 #include <random>
+#include <thread>
 #include <vector>
 
+#include "flashload/defaults.h"
+#include "flashload/registry.h"
 #include "flashload/source.h"
 #include "io/tag_table.h"
 
 namespace flashload {
 
 struct RetryPolicy {
-  uint32_t max_attempts = 3;  // attempts in all, the first included (1: no retries)
-  std::chrono::nanoseconds base = std::chrono::milliseconds(100);
-  std::chrono::nanoseconds cap = std::chrono::seconds(20);
+  uint32_t max_attempts = defaults::kRemoteMaxAttempts;  // attempts in all, the first included
+  std::chrono::nanoseconds base = std::chrono::milliseconds(defaults::kRetryBaseMs);
+  std::chrono::nanoseconds cap = std::chrono::milliseconds(defaults::kRetryCapMs);
   uint64_t seed = 0;                        // 0: a random seed
   std::chrono::nanoseconds per_attempt{0};  // ReadAt() attempt deadline; 0: none
 };
+
+// The policy of RemoteOpenOptions (max_attempts, at least 1; retry_base_ms; retry_cap_ms): what
+// the registry applies to every remote scheme.
+RetryPolicy RetryPolicyFor(const RemoteOpenOptions& remote);
 
 // The largest wait before retry `retry` (1-based): min(cap, base × 2^(retry-1)).
 std::chrono::nanoseconds BackoffCeiling(const RetryPolicy& policy, uint32_t retry);
@@ -65,6 +73,25 @@ class Backoff {
   std::mt19937_64 rng_;
 };
 
+// `s` after its last attempt: the same code and message, plus "(gave up after N attempts)".
+Status GaveUp(const Status& s, uint32_t attempts);
+
+// Calls `attempt` (a Result<T>()) until it succeeds, fails with a non-retryable status, or
+// policy.max_attempts calls were made, sleeping a full-jitter backoff between calls on the calling
+// thread. For whole operations that have no bytes to resume: opening a source, listing a prefix,
+// reading an index.
+template <typename Attempt>
+auto RetryCalls(const RetryPolicy& policy, Attempt&& attempt) -> decltype(attempt()) {
+  const uint32_t max_attempts = std::max<uint32_t>(policy.max_attempts, 1);
+  Backoff backoff(policy);
+  for (uint32_t n = 1;; ++n) {
+    auto result = attempt();
+    if (result.ok() || !result.status().IsRetryable()) return result;
+    if (n >= max_attempts) return GaveUp(result.status(), n);
+    std::this_thread::sleep_for(backoff.Next(n));
+  }
+}
+
 struct RetryCounters {
   uint64_t attempts = 0;        // reads sent to the target (first attempts and retries)
   uint64_t retries = 0;         // of those, retries
@@ -80,12 +107,14 @@ class RetrySource : public SourceWrapper {
 
   Result<size_t> ReadAt(uint64_t offset, std::span<std::byte> dst,
                         const ReadOptions& options) const override;
-  Status Submit(std::span<const ReadRequest> requests) override;
   Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override;
   void Cancel() override;
 
   RetryCounters counters() const;
   const RetryPolicy& policy() const { return policy_; }
+
+ protected:
+  Status DoSubmit(std::span<const ReadRequest> requests) override;
 
  private:
   using Clock = Deadline::Clock;
@@ -109,7 +138,6 @@ class RetrySource : public SourceWrapper {
   // Resubmits the retries that are due; those whose Submit() fails complete into ready_.
   void ResubmitDue(Clock::time_point now);
   std::chrono::nanoseconds DrawBackoff(uint32_t retry) const;  // locks mu_, counts
-  static Status GiveUp(const Status& s, uint32_t attempts);
 
   const RetryPolicy policy_;
   mutable std::mutex mu_;

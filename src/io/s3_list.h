@@ -1,16 +1,4 @@
-// S3 XML: ListObjectsV2 pages and error bodies, read with a small, strict, bounded XML scanner.
-//
-// The scanner accepts the XML that S3 and S3-compatible stores send: an optional declaration,
-// comments and processing instructions, one root element, attributes (checked, then dropped),
-// character data with the five predefined entities and numeric character references (&#N; and
-// &#xH;, any code point but 0, a surrogate or one past U+10FFFF), and CDATA sections. It rejects
-// DOCTYPE declarations (so no entity expansion), undefined entities, mismatched or unclosed tags,
-// nesting deeper than kMaxS3XmlDepth, inputs larger than kMaxS3XmlBytes, and anything after the
-// root element but comments and white space. Every rejection is kDataLoss naming what was parsed
-// and the byte offset at fault.
-//
-// Element names are compared by local name ("s3:Key" matches "Key"), so namespace prefixes do not
-// matter. Text is kept exactly as decoded (not trimmed): keys may begin or end with spaces.
+// S3 XML: ListObjectsV2 pages and error bodies, read with the XML reader of io/xml.h.
 //
 // Thread-safety: pure functions.
 #ifndef FLASHLOAD_IO_S3_LIST_H_
@@ -18,33 +6,17 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "flashload/status.h"
+#include "io/http_status.h"
 #include "io/sigv4.h"
+#include "io/xml.h"
 
 namespace flashload {
-
-inline constexpr size_t kMaxS3XmlBytes = 16 << 20;
-inline constexpr int kMaxS3XmlDepth = 32;
-
-struct XmlElement {
-  std::string name;  // as written, prefix included
-  std::string text;  // decoded character data directly inside this element
-  std::vector<XmlElement> children;
-  size_t offset = 0;  // byte offset of its '<' in the document
-
-  // The local name (after any "prefix:").
-  std::string_view local_name() const;
-  // The first child with local name `name`, or nullptr.
-  const XmlElement* Child(std::string_view name) const;
-};
-
-// Parses a whole document into its root element; `what` names the document in messages (e.g.
-// "ListObjectsV2 response for s3://bucket/prefix").
-Result<XmlElement> ParseS3Xml(std::string_view xml, std::string_view what);
 
 // ---- ListObjectsV2 ----------------------------------------------------------------------------
 
@@ -96,11 +68,15 @@ struct S3ErrorInfo {
 // for signature mismatches (StringToSign, SignatureProvided, CanonicalRequest...) are not kept.
 Result<S3ErrorInfo> ParseS3ErrorXml(std::string_view xml);
 
-// The StatusCode for an S3 error: by `s3_code` when known (NoSuchKey → kNotFound, SlowDown →
-// kUnavailable, AccessDenied → kFailedPrecondition, InvalidRange → kOutOfRange...), else by the
-// HTTP status (404 kNotFound, 416 kOutOfRange, 401/403 kFailedPrecondition, 408/429/5xx
-// kUnavailable, other 4xx kInvalidArgument, the rest kIoError).
+// The StatusCode for an S3 error: by `s3_code` where it says more than the HTTP status
+// (NoSuchKey → kNotFound, SlowDown and RequestTimeout → kUnavailable, AccessDenied and
+// PermanentRedirect → kFailedPrecondition...), else HttpStatusCode(http_status) (io/http_status.h).
 StatusCode S3ErrorStatusCode(int http_status, std::string_view s3_code);
+
+// The ServiceErrorDecoder of S3 (io/http_status.h): an <Error> body as its code, message, the
+// region, endpoint and request id it names, and what its code means; std::nullopt for any other
+// body.
+std::optional<ServiceError> DecodeS3Error(std::string_view body);
 
 // A readable Status for a failed S3 request: "<what>: HTTP 404 NoSuchKey: The specified key does
 // not exist. (request id X)", plus the region or endpoint to use when S3 names one. A body that is

@@ -9,8 +9,8 @@
 #include <span>
 #include <vector>
 
-#include "io/registry.h"
-#include "io/retry_source.h"
+#include "common/strings.h"
+#include "io/read_text.h"
 #include "io/s3_list.h"
 #include "io/s3_url.h"
 #include "io/sigv4.h"
@@ -18,36 +18,24 @@
 namespace flashload {
 namespace {
 
-constexpr uint64_t kListPageLimit = 16ull << 20;  // one ListObjectsV2 page, far above 1,000 keys
-constexpr uint64_t kTextLimit = 64ull << 20;      // index and model_index.json files
 constexpr size_t kMaxListedObjects = 1'000'000;
-
-bool IEquals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 std::string StripSlash(std::string key) {
   while (!key.empty() && key.back() == '/') key.pop_back();
   return key;
 }
 
-// Reads a whole small object (or listing page) through one GET: the opening request of an
-// HttpSource asks for the first `limit` bytes, which holds all of it.
+// Reads a whole small object (an index, a listing page) with ReadTextFile(); `what` (the s3://
+// URI or the listing) is named in errors. The opening GET asks for up to `limit` bytes, which
+// holds all of a page or of a typical index.
 Result<std::string> GetWhole(const std::string& url, HttpOptions http, uint64_t limit,
                              std::string_view what) {
-  http.prefix_bytes = limit;
+  http.prefix_bytes = std::min<uint64_t>(limit, 1ull << 20);
   http.connections = 1;
-  FL_ASSIGN_OR_RETURN(std::unique_ptr<HttpSource> source, OpenHttpObject(url, http));
-  if (source->size() > limit) {
-    return ResourceExhaustedError(
-        fmt::format("{}: {} bytes, more than the {} bytes accepted", what, source->size(), limit));
-  }
-  std::string text(source->size(), '\0');
-  FL_RETURN_IF_ERROR(
-      ReadExact(*source, 0, std::as_writable_bytes(std::span<char>(text.data(), text.size()))));
+  Result<std::unique_ptr<HttpSource>> source = OpenHttpObject(url, http);
+  if (!source.ok()) return source.status();
+  Result<std::string> text = ReadTextFile(**source, limit);
+  if (!text.ok()) return text.status().WithContext(what);
   return text;
 }
 
@@ -99,7 +87,7 @@ class S3Store final : public ModelStore {
     FL_ASSIGN_OR_RETURN(S3Location loc, ParseS3Uri(path));
     FL_ASSIGN_OR_RETURN(S3RequestTarget target,
                         S3ObjectTarget(config_.options, loc.bucket, loc.key));
-    return GetWhole(target.url, S3HttpOptions(config_, remote_), kTextLimit, path);
+    return GetWhole(target.url, S3HttpOptions(config_, remote_), kMaxTextFileBytes, path);
   }
 
   std::string Canonical(const std::string& path) const override { return path; }
@@ -136,7 +124,7 @@ class S3Store final : public ModelStore {
     while (true) {
       const std::vector<QueryParam> query = ListObjectsV2Query(request);
       const std::string url = target.url + "?" + CanonicalQueryString(query);
-      FL_ASSIGN_OR_RETURN(std::string body, GetWhole(url, http, kListPageLimit, what));
+      FL_ASSIGN_OR_RETURN(std::string body, GetWhole(url, http, kMaxS3XmlBytes, what));
       FL_ASSIGN_OR_RETURN(S3ListPage page, ParseListObjectsV2(body, what));
       for (S3Object& o : page.objects) keys.push_back(std::move(o.key));
       if (keys.size() > kMaxListedObjects) {
@@ -181,7 +169,7 @@ HttpOptions S3HttpOptions(const S3Config& config, const RemoteOpenOptions& remot
                         SignV4Url(request.method, request.url, request.headers, kEmptyPayloadSha256,
                                   credentials, std::chrono::system_clock::now(), sign));
     for (HttpHeader& h : signature.headers) {
-      if (!IEquals(h.first, "host")) request.headers.push_back(std::move(h));
+      if (!EqualsIgnoreCase(h.first, "host")) request.headers.push_back(std::move(h));
     }
     return Status::Ok();
   };
@@ -198,9 +186,7 @@ Result<std::unique_ptr<Source>> OpenS3Object(const std::string& uri, const S3Con
         uri));
   }
   FL_ASSIGN_OR_RETURN(S3RequestTarget target, S3ObjectTarget(config.options, loc.bucket, loc.key));
-  const HttpOptions http = S3HttpOptions(config, remote);
-  FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, OpenHttpSource(target.url, http));
-  return std::unique_ptr<Source>(NewRetrySource(std::move(source), http.open_retry));
+  return OpenHttpSource(target.url, S3HttpOptions(config, remote));
 }
 
 Result<std::unique_ptr<ModelStore>> OpenS3ModelStore(const std::string& uri, const S3Config& config,
@@ -209,23 +195,15 @@ Result<std::unique_ptr<ModelStore>> OpenS3ModelStore(const std::string& uri, con
   return std::unique_ptr<ModelStore>(std::make_unique<S3Store>(std::move(loc), config, remote));
 }
 
-void RegisterS3Scheme() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    RegisterSourceScheme(
-        "s3",
-        [](const std::string& uri, const OpenOptions& options) -> Result<std::unique_ptr<Source>> {
-          FL_ASSIGN_OR_RETURN(S3Config config, S3ConfigFor(options.remote, ProcessEnvironment()));
-          return OpenS3Object(uri, config, options.remote);
-        });
-    RegisterModelStoreScheme(
-        "s3",
-        [](const std::string& uri,
-           const OpenOptions& options) -> Result<std::unique_ptr<ModelStore>> {
-          FL_ASSIGN_OR_RETURN(S3Config config, S3ConfigFor(options.remote, ProcessEnvironment()));
-          return OpenS3ModelStore(uri, config, options.remote);
-        });
-  });
+Result<std::unique_ptr<Source>> OpenS3Uri(const std::string& uri, const OpenOptions& options) {
+  FL_ASSIGN_OR_RETURN(S3Config config, S3ConfigFor(options.remote, ProcessEnvironment()));
+  return OpenS3Object(uri, config, options.remote);
+}
+
+Result<std::unique_ptr<ModelStore>> OpenS3UriModelStore(const std::string& uri,
+                                                        const OpenOptions& options) {
+  FL_ASSIGN_OR_RETURN(S3Config config, S3ConfigFor(options.remote, ProcessEnvironment()));
+  return OpenS3ModelStore(uri, config, options.remote);
 }
 
 }  // namespace flashload

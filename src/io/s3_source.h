@@ -2,13 +2,15 @@
 // folders, through the HTTP source.
 //
 // An object is an HttpSource (one speculative ranged GET for size, ETag and the header; ranges in
-// parallel, each pinned with If-Match) inside a RetrySource, with every request signed with SigV4
-// by a request decorator (unsigned when anonymous). Where requests go and whose credentials sign
+// parallel, each pinned with If-Match), with every request signed with SigV4 by a request
+// decorator (unsigned when anonymous) and S3's error bodies decoded (DecodeS3Error). Retries are
+// the registry's policy, as for every remote scheme (flashload/registry.h). Where requests go and whose credentials sign
 // them come from the remote options first, then the AWS environment and files (aws_config.h).
 //
 // A model store lists the prefix once with ListObjectsV2 (paginated) and answers Stat()/List() from
 // that listing, so resolving a diffusers folder or a sharded index costs one listing plus one GET
-// per JSON file. Folders are the '/'-separated key prefixes, as the AWS console shows them.
+// per JSON file (read with ReadTextFile(), io/read_text.h). Folders are the '/'-separated key
+// prefixes, as the AWS console shows them.
 //
 // Errors name the s3:// URI (or the request URL, without query string) and never hold a secret:
 // signatures travel in headers, which no message quotes.
@@ -43,9 +45,11 @@ Result<std::unique_ptr<Source>> OpenS3Object(const std::string& uri, const S3Con
 Result<std::unique_ptr<ModelStore>> OpenS3ModelStore(const std::string& uri, const S3Config& config,
                                                      const RemoteOpenOptions& remote);
 
-// Registers "s3" in the URI registry (sources and model stores), with the process environment.
-// Idempotent; the registry calls it itself.
-void RegisterS3Scheme();
+// The factories RegisterBuiltinSchemes() registers for "s3": OpenS3Object() and OpenS3ModelStore()
+// with the settings S3ConfigFor() finds for `options.remote` in the process environment.
+Result<std::unique_ptr<Source>> OpenS3Uri(const std::string& uri, const OpenOptions& options);
+Result<std::unique_ptr<ModelStore>> OpenS3UriModelStore(const std::string& uri,
+                                                        const OpenOptions& options);
 
 }  // namespace flashload
 

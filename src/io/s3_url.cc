@@ -6,6 +6,7 @@
 #include <cctype>
 #include <optional>
 
+#include "common/strings.h"
 #include "common/url.h"
 #include "io/sigv4.h"
 
@@ -45,14 +46,15 @@ Result<Endpoint> ParseEndpoint(std::string_view url) {
         "S3 endpoint \"{}\": {} (expected http[s]://host[:port][/base-path])", url, why));
   };
   Endpoint e;
-  const size_t sep = url.find("://");
-  if (sep == std::string_view::npos) return bad("no scheme");
   const std::optional<UrlParts> parts = SplitUrl(url);
   if (!parts) {
-    return bad(url.substr(sep + 3).starts_with('[') ? "text after the IPv6 address"
-                                                    : "the scheme is not http or https");
+    const std::optional<UriScheme> scheme = SchemeOf(url);
+    if (!scheme || !scheme->has_slashes) return bad("no scheme");
+    return bad(url.substr(scheme->name.size() + 3).starts_with('[')
+                   ? "text after the IPv6 address"
+                   : "the scheme is not http or https");
   }
-  for (char c : parts->scheme) e.scheme.push_back(static_cast<char>(std::tolower(c)));
+  e.scheme = ToLower(parts->scheme);
   if (e.scheme != "http" && e.scheme != "https") return bad("the scheme is not http or https");
   if (parts->has_userinfo || parts->has_query || parts->has_fragment ||
       url.substr(parts->scheme.size()).find_first_of(" \t\r\n") != std::string_view::npos) {
@@ -76,7 +78,7 @@ Result<Endpoint> ParseEndpoint(std::string_view url) {
     e.ip_literal = true;
   }
   if (host.empty()) return bad("no host");
-  for (char c : host) e.host.push_back(static_cast<char>(std::tolower(c)));
+  e.host = ToLower(host);
   if (!e.ip_literal) {
     for (char c : e.host) {
       if (!IsLowerAlnum(c) && c != '.' && c != '-' && c != '_') return bad("a bad host name");
@@ -84,14 +86,10 @@ Result<Endpoint> ParseEndpoint(std::string_view url) {
     e.ip_literal = IsIpv4(e.host);
   }
   if (parts->has_port) {
-    if (port.empty() || port.size() > 5 ||
-        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
-        std::stoi(std::string(port)) == 0 || std::stoi(std::string(port)) > 65535) {
-      return bad("a bad port");
-    }
-    const int p = std::stoi(std::string(port));
-    const bool is_default = (e.scheme == "http" && p == 80) || (e.scheme == "https" && p == 443);
-    if (!is_default) e.port = std::to_string(p);
+    const std::optional<uint64_t> p = ParseDecimal(port);
+    if (!p || port.size() > 5 || *p == 0 || *p > 65535) return bad("a bad port");
+    const bool is_default = (e.scheme == "http" && *p == 80) || (e.scheme == "https" && *p == 443);
+    if (!is_default) e.port = std::to_string(*p);
   }
   return e;
 }
@@ -132,17 +130,17 @@ Status ValidateS3BucketName(std::string_view bucket) {
 }
 
 Result<S3Location> ParseS3Uri(std::string_view uri) {
-  constexpr std::string_view kScheme = "s3://";
-  std::string scheme(uri.substr(0, kScheme.size()));
-  for (char& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (scheme != kScheme) {
+  const std::optional<UrlParts> parts = SplitUrl(uri);
+  if (!parts || !EqualsIgnoreCase(parts->scheme, "s3")) {
     return InvalidArgumentError(
         fmt::format("\"{}\" is not an S3 URI (expected s3://bucket/key)", uri));
   }
-  const std::string_view rest = uri.substr(kScheme.size());
+  // The key is literal: '?' and '#' after the bucket belong to it, and any before the first '/'
+  // make the bucket name invalid.
+  const std::string_view rest = parts->after_authority;
   const size_t slash = rest.find('/');
   S3Location loc;
-  loc.bucket = std::string(rest.substr(0, slash));
+  loc.bucket = std::string(parts->authority) + std::string(rest.substr(0, slash));
   if (slash != std::string_view::npos) loc.key = std::string(rest.substr(slash + 1));
   if (loc.bucket.empty()) {
     return InvalidArgumentError(

@@ -9,6 +9,10 @@
 #include <array>
 #include <cctype>
 #include <ctime>
+#include <optional>
+
+#include "common/strings.h"
+#include "common/url.h"
 
 namespace flashload {
 namespace {
@@ -21,12 +25,6 @@ using Digest = std::array<unsigned char, 32>;
 
 bool IsUnreserved(unsigned char c) {
   return std::isalnum(c) != 0 || c == '-' || c == '.' || c == '_' || c == '~';
-}
-
-std::string ToLower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
 }
 
 std::span<const unsigned char> AsUnsigned(std::string_view s) {
@@ -50,23 +48,6 @@ Digest HmacSha256(std::span<const unsigned char> key, std::string_view data) {
   // zero digest, which produces a signature the server rejects rather than a wrong success.
   HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
        reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data(), &len);
-  return out;
-}
-
-// Header values: trimmed, runs of spaces and tabs collapsed into one space.
-std::string TrimAll(std::string_view v) {
-  std::string out;
-  out.reserve(v.size());
-  bool pending_space = false;
-  for (char c : v) {
-    if (c == ' ' || c == '\t') {
-      pending_space = !out.empty();
-      continue;
-    }
-    if (pending_space) out.push_back(' ');
-    pending_space = false;
-    out.push_back(c);
-  }
   return out;
 }
 
@@ -246,7 +227,7 @@ Result<SigV4Signature> SignV4(const SigV4Request& request, const AwsCredentials&
           "SigV4: header \"{}\" is set by the signer and must not be given in the request", name));
     }
     has_host |= lower == "host";
-    canonical.emplace_back(std::move(lower), TrimAll(value));
+    canonical.emplace_back(std::move(lower), CollapseSpaces(value));
   }
   if (!has_host) return InvalidArgumentError("SigV4: the request has no Host header");
   std::stable_sort(canonical.begin(), canonical.end(),
@@ -305,61 +286,35 @@ Result<SigV4Signature> SignV4Url(std::string_view method, std::string_view url,
     return InvalidArgumentError(
         fmt::format("SigV4: cannot sign URL \"{}\": {}", url.substr(0, url.find('?')), why));
   };
-  const size_t scheme_end = url.find("://");
-  if (scheme_end == std::string_view::npos) return bad("no scheme");
-  const std::string scheme = ToLower(url.substr(0, scheme_end));
+  const std::optional<UrlParts> parts = SplitUrl(url);
+  if (!parts) return bad("no scheme");
+  const std::string scheme = ToLower(parts->scheme);
   if (scheme != "http" && scheme != "https") return bad("the scheme is not http or https");
-  std::string_view rest = url.substr(scheme_end + 3);
-  if (const size_t hash = rest.find('#'); hash != std::string_view::npos) {
-    rest = rest.substr(0, hash);
-  }
-  const size_t path_begin = std::min(rest.find_first_of("/?"), rest.size());
-  std::string_view authority = rest.substr(0, path_begin);
-  std::string_view path_and_query = rest.substr(path_begin);
-  if (authority.empty() || authority.find('@') != std::string_view::npos) {
+  if (parts->authority.empty() || parts->has_userinfo) {
     return bad("no host, or a user name in the URL");
   }
   // Drop the scheme's default port, as libcurl does in the Host header it sends.
-  const std::string_view default_port = scheme == "https" ? ":443" : ":80";
-  if (authority.size() > default_port.size() &&
-      authority.substr(authority.size() - default_port.size()) == default_port) {
-    authority.remove_suffix(default_port.size());
-  }
-  const size_t q = path_and_query.find('?');
-  std::string_view path = path_and_query.substr(0, q);
-  std::string_view query = q == std::string_view::npos ? "" : path_and_query.substr(q + 1);
+  const std::string_view authority =
+      parts->has_port && parts->port == (scheme == "https" ? "443" : "80") ? parts->host
+                                                                           : parts->authority;
+  std::string_view path = parts->path;
+  std::string_view query = parts->query;
 
   SigV4Request request;
   request.method = std::string(method);
   request.canonical_uri = path.empty() ? "/" : std::string(path);
   request.payload_hash = std::string(payload_hash);
-  auto decode = [&](std::string_view s, std::string& out) {
-    for (size_t i = 0; i < s.size(); ++i) {
-      if (s[i] != '%') {
-        out.push_back(s[i]);
-        continue;
-      }
-      if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
-          !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-        return false;
-      }
-      out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
-      i += 2;
-    }
-    return true;
-  };
   while (!query.empty()) {
     const size_t amp = std::min(query.find('&'), query.size());
     const std::string_view pair = query.substr(0, amp);
     query.remove_prefix(std::min(amp + 1, query.size()));
     if (pair.empty()) continue;
     const size_t eq = std::min(pair.find('='), pair.size());
-    QueryParam param;
-    if (!decode(pair.substr(0, eq), param.first) ||
-        !decode(pair.substr(std::min(eq + 1, pair.size())), param.second)) {
-      return bad("a bad %-escape in the query");
-    }
-    request.query.push_back(std::move(param));
+    std::optional<std::string> name = PercentDecode(pair.substr(0, eq), /*plus_is_space=*/false);
+    std::optional<std::string> value =
+        PercentDecode(pair.substr(std::min(eq + 1, pair.size())), /*plus_is_space=*/false);
+    if (!name || !value) return bad("a bad %-escape in the query");
+    request.query.emplace_back(*std::move(name), *std::move(value));
   }
   bool has_host = false;
   for (const HttpHeader& h : headers) has_host |= ToLower(h.first) == "host";

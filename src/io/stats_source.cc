@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <bit>
 #include <tuple>
-#include <vector>
 
 namespace flashload {
 
@@ -43,22 +42,19 @@ Result<size_t> StatsSource::ReadAt(uint64_t offset, std::span<std::byte> dst,
   return n;
 }
 
-Status StatsSource::Submit(std::span<const ReadRequest> requests) {
+Status StatsSource::DoSubmit(std::span<const ReadRequest> requests) {
   const Clock::time_point start = Clock::now();
-  std::vector<ReadRequest> forwarded(requests.begin(), requests.end());
-  {
-    std::lock_guard lock(mu_);
-    for (ReadRequest& r : forwarded) r.tag = pending_.Put(r.tag, start);
-    StartLocked(forwarded.size());
-  }
-  Status s = target().Submit(forwarded);
-  if (!s.ok()) {
-    std::lock_guard lock(mu_);
-    for (const ReadRequest& r : forwarded) pending_.Take(r.tag);
-    stats_.requests -= forwarded.size();
-    stats_.in_flight -= forwarded.size();
-  }
-  return s;
+  return io_internal::ForwardTagged(
+      mu_, pending_, requests,
+      [&](size_t) {
+        StartLocked(1);
+        return start;
+      },
+      [this](std::span<const ReadRequest> batch) { return SubmitValidated(target(), batch); },
+      [this](size_t refused) {
+        stats_.requests -= refused;
+        stats_.in_flight -= refused;
+      });
 }
 
 Result<size_t> StatsSource::Reap(std::span<ReadResult> out, Deadline deadline) {

@@ -35,10 +35,12 @@ class StatsSource : public SourceWrapper {
 
   Result<size_t> ReadAt(uint64_t offset, std::span<std::byte> dst,
                         const ReadOptions& options) const override;
-  Status Submit(std::span<const ReadRequest> requests) override;
   Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override;
 
   SourceStats stats() const;
+
+ protected:
+  Status DoSubmit(std::span<const ReadRequest> requests) override;
 
  private:
   using Clock = Deadline::Clock;

@@ -159,8 +159,7 @@ class UringSource final : public Source {
     return io_internal::LocalReadAt(file_, buffered_, direct_, offset, dst, name_);
   }
 
-  Status Submit(std::span<const ReadRequest> requests) override {
-    FL_RETURN_IF_ERROR(io_internal::ValidateBatch(requests, caps(), name_));
+  Status DoSubmit(std::span<const ReadRequest> requests) override {
     std::lock_guard lock(mu_);
     for (const ReadRequest& r : requests) {
       if (free_.empty()) {

@@ -71,7 +71,7 @@ TEST_F(RegistryTest, RegisteredSchemesRouteToTheirFactory) {
   // The registry is process-wide and outlives this test, so the factory captures nothing local.
   static std::vector<std::string> seen;
   seen.clear();
-  RegisterSourceScheme(
+  DefaultSourceRegistry().Register(
       "memtest", [](const std::string& uri, const OpenOptions&) -> Result<std::unique_ptr<Source>> {
         seen.push_back(uri);
         return NewMemorySource(PositionalBytes(10), {.name = uri});

@@ -63,7 +63,7 @@ class ScriptedSource : public SourceWrapper {
     return Status(step.code, fmt::format("scripted failure at byte offset {}", offset));
   }
 
-  Status Submit(std::span<const ReadRequest> requests) override {
+  Status DoSubmit(std::span<const ReadRequest> requests) override {
     std::lock_guard lock(mu_);
     for (const ReadRequest& r : requests) {
       const Step step = NextStepLocked(r.offset, r.length);
