@@ -16,9 +16,9 @@
 #include <thread>
 
 #include "cli/baselines.h"
+#include "cli/flags.h"
 #include "cli/gen.h"
 #include "cli/output.h"
-#include "flashload/convert.h"
 #include "flashload/loader.h"
 #include "flashload/model.h"
 #include "io/page_cache.h"
@@ -412,21 +412,17 @@ void AddBenchOptions(CLI::App& app, BenchArgs& a) {
   app.add_flag("!--no-cold", a.cold, "skip the cold-cache phase");
   app.add_flag("!--no-hot", a.hot, "skip the hot-cache phase");
   app.add_flag("!--no-baselines", a.baselines, "measure only flashload and the limit");
-  app.add_option("--strategy", a.strategy,
-                 "flashload's strategy (auto, direct, buffered, mmap, network)");
-  app.add_option("--budget-mib", a.budget_mib, "flashload's memory budget")->default_val(256);
   app.add_flag("--json", a.json, "print JSON instead of tables");
   app.add_option("--json-out", a.json_out, "also write the JSON results to this file");
-  app.add_option("--device", a.device,
-                 "load into cpu (default), cuda or cuda:N; GPU runs add the pinned "
-                 "cudaMemcpyAsync host-to-device limit and peak GPU memory");
-  app.add_option("--dtype", a.dtype, "convert on the way (bf16, fp16, fp32, or rules)");
-  app.add_option("--gds", a.gds, "GPUDirect Storage for --device cuda: auto, on or off")
-      ->check(CLI::IsMember({"auto", "on", "off"}));
   app.add_flag("--warm-memory", a.warm_memory,
                "also run flashload with fresh memory touched in its process right before the "
                "clock, printed beside as 'warmed' (never the headline; off by default, as a "
                "user's load gets no warmed memory)");
+  AddLoadFlags(app, a.load, {.reads = true, .device = true});
+  CLI::Option* device = app.get_option("--device");
+  device->description(device->get_description() +
+                      "; GPU runs add the pinned cudaMemcpyAsync host-to-device limit and peak GPU "
+                      "memory");
 }
 
 int RunBench(const BenchArgs& a) {
@@ -438,15 +434,21 @@ int RunBench(const BenchArgs& a) {
                a.path);
     return 2;
   }
+  if (a.runs < 1) {
+    fmt::print(stderr, "flashload bench: --runs: {} is out of range (expected at least 1)\n",
+               a.runs);
+    return 2;
+  }
+  Result<LoadOptions> parsed = ParseLoadFlags(a.load);
+  if (!parsed.ok()) {
+    fmt::print(stderr, "flashload bench: {}\n", parsed.status().message());
+    return 2;
+  }
+  const LoadOptions& lo = *parsed;
   Result<ModelLayout> layout = ResolveModel(a.path);
   if (!layout.ok()) {
     fmt::print(stderr, "flashload bench: {}\n", layout.status().ToString());
     return 1;
-  }
-  std::optional<Strategy> strategy = ParseStrategy(a.strategy);
-  if (!strategy || a.runs < 1) {
-    fmt::print(stderr, "flashload bench: bad --strategy or --runs\n");
-    return 2;
   }
   std::vector<std::string> files;
   uint64_t file_bytes = 0, data_bytes = 0;
@@ -461,26 +463,6 @@ int RunBench(const BenchArgs& a) {
     file_bytes += h->file_size;
     data_bytes += h->data_size();
     tensors += h->tensors.size();
-  }
-  LoadOptions lo;
-  lo.strategy = *strategy;
-  lo.memory_budget = a.budget_mib << 20;
-  lo.dtype = a.dtype;
-  if (Result<Device> d = ParseDevice(a.device); d.ok()) {
-    lo.device = *d;
-  } else {
-    fmt::print(stderr, "flashload bench: {}\n", d.status().message());
-    return 2;
-  }
-  if (Result<ConvertSpec> spec = ParseConvertSpec(a.dtype); !spec.ok()) {
-    fmt::print(stderr, "flashload bench: --dtype: {}\n", spec.status().message());
-    return 2;
-  }
-  if (Result<GpuDirect> gds = ParseGpuDirect(a.gds); gds.ok()) {
-    lo.gpu_direct = *gds;
-  } else {
-    fmt::print(stderr, "flashload bench: --gds: {}\n", gds.status().message());
-    return 2;
   }
   const bool gpu = lo.device.type == DeviceType::kCuda;
   // CUDA is used only in the measuring children: a CUDA context does not survive fork().

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "load/load_flags.h"
+
 namespace CLI {
 class App;
 }
@@ -21,11 +23,8 @@ struct BenchArgs {
   bool json = false;
   std::string json_out;   // also write the JSON to this file
   bool baselines = true;  // mmap+copy and one-thread read
-  std::string strategy = "auto";
-  uint64_t budget_mib = 256;
-  std::string device = "cpu";  // cpu, cuda, cuda:N
-  std::string dtype;           // conversion spec ("" keeps stored dtypes)
-  std::string gds = "auto";    // GPUDirect Storage: auto, on, off
+  // How flashload loads: the reads and device flags of `flashload load` (cli/flags.h).
+  LoadFlags load;
   // Also run flashload with fresh memory touched in its process right before the clock, labelled
   // "warmed" and never the headline. Off by default: every run gets nothing a user's start lacks.
   bool warm_memory = false;

@@ -8,15 +8,17 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cli/baselines.h"
 #include "cli/bench.h"
+#include "cli/flags.h"
 #include "cli/output.h"
 #include "cli/verify.h"
 #include "common/url.h"
-#include "flashload/convert.h"
 #include "flashload/loader.h"
 #include "flashload/model.h"
 #include "flashload/source.h"
@@ -47,80 +49,12 @@ std::string MetadataJson(const Header& h) {
   return "{" + fmt::format("{}", fmt::join(items, ",")) + "}";
 }
 
-// ---- remote storage options (http(s)://, s3://) ----
-
-struct RemoteArgs {
-  uint32_t connections = 0;
-  uint64_t chunk_mib = 0;
-  std::string endpoint;
-  std::string region;
-  std::string addressing = "auto";
-  bool anonymous = false;
-  std::string ca_bundle;
-  std::vector<std::string> headers;
-  bool header_on_redirect = false;
-  uint32_t attempts = 3;
-};
-
-void AddRemoteOptions(CLI::App* cmd, RemoteArgs& r) {
-  const std::string group = "Remote storage (http://, https://, s3://)";
-  cmd->add_option("--connections", r.connections, "ranged GETs in flight per object (0: 16)")
-      ->group(group);
-  cmd->add_option("--range-mib", r.chunk_mib, "MiB per ranged GET (0: 8)")->group(group);
-  cmd->add_option("--endpoint", r.endpoint,
-                  "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's "
-                  "endpoint_url, else AWS)")
-      ->group(group);
-  cmd->add_option("--region", r.region,
-                  "S3 region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1)")
-      ->group(group);
-  cmd->add_option("--addressing", r.addressing,
-                  "S3 addressing: path (host/bucket/key), virtual (bucket.host/key) or auto")
-      ->check(CLI::IsMember({"auto", "path", "virtual"}))
-      ->group(group);
-  cmd->add_flag("--anonymous", r.anonymous, "S3: send unsigned requests (public buckets)")
-      ->group(group);
-  cmd->add_option("--ca-bundle", r.ca_bundle, "PEM file of trusted certificate authorities")
-      ->group(group);
-  cmd->add_option("--header", r.headers,
-                  "extra HTTP request header 'Name: value' (repeatable; e.g. Authorization); sent "
-                  "only to the URL's own scheme, host and port, never after a redirect to "
-                  "another (see --header-on-redirect); never printed; CR, LF and NUL refused")
-      ->check([](const std::string& v) {
-        if (v.find(':') == std::string::npos) return std::string("expected 'Name: value'");
-        if (v.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
-          return std::string(
-              "a header holds a CR, LF or NUL byte, which would start another header line; "
-              "give one header per --header, on one line");
-        }
-        return std::string();
-      })
-      ->group(group);
-  cmd->add_flag("--header-on-redirect", r.header_on_redirect,
-                "also send the --header headers after a redirect to another scheme, host or port "
-                "(as curl's --location-trusted); off by default: credentials stay with the host "
-                "they were given for")
-      ->group(group);
-  cmd->add_option("--attempts", r.attempts,
-                  "tries per range, the first included (backoff with "
-                  "full jitter)")
-      ->default_val(3)
-      ->group(group);
-}
-
-RemoteOpenOptions ToRemoteOptions(const RemoteArgs& r) {
-  RemoteOpenOptions o;
-  o.connections = r.connections;
-  o.chunk_bytes = r.chunk_mib << 20;
-  o.endpoint = r.endpoint;
-  o.region = r.region;
-  o.path_style = r.addressing == "path" ? 1 : r.addressing == "virtual" ? 0 : -1;
-  o.anonymous = r.anonymous;
-  o.ca_bundle = r.ca_bundle;
-  o.headers = r.headers;
-  o.header_on_redirect = r.header_on_redirect;
-  o.max_attempts = std::max<uint32_t>(r.attempts, 1);
-  return o;
+// Checks a command's load flags: the options, or 2 (bad usage) after printing why.
+std::optional<LoadOptions> CheckFlags(std::string_view command, const LoadFlags& flags) {
+  Result<LoadOptions> options = ParseLoadFlags(flags);
+  if (options.ok()) return *std::move(options);
+  fmt::print(stderr, "flashload {}: {}\n", command, options.status().message());
+  return std::nullopt;
 }
 
 // ---- inspect ----
@@ -129,22 +63,22 @@ struct InspectArgs {
   std::string path;
   bool json = false;
   bool hash = false;
-  uint64_t header_limit = kDefaultHeaderLimit;
-  std::string variant;
-  RemoteArgs remote;
+  LoadFlags flags;  // header limit, variant, remote
 };
 
 int Inspect(const InspectArgs& a) {
+  const std::optional<LoadOptions> o = CheckFlags("inspect", a.flags);
+  if (!o) return 2;
   ResolveOptions ro;
-  ro.variant = a.variant;
-  const RemoteOpenOptions remote = ToRemoteOptions(a.remote);
+  ro.variant = o->variant;
+  const RemoteOpenOptions& remote = o->remote;
   Result<ModelLayout> layout = ResolveModelAt(a.path, ro, remote);
   if (!layout.ok()) {
     fmt::print(stderr, "flashload inspect: {}\n", layout.status().ToString());
     return 1;
   }
   ParseOptions po;
-  po.header_limit = a.header_limit;
+  po.header_limit = o->header_limit;
   std::vector<std::string> file_json;
   uint64_t total_bytes = 0, total_params = 0, total_tensors = 0;
   std::map<std::string, std::map<std::string, std::vector<std::string>>> shard_tensors;
@@ -236,8 +170,7 @@ int Inspect(const InspectArgs& a) {
 struct ValidateArgs {
   std::vector<std::string> paths;
   bool json = false;
-  uint64_t header_limit = kDefaultHeaderLimit;
-  RemoteArgs remote;
+  LoadFlags flags;  // header limit, remote
 };
 
 // Validates every file of `path` (headers, and weight maps for sharded checkpoints).
@@ -259,13 +192,15 @@ Status ValidatePath(const std::string& path, const ParseOptions& po,
 }
 
 int Validate(const ValidateArgs& a) {
+  const std::optional<LoadOptions> o = CheckFlags("validate", a.flags);
+  if (!o) return 2;
   ParseOptions po;
-  po.header_limit = a.header_limit;
+  po.header_limit = o->header_limit;
   bool all_ok = true;
   std::vector<std::string> json;
   for (const std::string& p : a.paths) {
     size_t tensors = 0;
-    Status s = ValidatePath(p, po, ToRemoteOptions(a.remote), &tensors);
+    Status s = ValidatePath(p, po, o->remote, &tensors);
     all_ok = all_ok && s.ok();
     if (a.json) {
       json.push_back(
@@ -296,71 +231,28 @@ Status SaveTensors(const std::string& path, const TensorMap& tensors) {
 
 struct LoadArgs {
   std::string path;
-  std::string strategy = "auto";
-  uint32_t threads = 0;
-  uint32_t queue_depth = 0;
-  uint64_t chunk_mib = 0;
-  uint64_t budget_mib = 256;
-  uint32_t parallel_files = 2;
   bool verify = false;
   bool json = false;
   bool dry_run = false;
-  bool zero_copy = false;
   uint64_t warm_memory_mib = 0;
-  std::string variant;
-  RemoteArgs remote;
-  std::string device = "cpu";
-  std::string dtype;
-  std::string gds = "auto";
   std::string save;
+  LoadFlags flags;
 };
 
 int LoadCommand(const LoadArgs& a) {
-  LoadOptions o;
-  Result<Device> device = ParseDevice(a.device);
-  if (!device.ok()) {
-    fmt::print(stderr, "flashload load: {}\n", device.status().message());
-    return 2;
-  }
-  o.device = *device;
-  o.dtype = a.dtype;
-  if (Result<ConvertSpec> spec = ParseConvertSpec(a.dtype); !spec.ok()) {
-    fmt::print(stderr, "flashload load: --dtype: {}\n", spec.status().message());
-    return 2;
-  }
-  if (Result<GpuDirect> gds = ParseGpuDirect(a.gds); gds.ok()) {
-    o.gpu_direct = *gds;
-  } else {
-    fmt::print(stderr, "flashload load: --gds: {}\n", gds.status().message());
-    return 2;
-  }
+  std::optional<LoadOptions> checked = CheckFlags("load", a.flags);
+  if (!checked) return 2;
+  LoadOptions& o = *checked;
   if ((a.verify || !a.save.empty()) && o.device.type != DeviceType::kCpu) {
     fmt::print(stderr, "flashload load: --verify and --save need host tensors (--device cpu)\n");
     return 2;
   }
-  if (a.verify && !a.dtype.empty()) {
+  if (a.verify && !o.dtype.empty()) {
     fmt::print(stderr,
                "flashload load: --verify compares stored bytes; it cannot check a load with "
                "--dtype (use --save and compare)\n");
     return 2;
   }
-  std::optional<Strategy> st = ParseStrategy(a.strategy);
-  if (!st) {
-    fmt::print(stderr,
-               "flashload load: unknown strategy '{}' (auto, direct, buffered, mmap, network, "
-               "mapped)\n",
-               a.strategy);
-    return 2;
-  }
-  o.strategy = *st;
-  o.threads = a.threads;
-  o.queue_depth = a.queue_depth;
-  o.chunk_bytes = a.chunk_mib << 20;
-  o.memory_budget = a.budget_mib << 20;
-  o.parallel_files = a.parallel_files;
-  o.variant = a.variant;
-  o.remote = ToRemoteOptions(a.remote);
-  o.zero_copy_hot = a.zero_copy;
   o.cancel = &g_interrupted;
   if (a.dry_run) {
     Result<std::string> plan = DescribeLoadPlan(a.path, o);
@@ -438,7 +330,7 @@ int LoadCommand(const LoadArgs& a) {
         "\"memory_populated_ahead\":{},\"memory_populated_on_demand\":{},"
         "\"files\":[{}],\"verify\":{}}}\n",
         JsonString(RedactUrl(a.path)), model->tensors.size(), r.bytes, r.seconds, r.GbPerSecond(),
-        r.header_seconds, rss, JsonString(r.device), JsonString(r.copy_engine), JsonString(a.dtype),
+        r.header_seconds, rss, JsonString(r.device), JsonString(r.copy_engine), JsonString(o.dtype),
         r.tensors_converted, r.bytes_converted, r.output_bytes, r.staging_bytes,
         r.peak_device_bytes, r.copy_engine_seconds, r.allocation_seconds, JsonString(r.page_size),
         r.memory_reused_bytes, r.memory_populated_ahead, r.memory_populated_on_demand,
@@ -508,10 +400,7 @@ int RunCli(int argc, char** argv) {
   inspect->add_flag("--json", ia.json, "machine-readable output");
   inspect->add_flag("--hash", ia.hash,
                     "also read every tensor and print its XXH3-64 (plain reads)");
-  inspect->add_option("--header-limit", ia.header_limit, "largest header accepted, in bytes")
-      ->default_val(kDefaultHeaderLimit);
-  inspect->add_option("--variant", ia.variant, "diffusers variant, e.g. fp16");
-  AddRemoteOptions(inspect, ia.remote);
+  AddLoadFlags(*inspect, ia.flags, {.header_limit = true, .variant = true, .remote = true});
 
   ValidateArgs va;
   CLI::App* validate = app.add_subcommand(
@@ -521,9 +410,7 @@ int RunCli(int argc, char** argv) {
       "is invalid.");
   validate->add_option("paths", va.paths, "files or model folders")->required();
   validate->add_flag("--json", va.json, "machine-readable output");
-  validate->add_option("--header-limit", va.header_limit, "largest header accepted, in bytes")
-      ->default_val(kDefaultHeaderLimit);
-  AddRemoteOptions(validate, va.remote);
+  AddLoadFlags(*validate, va.flags, {.header_limit = true, .remote = true});
 
   LoadArgs la;
   CLI::App* load = app.add_subcommand(
@@ -533,50 +420,22 @@ int RunCli(int argc, char** argv) {
                    "a .safetensors file, an index.json, or a model folder; a path or an http(s):// "
                    "or s3:// URI")
       ->required();
-  load->add_option(
-      "--strategy", la.strategy,
-      "auto (default: buffered when in page cache, O_DIRECT when cold, network on "
-      "FUSE/NFS/CIFS/9p/Lustre), direct, buffered, mmap, network (many descriptors, "
-      "16 MiB sequential ranges), mapped (zero-copy views of a file in the page cache). A file "
-      "truncated during the load is an error (DATA_LOSS: file, byte offset, tensor) with every "
-      "strategy");
   load->add_option("--warm-memory-mib", la.warm_memory_mib,
                    "for benchmarking only, never for real loads: touch (and free) this much fresh "
                    "memory just before the clock starts, hiding the first-touch cost that virtual "
                    "machines whose host reclaims idle memory put on every fresh process; a figure "
                    "measured with it is a 'warmed' one, not what a user's load gets");
-  load->add_flag("--zero-copy", la.zero_copy,
-                 "auto maps files that are entirely in the page cache instead of copying them "
-                 "(tensors become copy-on-write views of the page cache, as safetensors returns; "
-                 "the file must then not be truncated while they live)");
-  load->add_option("--threads", la.threads, "pread workers (0: auto)");
-  load->add_option("--queue-depth", la.queue_depth, "reads in flight per file (0: auto)");
-  load->add_option("--chunk-mib", la.chunk_mib, "MiB per read (0: auto)");
-  load->add_option("--budget-mib", la.budget_mib, "MiB of reads in flight at most")
-      ->default_val(256);
-  load->add_option("--parallel-files", la.parallel_files, "files read at once")->default_val(2);
-  load->add_option("--variant", la.variant, "diffusers variant, e.g. fp16");
   load->add_flag("--verify", la.verify,
                  "compare every tensor's XXH3 with an independent plain read of the file (a file "
                  "truncated since the load is an error naming the tensor and byte offset)");
   load->add_flag("--dry-run", la.dry_run, "print the plan (files, byte ranges, chunks) and exit");
   load->add_flag("--json", la.json, "machine-readable output");
-  load->add_option("--device", la.device,
-                   "where the tensors go: cpu (default), cuda or cuda:N (pinned staging, copies "
-                   "on several streams)");
-  load->add_option("--dtype", la.dtype,
-                   "convert on the way: bf16, fp16, fp32 (floating tensors only), or rules such "
-                   "as F32=BF16,lm_head.*:keep");
-  load->add_option("--gds", la.gds,
-                   "GPUDirect Storage for --device cuda: auto (default: cold local files, when "
-                   "cuFile is really direct, not in compatibility mode), on (also files in the "
-                   "page cache) or off (always pinned staging); each file's report says which "
-                   "path it took and why")
-      ->check(CLI::IsMember({"auto", "on", "off"}));
   load->add_option("--save", la.save,
                    "write the loaded tensors to this .safetensors file (host loads; with --dtype: "
                    "a converted copy)");
-  AddRemoteOptions(load, la.remote);
+  AddLoadFlags(
+      *load, la.flags,
+      {.reads = true, .header_limit = true, .variant = true, .device = true, .remote = true});
 
   BenchArgs ba;
   CLI::App* bench = app.add_subcommand(
