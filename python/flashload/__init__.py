@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from flashload import _core, _prefetch
 from flashload._core import File as _File
+from flashload._core import default_budget_mib as _DEFAULT_BUDGET_MIB
 from flashload._core import load_model as _load_model
 
 __all__ = ["SafetensorError", "safe_open", "load_model_dir", "release_cached_memory", "patch",
@@ -157,7 +158,7 @@ def _dtype_spec(dtype: Any) -> str:
 
 
 def _open_file(filename: Union[str, "os.PathLike[str]"], strategy: str = "auto", threads: int = 0,
-               budget_mib: int = 256, lazy: bool = False, device: str = "cpu",
+               budget_mib: int = _DEFAULT_BUDGET_MIB, lazy: bool = False, device: str = "cpu",
                dtype: Any = None) -> _File:
     """Loads one safetensors file with the engine, or with ``lazy`` reads only its header (the
     whole-file load comes on first use). ``device``: "cpu" or "cuda:N", where the engine loads;
@@ -172,8 +173,8 @@ def _open_file(filename: Union[str, "os.PathLike[str]"], strategy: str = "auto",
     local = not _is_uri(path)
     if local and os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a safetensors file", path)
-    default = (strategy == "auto" and int(threads) == 0 and int(budget_mib) == 256
-               and device == "cpu" and dtype is None)
+    default = (strategy == "auto" and int(threads) == 0
+               and int(budget_mib) == _DEFAULT_BUDGET_MIB and device == "cpu" and dtype is None)
     if local and default:
         # A file the read-ahead of a framework load (patch()) has loaded, or is loading: handed
         # over, never read twice.
@@ -274,7 +275,8 @@ class safe_open:  # noqa: N801 (the reference's name)
 
     def __init__(self, filename: Union[str, "os.PathLike[str]"], framework: str,
                  device: Any = "cpu", *, backend: str = "mmap", dtype: Any = None,
-                 strategy: str = "auto", threads: int = 0, budget_mib: int = 256) -> None:
+                 strategy: str = "auto", threads: int = 0,
+                 budget_mib: int = _DEFAULT_BUDGET_MIB) -> None:
         self._framework = _Framework(framework, device)
         _check_backend(backend)  # after the framework and device, as the reference checks them
         self._file: Optional[_File] = _open_file(filename, strategy, threads, budget_mib,
@@ -331,7 +333,8 @@ class safe_open:  # noqa: N801 (the reference's name)
 
 def load_model_dir(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", framework: str = "pt",
                    *, variant: Optional[str] = None, dtype: Any = None, strategy: str = "auto",
-                   threads: int = 0, budget_mib: int = 256) -> Dict[str, Dict[str, Any]]:
+                   threads: int = 0,
+                   budget_mib: int = _DEFAULT_BUDGET_MIB) -> Dict[str, Dict[str, Any]]:
     """Loads a whole model in one engine run: one dict of tensors per component.
 
     Args:

@@ -32,6 +32,8 @@ class Array:
 
     def __dlpack_device__(self) -> tuple: ...
 
+default_budget_mib: int = 256
+
 class File:
     """
     One safetensors file: loaded whole by flashload's engine, or opened lazily (header only) and loaded on first use.
@@ -40,7 +42,7 @@ class File:
     @staticmethod
     def open(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, lazy: bool = False, device: str = 'cpu', dtype: str = '', _test_delay_ms: int = 0) -> File:
         """
-        Opens the file (or URI) at `path`: loads it whole (GIL released; Ctrl-C cancels), or with lazy=True reads and validates only its header. `device`: 'cpu', or 'cuda:N' to load into that GPU (one device allocation, pinned staging). `dtype`: a conversion spec ('bf16', 'F32=F16,lm_head.*:keep'; '' keeps stored dtypes) applied on the way. _test_delay_ms is for tests only: each engine progress report (about every 64 MiB and at the end) sleeps that long, to make a load slow on purpose.
+        Opens the file (or URI) at `path`: loads it whole (GIL released; Ctrl-C cancels), or with lazy=True reads and validates only its header. `device`: 'cpu', or 'cuda:N' to load into that GPU (one device allocation, pinned staging). `dtype`: a conversion spec ('bf16', 'F32=F16,lm_head.*:keep'; '' keeps stored dtypes) applied on the way. `strategy` (auto, direct, buffered, mmap, network or mapped; default auto), `threads` (pread workers; 0: automatic) and `budget_mib` (MiB of reads in flight plus staging, at least 1; default 256) are engine options, checked as the CLI's flags are (ValueError naming the argument). _test_delay_ms is for tests only: each engine progress report (about every 64 MiB and at the end) sleeps that long, to make a load slow on purpose.
         """
 
     @staticmethod
@@ -92,7 +94,7 @@ class File:
 
 def load_model(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, variant: str = '', device: str = 'cpu', dtype: str = '', _test_delay_ms: int = 0) -> dict[str, File]:
     """
-    Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: File} ('model' for a model without components). GIL released; Ctrl-C cancels. _test_delay_ms: tests only, as in File.open.
+    Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: File} ('model' for a model without components). GIL released; Ctrl-C cancels. `strategy` (auto, direct, buffered, mmap, network or mapped; default auto), `threads` (pread workers; 0: automatic) and `budget_mib` (MiB of reads in flight plus staging, at least 1; default 256) are engine options, checked as the CLI's flags are (ValueError naming the argument). _test_delay_ms: tests only, as in File.open.
     """
 
 def redact_url(uri: str) -> str:

@@ -324,8 +324,7 @@ def note_lazy_open(path: str, file: Any) -> None:
 
 def _open_lazily(path: str) -> Any:
     from flashload._core import File
-    return File.open(path, strategy="auto", threads=0, budget_mib=256, lazy=True, device="cpu",
-                     dtype="")
+    return File.open(path, lazy=True)  # every engine option at its default
 
 
 def note_use(path: str) -> None:

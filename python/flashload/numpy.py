@@ -17,6 +17,7 @@ import numpy as np
 from flashload import (SafetensorError, _check_backend, _check_save_arguments, _open_file,
                        _save_to_file)
 from flashload._core import File as _File
+from flashload._core import default_budget_mib as _DEFAULT_BUDGET_MIB
 from flashload._core import serialize as _serialize
 
 __all__ = ["load_file", "save_file", "load", "save"]
@@ -130,7 +131,7 @@ def load(data: bytes) -> Dict[str, np.ndarray]:
 
 def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap", dtype: Any = None,
               strategy: str = "auto", threads: int = 0,
-              budget_mib: int = 256) -> Dict[str, np.ndarray]:
+              budget_mib: int = _DEFAULT_BUDGET_MIB) -> Dict[str, np.ndarray]:
     """Every tensor of `filename`, in file order, loaded by flashload's engine.
 
     `backend` ("mmap" or "pread") is checked as safetensors checks it, then ignored: `strategy`

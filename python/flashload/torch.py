@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from flashload import (SafetensorError, _check_backend, _check_save_arguments, _open_file,
                        _save_to_file)
 from flashload._core import File as _File
+from flashload._core import default_budget_mib as _DEFAULT_BUDGET_MIB
 from flashload._core import cuda_built as _cuda_built
 from flashload._core import serialize as _serialize
 
@@ -187,7 +188,7 @@ def load(data: bytes) -> Dict[str, Any]:
 
 def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *,
               backend: str = "mmap", dtype: Any = None, strategy: str = "auto", threads: int = 0,
-              budget_mib: int = 256) -> Dict[str, Any]:
+              budget_mib: int = _DEFAULT_BUDGET_MIB) -> Dict[str, Any]:
     """Every tensor of `filename`, in file order, on `device`, loaded by flashload's engine.
 
     A CUDA `device` ("cuda", "cuda:N", N, torch.device) loads straight into that GPU. `dtype`
@@ -297,7 +298,8 @@ def save_model(model: Any, filename: Union[str, os.PathLike], metadata: Optional
 
 def load_model(model: Any, filename: Union[str, os.PathLike], strict: bool = True,
                device: Union[str, int] = "cpu", *, backend: str = "mmap", strategy: str = "auto",
-               threads: int = 0, budget_mib: int = 256) -> Tuple[Any, List[str]]:
+               threads: int = 0,
+               budget_mib: int = _DEFAULT_BUDGET_MIB) -> Tuple[Any, List[str]]:
     """Loads `filename` into `model` with ``load_state_dict``, shared tensors included.
 
     Names of `model` that share memory with a tensor in the file (tied weights saved once by

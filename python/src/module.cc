@@ -56,6 +56,9 @@
 #include "flashload/status.h"
 #include "flashload/tensor.h"
 #include "flashload/writer.h"
+// The one parser of load settings, shared with the CLI; it includes public headers only. Relative:
+// the module sees the public include folder, not the library's sources.
+#include "../../src/load/load_flags.h"
 
 namespace nb = nanobind;
 
@@ -199,32 +202,24 @@ bool SameLayout(const Header& a, const Header& b) {
   return true;
 }
 
-// Engine options from the Python keyword arguments; ValueError for bad ones.
+// Engine options from the Python keyword arguments, checked as the CLI checks its flags
+// (ParseLoadFlags); ValueError naming the argument and the value for a bad one.
 LoadOptions MakeLoadOptions(const std::string& strategy, uint32_t threads, uint64_t budget_mib,
-                            const std::string& device, const std::string& dtype) {
-  LoadOptions options;
-  if (Result<ConvertSpec> spec = ParseConvertSpec(dtype); !spec.ok()) {
-    throw nb::value_error(("dtype: " + std::string(spec.status().message())).c_str());
-  }
-  options.dtype = dtype;
-  Result<Device> parsed_device = ParseDevice(device);
-  if (!parsed_device.ok())
-    throw nb::value_error(std::string(parsed_device.status().message()).c_str());
-  options.device = *parsed_device;
-  const std::optional<Strategy> parsed = ParseStrategy(strategy);
-  if (!parsed) {
-    throw nb::value_error(("unknown strategy '" + strategy +
-                           "' (expected auto, direct, buffered, mmap, network or mapped)")
-                              .c_str());
-  }
-  if (budget_mib == 0) throw nb::value_error("budget_mib must be at least 1");
-  options.strategy = *parsed;
+                            const std::string& device, const std::string& dtype,
+                            const std::string& variant = "") {
+  LoadFlags flags;
+  flags.strategy = strategy;
+  flags.threads = threads;
+  flags.budget_mib = budget_mib;
+  flags.device = device;
+  flags.dtype = dtype;
+  flags.variant = variant;
+  Result<LoadOptions> options = ParseLoadFlags(flags, FlagStyle::kKeyword);
+  if (!options.ok()) throw nb::value_error(std::string(options.status().message()).c_str());
   // As safetensors does: a file entirely in the page cache is mapped, and its tensors are
   // copy-on-write views of the cache, instead of copies (host loads without conversion only).
-  options.zero_copy_hot = options.device.type == DeviceType::kCpu && dtype.empty();
-  options.threads = threads;
-  options.memory_budget = budget_mib << 20;
-  return options;
+  options->zero_copy_hot = options->device.type == DeviceType::kCpu && dtype.empty();
+  return *std::move(options);
 }
 
 // One safetensors file (or one component of a model: its shards' tensors in file order), either
@@ -482,8 +477,7 @@ std::map<std::string, File> LoadModel(const std::string& path, const std::string
                                       const std::string& variant, const std::string& device,
                                       const std::string& dtype, uint32_t test_delay_ms) {
   std::map<std::string, File> files;
-  LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib, device, dtype);
-  options.variant = variant;
+  LoadOptions options = MakeLoadOptions(strategy, threads, budget_mib, device, dtype, variant);
   Result<LoadedModel> model = LoadInterruptibly(path, std::move(options), test_delay_ms);
   if (!model.ok()) ThrowStatus(model.status());
   std::map<std::string, Header> headers;
@@ -653,19 +647,38 @@ NB_MODULE(_core, m) {
           "conversion into it has completed on the device, so it is ready for any stream.")
       .def("__dlpack_device__", &Array::DlpackDevice);
 
+  // The engine options' defaults and their description, from the CLI's own (LoadFlags).
+  const flashload::LoadFlags defaults;
+  m.attr("default_budget_mib") = defaults.budget_mib;
+  // Docstrings must outlive the module: static.
+  static const std::string engine_options =
+      "`strategy` (auto, direct, buffered, mmap, network or mapped; default " + defaults.strategy +
+      "), `threads` (pread workers; 0: "
+      "automatic) and `budget_mib` (MiB of reads in flight plus staging, at least 1; default " +
+      std::to_string(defaults.budget_mib) +
+      ") are engine options, checked as the CLI's flags are (ValueError naming the argument).";
+  static const std::string open_doc =
+      "Opens the file (or URI) at `path`: loads it whole (GIL released; Ctrl-C "
+      "cancels), or with lazy=True reads and validates only its header. `device`: "
+      "'cpu', or 'cuda:N' to load into that GPU (one device allocation, pinned "
+      "staging). `dtype`: a conversion spec ('bf16', 'F32=F16,lm_head.*:keep'; '' "
+      "keeps stored dtypes) applied on the way. " +
+      engine_options +
+      " _test_delay_ms is for tests only: each engine progress report (about every 64 "
+      "MiB and at the end) sleeps that long, to make a load slow on purpose.";
+  static const std::string load_model_doc =
+      "Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: "
+      "File} ('model' for a model without components). GIL released; Ctrl-C cancels. " +
+      engine_options + " _test_delay_ms: tests only, as in File.open.";
+
   nb::class_<File>(m, "File",
                    "One safetensors file: loaded whole by flashload's engine, or opened lazily "
                    "(header only) and loaded on first use.")
-      .def_static("open", &File::Open, nb::arg("path"), nb::arg("strategy") = "auto",
-                  nb::arg("threads") = 0, nb::arg("budget_mib") = 256, nb::arg("lazy") = false,
-                  nb::arg("device") = "cpu", nb::arg("dtype") = "", nb::arg("_test_delay_ms") = 0,
-                  "Opens the file (or URI) at `path`: loads it whole (GIL released; Ctrl-C "
-                  "cancels), or with lazy=True reads and validates only its header. `device`: "
-                  "'cpu', or 'cuda:N' to load into that GPU (one device allocation, pinned "
-                  "staging). `dtype`: a conversion spec ('bf16', 'F32=F16,lm_head.*:keep'; '' "
-                  "keeps stored dtypes) applied on the way. "
-                  "_test_delay_ms is for tests only: each engine progress report (about every 64 "
-                  "MiB and at the end) sleeps that long, to make a load slow on purpose.")
+      .def_static("open", &File::Open, nb::arg("path"), nb::arg("strategy") = defaults.strategy,
+                  nb::arg("threads") = defaults.threads,
+                  nb::arg("budget_mib") = defaults.budget_mib, nb::arg("lazy") = false,
+                  nb::arg("device") = defaults.device, nb::arg("dtype") = defaults.dtype,
+                  nb::arg("_test_delay_ms") = 0, open_doc.c_str())
       .def_static("from_bytes", &File::FromBytes, nb::arg("data"),
                   "Parses and copies an in-memory safetensors image.")
       .def("keys", &File::Keys, "Tensor names, sorted.")
@@ -688,12 +701,11 @@ NB_MODULE(_core, m) {
       .def_prop_ro("bytes_read", &File::bytes_read,
                    "Bytes of tensor data read from storage so far (header reads not counted).");
 
-  m.def("load_model", &flashload::python::LoadModel, nb::arg("path"), nb::arg("strategy") = "auto",
-        nb::arg("threads") = 0, nb::arg("budget_mib") = 256, nb::arg("variant") = "",
-        nb::arg("device") = "cpu", nb::arg("dtype") = "", nb::arg("_test_delay_ms") = 0,
-        "Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: "
-        "File} ('model' for a model without components). GIL released; Ctrl-C cancels. "
-        "_test_delay_ms: tests only, as in File.open.");
+  m.def("load_model", &flashload::python::LoadModel, nb::arg("path"),
+        nb::arg("strategy") = defaults.strategy, nb::arg("threads") = defaults.threads,
+        nb::arg("budget_mib") = defaults.budget_mib, nb::arg("variant") = defaults.variant,
+        nb::arg("device") = defaults.device, nb::arg("dtype") = defaults.dtype,
+        nb::arg("_test_delay_ms") = 0, load_model_doc.c_str());
   m.def(
       "redact_url", [](const std::string& uri) { return flashload::RedactUrl(uri); },
       nb::arg("uri"),
