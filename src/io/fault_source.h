@@ -10,16 +10,16 @@
 // - kIoError: the request fails with kIoError (EIO), naming the source and offset.
 // - kInterrupted: the request fails with kUnavailable (EINTR), which is retryable.
 // - kShortRead: the request is OK but reports half the bytes it read (not at end of file), which
-// the
-//   contract reserves for end of file; the engine must treat it as an unexpected EOF or read the
-//   rest.
+//   the contract reserves for end of file; the engine must treat it as an unexpected EOF or read
+//   the rest.
 // - kCorrupt: the request is OK with all its bytes, but one of them is flipped; only verification
 //   (a checksum, or comparing bytes in tests) can catch it.
 // Short reads and corruption need bytes to act on: a read that returned none is left alone and not
 // counted. injected() counts the faults really applied.
 //
 // On the async path the request still goes to the target (so its buffer is written as usual) and
-// the fault is applied to its completion. Thread-safety: all methods, from any thread.
+// the fault is applied to its completion. A batch the target refuses is refused whole, as the
+// target refused it. Thread-safety: all methods, from any thread. Owns the target.
 #ifndef FLASHLOAD_IO_FAULT_SOURCE_H_
 #define FLASHLOAD_IO_FAULT_SOURCE_H_
 

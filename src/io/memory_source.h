@@ -1,7 +1,7 @@
 // An in-memory source: bytes in a vector (owned) or a span (borrowed), with whatever caps a test
-// wants the engine to see. With caps.direct_io, Submit() enforces caps.alignment like a real
-// O_DIRECT source (kInvalidArgument). Submit() completes synchronously (the default Source
-// implementation).
+// wants the engine to see. With caps.direct_io, Submit() refuses unaligned batches like a real
+// O_DIRECT source (kInvalidArgument, from Source::Submit()'s validation). Requests complete
+// synchronously inside Submit() (the default Source::DoSubmit()).
 //
 // Thread-safety: all methods, from any thread.
 #ifndef FLASHLOAD_IO_MEMORY_SOURCE_H_

@@ -1,7 +1,7 @@
 // The mmap backend for local files: a read-only shared mapping of the whole file (MAP_SHARED,
 // PROT_READ, madvise SEQUENTIAL + WILLNEED); ReadAt() is a memcpy, and View() hands out the mapped
-// bytes without a copy (caps().zero_copy_view). Submit()/Reap() run the copies on a small pool so
-// page faults of one request do not hold up the caller.
+// bytes without a copy. Submit()/Reap() run the copies on a small pool so page faults of one
+// request do not hold up the caller.
 //
 // Truncation: if another process truncates the file while it is mapped, touching a page past the
 // new end raises SIGBUS. ReadAt() (and so Submit()) copies under a guard (io/mapping_guard.h): it
@@ -9,6 +9,9 @@
 // the data with the file, offset and tensor), or DATA_LOSS when the file kept its size (an I/O
 // error under the mapping). View() hands out unguarded memory: a caller reading through it must
 // guard its own accesses.
+//
+// Thread-safety: all methods, from any thread. Lifetime: the mapping (and every View()) ends with
+// the source, after its copies finished.
 #ifndef FLASHLOAD_IO_MMAP_SOURCE_H_
 #define FLASHLOAD_IO_MMAP_SOURCE_H_
 

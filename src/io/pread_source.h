@@ -4,6 +4,10 @@
 // Caps: direct_io and alignment when opened with O_DIRECT; max_in_flight = threads.
 // Submit() only queues; Reap() waits on a condition variable up to the deadline. ReadAt() runs on
 // the caller's thread; with O_DIRECT, an unaligned ReadAt() goes through a buffered descriptor.
+//
+// Thread-safety: all methods, from any thread. Errors name the file and byte offset. Lifetime: the
+// destructor drops the requests not yet started and joins the workers, so no read touches a
+// buffer after it returns.
 #ifndef FLASHLOAD_IO_PREAD_SOURCE_H_
 #define FLASHLOAD_IO_PREAD_SOURCE_H_
 

@@ -17,14 +17,21 @@
 // Paths:
 // - ReadAt() retries on the caller's thread, sleeping between attempts; with `per_attempt` > 0
 //   each attempt gets the earlier of the caller's deadline and now + per_attempt.
-// - Submit() forwards; Reap() takes the target's completions and, for one to retry, puts it in a
-//   timer queue, and resubmits it to the target from a later Reap() once its time has come, so a
-//   request waiting for its retry never blocks other completions. Reap() returns when it has
+// - Submit() forwards the (validated) batch; Reap() takes the target's completions and, for one to
+//   retry, puts it in a timer queue, and resubmits the rest of its range to the target (through
+//   the target's Submit(), which checks the new request) from a later Reap() once its time has
+//   come, so a request waiting for its retry never blocks other completions. Reap() returns when it has
 //   completions for the caller or the caller's deadline passed. On this path an attempt is bounded
 //   by the target's own request timeout (HttpOptions::request_timeout), not by `per_attempt`.
 // - Cancel() cancels the target and completes every request waiting for a retry with kCancelled.
 //
-// Thread-safety: all methods, from any thread; concurrent Reap() calls are serialized.
+// Who applies it: the registry wraps every source of a remote scheme (flashload/registry.h) with
+// RetryPolicyFor(RemoteOpenOptions); RetryCalls() retries whole operations (opens, store calls)
+// with the same backoff.
+//
+// Thread-safety: all methods, from any thread; concurrent Reap() calls are serialized. Owns the
+// target; buffers of requests waiting for a retry must stay valid until their completion is
+// reaped, as for any source.
 #ifndef FLASHLOAD_IO_RETRY_SOURCE_H_
 #define FLASHLOAD_IO_RETRY_SOURCE_H_
 

@@ -45,6 +45,7 @@
 #include <mutex>
 #include <vector>
 
+#include "flashload/defaults.h"
 #include "io/local_file.h"
 
 namespace flashload {
@@ -54,7 +55,7 @@ using io_internal::LocalFd;
 using io_internal::LocalFile;
 
 constexpr uint64_t kCancelUserData = ~uint64_t{0};
-constexpr uint32_t kDefaultDepth = 32;
+constexpr uint32_t kDefaultDepth = defaults::kUringQueueDepth;
 constexpr uint32_t kMaxDepth = 4096;
 constexpr unsigned kCqeBatch = 64;
 

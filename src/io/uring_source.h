@@ -1,11 +1,17 @@
 // The io_uring backend for local files (liburing), buffered or O_DIRECT.
 //
-// Caps: max_in_flight = the ring's queue depth (options.queue_depth, 0: 32); with options.direct,
+// Caps: max_in_flight = the ring's queue depth (options.queue_depth, 0: kUringQueueDepth); with
+// options.direct,
 // direct_io and alignment = what the file's device needs (statx DIOALIGN, else the logical block
 // size, else 4096). Submit() accepts any number of requests: beyond the queue depth they wait in a
 // queue and enter the ring as earlier ones complete (inside Reap()). Submit() and Cancel() may race
 // with one thread in Reap(); several Reap() callers are serialized. ReadAt() is a plain pread() on
 // the caller's thread (through a buffered descriptor when a direct source gets an unaligned call).
+//
+// Thread-safety: all methods, from any thread, as above. Errors name the file and byte offset
+// (ErrnoToStatus); kUnimplemented from the open when the kernel refuses io_uring (the registry's
+// file backend then falls back to the thread pool). Lifetime: the destructor cancels and waits for
+// the requests in the ring.
 #ifndef FLASHLOAD_IO_URING_SOURCE_H_
 #define FLASHLOAD_IO_URING_SOURCE_H_
 

@@ -9,6 +9,7 @@
 
 #include "flashload/source.h"
 #include "io/memory_source.h"
+#include "io/retry_source.h"
 #include "support/status_matchers.h"
 #include "support/test_files.h"
 
@@ -104,6 +105,86 @@ TEST_F(RegistryTest, ColonInAPlainPathIsNotAScheme) {
   const std::string cwd_relative = "weights:v2.bin";
   ExpectReadsTheFile(odd);
   EXPECT_THAT(OpenSource(cwd_relative), StatusIs(StatusCode::kNotFound, HasSubstr(cwd_relative)));
+}
+
+// A registry of its own: the policy is the registry's, the same for every scheme registered remote.
+TEST(SourceRegistryTest, RemoteSchemesAreRetriedOpenAndReadsLocalOnesAreNot) {
+  SourceRegistry registry;
+  int opens = 0;
+  auto flaky = [&opens](const std::string& uri,
+                        const OpenOptions&) -> Result<std::unique_ptr<Source>> {
+    if (++opens < 3) return UnavailableError(uri + ": HTTP 503 (opening)");
+    return NewMemorySource(PositionalBytes(100), {.name = uri});
+  };
+  registry.Register("flaky", flaky, {.remote = true});
+  registry.Register("LOCALISH", [](const std::string& uri, const OpenOptions&) {
+    return Result<std::unique_ptr<Source>>(NewMemorySource(PositionalBytes(10), {.name = uri}));
+  });
+  EXPECT_EQ(registry.Schemes(), (std::vector<std::string>{"flaky", "localish"}));
+
+  OpenOptions options;
+  options.remote.retry_base_ms = 0;
+  FL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Source> remote, registry.Open("FLAKY://b/k", options));
+  EXPECT_EQ(opens, 3) << "the open is retried while it fails retryably";
+  auto* retry = dynamic_cast<RetrySource*>(remote.get());
+  ASSERT_NE(retry, nullptr) << "every read of a remote scheme is retried";
+  EXPECT_EQ(retry->policy().max_attempts, options.remote.max_attempts);
+
+  opens = 0;
+  options.remote.max_attempts = 2;
+  EXPECT_THAT(registry.Open("flaky://b/k", options),
+              StatusIs(StatusCode::kUnavailable, HasSubstr("gave up after 2 attempts")));
+
+  FL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Source> local, registry.Open("localish://x", options));
+  EXPECT_EQ(dynamic_cast<RetrySource*>(local.get()), nullptr);
+  EXPECT_THAT(registry.Open("file:///x", options),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("known schemes: flaky://")))
+      << "an empty registry knows no file:// either";
+}
+
+TEST(SourceRegistryTest, StoresOfRemoteSchemesAreRetried) {
+  SourceRegistry registry;
+  registry.Register("flaky",
+                    [](const std::string&, const OpenOptions&) {
+                      return Result<std::unique_ptr<Source>>(NewMemorySource({}));
+                    },
+                    {.remote = true});
+  class FlakyStore : public ModelStore {
+   public:
+    Result<EntryKind> Stat(const std::string& path) const override {
+      if (++calls_ < 2) return UnavailableError(path + ": HTTP 503 SlowDown");
+      return EntryKind::kFile;
+    }
+    Result<std::vector<Entry>> List(const std::string&) const override {
+      return std::vector<Entry>{};
+    }
+    Result<std::string> ReadText(const std::string& path) const override {
+      return NotFoundError(path);
+    }
+    std::string Canonical(const std::string& path) const override { return path; }
+
+   private:
+    mutable int calls_ = 0;
+  };
+  registry.RegisterModelStore("flaky", [](const std::string&, const OpenOptions&) {
+    return Result<std::unique_ptr<ModelStore>>(std::make_unique<FlakyStore>());
+  });
+  OpenOptions options;
+  options.remote.retry_base_ms = 0;
+  FL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ModelStore> store,
+                          registry.OpenModelStore("flaky://b/model", options));
+  ASSERT_NE(store, nullptr);
+  EXPECT_THAT(store->Stat("flaky://b/model/x.safetensors"), IsOk());
+  EXPECT_THAT(store->ReadText("flaky://b/i.json"), StatusIs(StatusCode::kNotFound))
+      << "a non-retryable error passes through at once";
+}
+
+TEST(SourceRegistryTest, BuiltinSchemesAndTheDefaultRegistry) {
+  SourceRegistry registry;
+  RegisterBuiltinSchemes(registry);
+  EXPECT_EQ(registry.Schemes(), (std::vector<std::string>{"file", "http", "https", "s3"}));
+  EXPECT_EQ(&DefaultSourceRegistry(), &DefaultSourceRegistry());
+  EXPECT_THAT(RegisteredSourceSchemes(), ::testing::IsSupersetOf({"file", "http", "https", "s3"}));
 }
 
 }  // namespace
