@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <string>
-#include <vector>
 
 #include "support/status_matchers.h"
 
@@ -13,9 +12,7 @@ namespace flashload {
 namespace {
 
 using ::testing::AllOf;
-using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using ::testing::Not;
 
 TEST(XmlTest, BuildsTheTree) {
   FL_ASSERT_OK_AND_ASSIGN(
