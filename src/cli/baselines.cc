@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "flashload/header.h"
 #include "io/page_cache.h"
@@ -45,6 +46,7 @@ BaselineResult Named(std::string name, std::string detail) {
 class Fd {
  public:
   explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
   ~Fd() {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -56,10 +58,41 @@ class Fd {
   int fd_;
 };
 
-Result<uint64_t> FileSize(int fd, const std::string& path) {
+struct OpenFile {
+  Fd fd;
+  uint64_t size;
+};
+
+// Opens `path` read-only (and close-on-exec) with `flags` added, and takes its size. With O_DIRECT,
+// a file system that refuses it is kFailedPrecondition.
+Result<OpenFile> OpenForRead(const std::string& path, int flags = 0) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | flags));
+  if (fd.get() < 0) {
+    if (errno == EINVAL && (flags & O_DIRECT) != 0) {
+      return FailedPreconditionError(
+          fmt::format("{}: the file system does not support O_DIRECT", path));
+    }
+    return ErrnoToStatus(errno, "open", path);
+  }
   struct stat st {};
-  if (::fstat(fd, &st) != 0) return ErrnoToStatus(errno, "fstat", path);
-  return static_cast<uint64_t>(st.st_size);
+  if (::fstat(fd.get(), &st) != 0) return ErrnoToStatus(errno, "fstat", path);
+  return OpenFile{std::move(fd), static_cast<uint64_t>(st.st_size)};
+}
+
+// Bytes a baseline delivered, kept until its checksum is taken.
+struct OwnedBytes {
+  std::unique_ptr<std::byte[]> data;
+  uint64_t size;
+};
+
+// XXH3-64 of `parts`, in order.
+uint64_t Xxh3Of(const std::vector<OwnedBytes>& parts) {
+  XXH3_state_t* h = XXH3_createState();
+  XXH3_64bits_reset(h);
+  for (const OwnedBytes& p : parts) XXH3_64bits_update(h, p.data.get(), p.size);
+  const uint64_t digest = XXH3_64bits_digest(h);
+  XXH3_freeState(h);
+  return digest;
 }
 
 struct FreeDeleter {
@@ -117,15 +150,9 @@ Result<double> DirectPass(std::span<const std::string> files, uint32_t depth, ui
                           XXH3_state_t* hash) {
   const auto start = Clock::now();
   for (const std::string& path : files) {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
-    if (fd.get() < 0) {
-      if (errno == EINVAL) {
-        return FailedPreconditionError(
-            fmt::format("{}: the file system does not support O_DIRECT", path));
-      }
-      return ErrnoToStatus(errno, "open", path);
-    }
-    FL_ASSIGN_OR_RETURN(const uint64_t size, FileSize(fd.get(), path));
+    FL_ASSIGN_OR_RETURN(const OpenFile file, OpenForRead(path, O_DIRECT));
+    const Fd& fd = file.fd;
+    const uint64_t size = file.size;
     // verify: one buffer of the file's size; otherwise one block per thread, discarded like fio.
     AlignedBuffer whole;
     if (hash) {
@@ -266,19 +293,14 @@ int64_t PeakRssMeter::PeakDeltaBytes() const {
 Result<BaselineResult> MmapCopyBaseline(std::span<const std::string> files,
                                         const BaselineOptions& options) {
   BaselineResult r = Named("mmap+copy", "mmap, per-tensor new + memcpy, 1 thread");
-  struct Copied {
-    std::unique_ptr<std::byte[]> data;
-    uint64_t size;
-  };
-  std::vector<Copied> tensors;  // the loaded model, in file order
+  std::vector<OwnedBytes> tensors;  // the loaded model, in file order
   PeakRssMeter rss;
   const auto start = Clock::now();
   for (const std::string& path : files) {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd.get() < 0) return ErrnoToStatus(errno, "open", path);
-    FL_ASSIGN_OR_RETURN(const uint64_t size, FileSize(fd.get(), path));
+    FL_ASSIGN_OR_RETURN(const OpenFile opened, OpenForRead(path));
+    const uint64_t size = opened.size;
     if (size == 0) return DataLossError(fmt::format("{}: empty file", path));
-    void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+    void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, opened.fd.get(), 0);
     if (map == MAP_FAILED) return ErrnoToStatus(errno, "mmap", path);
     struct Unmap {
       void* p;
@@ -294,7 +316,7 @@ Result<BaselineResult> MmapCopyBaseline(std::span<const std::string> files,
                         path));
     const std::byte* data = bytes + header.data_offset();
     for (const TensorInfo& t : header.tensors) {
-      Copied c{std::unique_ptr<std::byte[]>(new std::byte[t.byte_size()]), t.byte_size()};
+      OwnedBytes c{std::unique_ptr<std::byte[]>(new std::byte[t.byte_size()]), t.byte_size()};
       std::memcpy(c.data.get(), data + t.data_begin, t.byte_size());
       Escape(c.data.get());
       r.bytes += t.byte_size();
@@ -303,30 +325,23 @@ Result<BaselineResult> MmapCopyBaseline(std::span<const std::string> files,
   }
   r.seconds = SecondsSince(start);
   r.peak_rss_delta = rss.PeakDeltaBytes();
-  if (options.verify) {
-    XXH3_state_t* h = XXH3_createState();
-    XXH3_64bits_reset(h);
-    for (const Copied& c : tensors) XXH3_64bits_update(h, c.data.get(), c.size);
-    r.checksum = XXH3_64bits_digest(h);
-    XXH3_freeState(h);
-  }
+  if (options.verify) r.checksum = Xxh3Of(tensors);
   return r;
 }
 
 Result<BaselineResult> BufferedReadBaseline(std::span<const std::string> files,
                                             const BaselineOptions& options) {
   BaselineResult r = Named("read", "read() of each whole file into one buffer, 1 thread");
-  std::vector<std::pair<std::unique_ptr<std::byte[]>, uint64_t>> buffers;
+  std::vector<OwnedBytes> buffers;  // each file whole, in order
   PeakRssMeter rss;
   const auto start = Clock::now();
   for (const std::string& path : files) {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd.get() < 0) return ErrnoToStatus(errno, "open", path);
-    FL_ASSIGN_OR_RETURN(const uint64_t size, FileSize(fd.get(), path));
+    FL_ASSIGN_OR_RETURN(const OpenFile file, OpenForRead(path));
+    const uint64_t size = file.size;
     std::unique_ptr<std::byte[]> buf(new std::byte[size]);
     uint64_t done = 0;
     while (done < size) {
-      const ssize_t n = ::read(fd.get(), buf.get() + done, size - done);
+      const ssize_t n = ::read(file.fd.get(), buf.get() + done, size - done);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return ErrnoToStatus(errno, "read", path, done);
       if (n == 0) return IoError(fmt::format("{}: file shrank while reading, at {}", path, done));
@@ -334,17 +349,11 @@ Result<BaselineResult> BufferedReadBaseline(std::span<const std::string> files,
     }
     Escape(buf.get());
     r.bytes += size;
-    buffers.emplace_back(std::move(buf), size);
+    buffers.push_back({std::move(buf), size});
   }
   r.seconds = SecondsSince(start);
   r.peak_rss_delta = rss.PeakDeltaBytes();
-  if (options.verify) {
-    XXH3_state_t* h = XXH3_createState();
-    XXH3_64bits_reset(h);
-    for (const auto& [buf, size] : buffers) XXH3_64bits_update(h, buf.get(), size);
-    r.checksum = XXH3_64bits_digest(h);
-    XXH3_freeState(h);
-  }
+  if (options.verify) r.checksum = Xxh3Of(buffers);
   return r;
 }
 
