@@ -14,8 +14,9 @@
 // - FreshMemcpyLimit / FreshTouchLimit: memcpy into, or first touch of, new memory: what any loader
 //   pays to get memory for its tensors (the fresh-memory supply).
 //
-// Every function frees what it allocated before returning, and keeps the compiler from eliding the
-// copies. None of them evicts the page cache: the caller makes runs cold (io/page_cache.h) and
+// Errors: open, read and mmap failures come back as Status naming the file (and byte offset);
+// nothing is retried. Every function frees what it allocated before returning, and keeps the
+// compiler from eliding the copies. None of them evicts the page cache: the caller makes runs cold (io/page_cache.h) and
 // reports residency. Functions run one at a time in the calling thread (plus their own workers).
 #ifndef FLASHLOAD_CLI_BASELINES_H_
 #define FLASHLOAD_CLI_BASELINES_H_

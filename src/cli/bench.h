@@ -1,5 +1,11 @@
 // `flashload bench` and `flashload demo`: load a model cold and hot, beside its limit and the usual
 // ways of reading it, interleaved and repeated (BENCHMARKING.md); and `flashload gen`.
+//
+// Add*Options bind CLI11 options to the fields of `args`, which must outlive the app's parse.
+// Run* return the process exit code (0 success, 1 a run or write failed, 2 bad usage) and print
+// their errors to stderr. RunBench forks one child process per run (and makes files cold with
+// DropAllCaches or eviction): call it from a single-threaded process, one at a time. PlanBenchPhase
+// and HeadlineLimit are pure.
 #ifndef FLASHLOAD_CLI_BENCH_H_
 #define FLASHLOAD_CLI_BENCH_H_
 

@@ -1,4 +1,7 @@
 // Output helpers of the CLI: JSON strings, human-readable sizes, peak RSS, a progress bar.
+//
+// Thread-safety: the functions are safe to call from any thread; ProgressBar is
+// thread-compatible. Nothing here fails.
 #ifndef FLASHLOAD_CLI_OUTPUT_H_
 #define FLASHLOAD_CLI_OUTPUT_H_
 

@@ -1,5 +1,10 @@
 // Independent checks of loaded bytes: hashes of tensors read with plain pread(), sharing no code
 // with the engine, so `load --verify` compares the engine against a second reader.
+//
+// Errors: the source's own (kNotFound, kIoError, ... naming the file and byte offset); a file that
+// ends before a tensor does is kDataLoss. A mismatch is not an error: VerifyReport lists it.
+// Thread-safety: each call opens its own sources; calls may run concurrently. The LoadedModel must
+// outlive VerifyModel().
 #ifndef FLASHLOAD_CLI_VERIFY_H_
 #define FLASHLOAD_CLI_VERIFY_H_
 
