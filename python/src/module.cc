@@ -58,7 +58,7 @@
 #include "flashload/writer.h"
 // The one parser of load settings, shared with the CLI; it includes public headers only. Relative:
 // the module sees the public include folder, not the library's sources.
-#include "../../src/load/load_flags.h"
+#include "load/load_flags.h"
 
 namespace nb = nanobind;
 
