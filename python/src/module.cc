@@ -56,8 +56,7 @@
 #include "flashload/status.h"
 #include "flashload/tensor.h"
 #include "flashload/writer.h"
-// The one parser of load settings, shared with the CLI; it includes public headers only. Relative:
-// the module sees the public include folder, not the library's sources.
+// The one parser of load settings, shared with the CLI and bench (the load layer).
 #include "load/load_flags.h"
 
 namespace nb = nanobind;
