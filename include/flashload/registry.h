@@ -58,8 +58,8 @@ struct LocalOpenOptions {
 // AWS_PROFILE...).
 struct RemoteOpenOptions {
   uint32_t connections = 0;  // ranged GETs in flight (0: defaults::kRemoteConnections)
-  // Bytes per ranged GET (0: defaults::kRemoteChunkBytes, or more when the HTTP backend measures a
-  // slow first byte on a fast link; see HttpOptions::adapt_chunk).
+  // Bytes per ranged GET (0: defaults::kRemoteChunkBytes, or more when the HTTP backend measures
+  // a slow first byte on a fast link during the open).
   uint64_t chunk_bytes = 0;
   std::string ca_bundle;  // PEM file of trusted certificate authorities (empty: the system's)
   bool verify_tls = true;
