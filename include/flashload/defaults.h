@@ -23,6 +23,8 @@ inline constexpr uint32_t kAlignment = 4096;
 // attempts per range (the first included), and the full-jitter backoff's base and cap.
 inline constexpr uint32_t kRemoteConnections = 16;
 inline constexpr uint64_t kRemoteChunkBytes = 8ull << 20;
+// The largest range a measured link may grow requests to (strategy code, remote objects).
+inline constexpr uint64_t kRemoteMaxChunkBytes = 64ull << 20;
 inline constexpr uint32_t kRemoteMaxAttempts = 3;
 inline constexpr uint32_t kRetryBaseMs = 100;
 inline constexpr uint32_t kRetryCapMs = 20000;

@@ -57,6 +57,11 @@ struct SourceCaps {
   uint32_t alignment = 1;      // offset/length/buffer alignment when direct_io (a power of two)
   uint32_t max_in_flight = 1;  // requests worth keeping in flight at once
   uint64_t preferred_chunk = defaults::kChunkBytes;  // bytes per request that reach full speed
+  // What the link was measured to do (remote objects, on the opening request; 0: not measured):
+  // the time to the first byte of a request, and the rate one request's body arrived at. The
+  // strategy code sizes requests from these (larger ranges on a long, fast link).
+  uint64_t first_byte_ns = 0;
+  uint64_t request_bytes_per_second = 0;
 };
 
 struct ReadRequest {

@@ -128,6 +128,15 @@ FileStrategy ChooseStrategy(const std::string& path, const LoadOptions& options)
   return s;
 }
 
+uint64_t LinkChunkBytes(const SourceCaps& caps) {
+  uint64_t chunk = std::max<uint64_t>(caps.preferred_chunk, 1);
+  if (caps.first_byte_ns == 0 || caps.request_bytes_per_second == 0) return chunk;
+  const double want = 4.0 * (static_cast<double>(caps.first_byte_ns) * 1e-9) *
+                      static_cast<double>(caps.request_bytes_per_second);
+  while (chunk < want && chunk < defaults::kRemoteMaxChunkBytes) chunk *= 2;
+  return std::max(std::min(chunk, defaults::kRemoteMaxChunkBytes), caps.preferred_chunk);
+}
+
 Status CheckRemoteStrategy(const std::string& uri, const LoadOptions& options) {
   if (options.strategy != Strategy::kAuto && options.strategy != Strategy::kNetwork) {
     return InvalidArgumentError(fmt::format(
@@ -147,6 +156,9 @@ Result<FileStrategy> ChooseRemoteStrategy(const std::string& uri, const SourceCa
   s.queue_depth =
       options.queue_depth > 0 ? options.queue_depth : std::max<uint32_t>(caps.max_in_flight, 1);
   s.chunk_bytes = options.chunk_bytes > 0 ? options.chunk_bytes : caps.preferred_chunk;
+  if (options.chunk_bytes == 0 && options.remote.chunk_bytes == 0) {
+    s.chunk_bytes = LinkChunkBytes(caps);
+  }
   if (options.chunk_bytes == 0) {
     // Every connection busy within the memory budget, with room for two files at once: ranges no
     // larger than budget / (2 × requests in flight), a power of two, at least 1 MiB. (Larger ranges

@@ -131,19 +131,13 @@ struct Transfer {
   uint64_t total_ns = 0;  // the opening request: until its last byte
 };
 
-// The range size for a link: large enough that the first-byte latency costs at most about 1/5 of
-// each request (4 × latency × the rate one connection reached on the opening request), never
-// below the configured chunk, at most `max_chunk`, a power of two. The opening request must have
-// carried at least 512 KiB for its rate to mean anything; otherwise the configured chunk. (8 ×
-// gave 16 MiB ranges at 20 ms / 100 MB/s, which loaded half as fast as 8 MiB on the test VM.)
-uint64_t AdaptedChunk(const HttpOptions& o, uint64_t received, uint64_t first_byte_ns,
-                      uint64_t total_ns) {
-  if (!o.adapt_chunk || received < (512u << 10) || total_ns <= first_byte_ns) return o.chunk_size;
-  const double rate = static_cast<double>(received) / ((total_ns - first_byte_ns) * 1e-9);
-  const double want = 4.0 * (first_byte_ns * 1e-9) * rate;
-  uint64_t chunk = o.chunk_size;
-  while (chunk < want && chunk < o.max_chunk) chunk *= 2;
-  return std::min(std::max(chunk, o.chunk_size), std::max(o.max_chunk, o.chunk_size));
+// The link as the opening request measured it: time to first byte, and the rate its body arrived
+// at. The body must have carried at least 512 KiB for its rate to mean anything.
+void MeasureLink(uint64_t received, uint64_t first_byte_ns, uint64_t total_ns, SourceCaps& caps) {
+  caps.first_byte_ns = first_byte_ns;
+  if (received < (512u << 10) || total_ns <= first_byte_ns) return;
+  caps.request_bytes_per_second = static_cast<uint64_t>(
+      static_cast<double>(received) / (static_cast<double>(total_ns - first_byte_ns) * 1e-9));
 }
 
 class HttpObject final : public HttpSource {
@@ -203,7 +197,9 @@ class HttpObject final : public HttpSource {
     prefix_.shrink_to_fit();
     etag_ = done.etag;
     strong_etag_ = !etag_.empty() && etag_.rfind("W/", 0) != 0;
-    chunk_ = AdaptedChunk(options_, done.received, done.first_byte_ns, done.total_ns);
+    link_.max_in_flight = options_.connections;
+    link_.preferred_chunk = options_.chunk_size;
+    MeasureLink(done.received, done.first_byte_ns, done.total_ns, link_);
     return Status();
   }
 
@@ -214,12 +210,7 @@ class HttpObject final : public HttpSource {
   uint64_t size() const override { return size_; }
   std::string_view backend() const override { return "http"; }
 
-  SourceCaps caps() const override {
-    SourceCaps c;
-    c.max_in_flight = options_.connections;
-    c.preferred_chunk = chunk_;
-    return c;
-  }
+  SourceCaps caps() const override { return link_; }
 
   Result<size_t> ReadAt(uint64_t offset, std::span<std::byte> dst,
                         const ReadOptions& options) const override {
@@ -787,7 +778,7 @@ class HttpObject final : public HttpSource {
   std::string etag_;
   bool strong_etag_ = false;
   std::vector<std::byte> prefix_;
-  uint64_t chunk_ = 0;  // caps().preferred_chunk
+  SourceCaps link_;  // caps(): set by Open()
 
   CURLM* multi_ = nullptr;
   std::thread thread_;
@@ -921,7 +912,6 @@ HttpOptions HttpOptionsFrom(const RemoteOpenOptions& remote) {
   HttpOptions o;
   if (remote.connections > 0) o.connections = remote.connections;
   if (remote.chunk_bytes > 0) o.chunk_size = remote.chunk_bytes;
-  o.adapt_chunk = remote.chunk_bytes == 0;  // an explicit size is kept as given
   o.ca_bundle = remote.ca_bundle;
   o.verify_tls = remote.verify_tls;
   o.header_on_redirect = remote.header_on_redirect;

@@ -37,8 +37,10 @@
 // reaches Reap()). Cancel() aborts every queued and running transfer; they complete with
 // kCancelled. The destructor waits for transfers in flight, then cleans up.
 //
-// Caps: max_in_flight = `connections`; preferred_chunk = `chunk_size`, or with `adapt_chunk` a
-// larger size measured on the opening GET (see HttpOptions). No direct I/O, no alignment.
+// Caps: max_in_flight = `connections`; preferred_chunk = `chunk_size`; first_byte_ns and
+// request_bytes_per_second as measured on the opening GET (when it carried at least 512 KiB). The
+// backend sizes nothing itself: the strategy code (engine/strategy.h) picks the range size from
+// these. No direct I/O, no alignment.
 //
 // Thread-safety: all methods, from any thread. The decorator and the error decoder run on the
 // event thread. Lifetime: the destructor waits for the transfers in flight; buffers of requests
@@ -90,12 +92,8 @@ struct HttpOptions {
   bool verify_tls = true;
   uint32_t connections =
       defaults::kRemoteConnections;                   // transfers in flight (connections per host)
-  uint64_t chunk_size = defaults::kRemoteChunkBytes;  // caps().preferred_chunk (the least, adapted)
-  // Adapt the range size to the link measured on the opening request: 4 × first-byte latency ×
-  // one connection's rate, rounded up to a power of two, between chunk_size and max_chunk.
-  bool adapt_chunk = false;
-  uint64_t max_chunk = uint64_t{64} << 20;
-  uint64_t prefix_bytes = uint64_t{1} << 20;  // the opening speculative GET
+  uint64_t chunk_size = defaults::kRemoteChunkBytes;  // caps().preferred_chunk
+  uint64_t prefix_bytes = uint64_t{1} << 20;          // the opening speculative GET
   std::chrono::milliseconds connect_timeout{10'000};
   // A transfer slower than `low_speed_bytes_per_second` for `low_speed_time` is aborted
   // (kUnavailable). 0 bytes/s: never.

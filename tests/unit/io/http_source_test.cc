@@ -527,35 +527,6 @@ using ::flashload::testing::RangeServerScript;
 using ::flashload::testing::TempDir;
 using ::flashload::testing::WriteFile;
 
-// The range size follows the link measured on the opening GET: with 40 ms to the first byte at
-// 50 MB/s per connection, 8 MiB ranges would spend a fifth of their time waiting, so ranges grow;
-// an explicit size is kept as given.
-TEST(HttpSourceAdaptTest, RangeSizeGrowsWithFirstByteLatencyTimesBandwidth) {
-  TempDir dir;
-  ASSERT_EQ(mkdir(dir.File("root").c_str(), 0755), 0);
-  ASSERT_EQ(mkdir(dir.File("root/bucket").c_str(), 0755), 0);
-  WriteFile(dir.File("root/bucket/model.bin"), PositionalBytes(4 << 20, 5));
-  Result<std::unique_ptr<RangeServer>> slow =
-      RangeServer::Start(RangeServerScript(), dir.File("root"), dir.path(),
-                         {"--first-byte-latency-ms", "40", "--bandwidth-per-conn", "50000000"});
-  ASSERT_THAT(slow, IsOk());
-  RemoteOpenOptions remote;
-  HttpOptions adapt = HttpOptionsFrom(remote);
-  ASSERT_TRUE(adapt.adapt_chunk);
-  Result<std::unique_ptr<Source>> s = OpenHttpSource((*slow)->Url("bucket/model.bin"), adapt);
-  ASSERT_THAT(s, IsOk());
-  // 4 × 0.04 s × 50 MB/s = 8 MB: above the 8 MiB default, so 16 MiB, at most the cap.
-  EXPECT_GE((*s)->caps().preferred_chunk, 16ull << 20);
-  EXPECT_LE((*s)->caps().preferred_chunk, adapt.max_chunk);
-
-  remote.chunk_bytes = 2 << 20;
-  HttpOptions fixed = HttpOptionsFrom(remote);
-  EXPECT_FALSE(fixed.adapt_chunk);
-  Result<std::unique_ptr<Source>> f = OpenHttpSource((*slow)->Url("bucket/model.bin"), fixed);
-  ASSERT_THAT(f, IsOk());
-  EXPECT_EQ((*f)->caps().preferred_chunk, 2u << 20);
-}
-
 // Regression: a 302 from 127.0.0.1 to 127.0.0.2 sent the user's X-Api-Key to the second host on
 // every request (libcurl forwards custom headers to any host). They stay with their origin unless
 // header_on_redirect is set; the bytes come back right either way.
