@@ -86,4 +86,12 @@ std::string PrintableSnippet(std::string_view s, size_t limit) {
   return out;
 }
 
+bool IsHttpToken(std::string_view s) {
+  constexpr std::string_view kPunctuation = "!#$%&'*+-.^_`|~";
+  return !s.empty() && std::all_of(s.begin(), s.end(), [&](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+           kPunctuation.find(c) != std::string_view::npos;
+  });
+}
+
 }  // namespace flashload

@@ -44,6 +44,10 @@ enum class BadEscape {
 std::optional<std::string> PercentDecode(std::string_view s, bool plus_is_space,
                                          BadEscape bad = BadEscape::kFail);
 
+// Whether `s` is a non-empty HTTP token (RFC 9110: letters, digits and !#$%&'*+-.^_`|~), the form
+// of a header name.
+bool IsHttpToken(std::string_view s);
+
 // At most `limit` bytes of untrusted text as a message may quote them: each byte outside
 // printable ASCII becomes a space, and trailing spaces are dropped.
 std::string PrintableSnippet(std::string_view s, size_t limit);

@@ -866,13 +866,8 @@ size_t HttpObject::OnBody(char* data, size_t size, size_t nmemb, void* user) {
 
 Status CheckRequestHeaders(const std::vector<std::pair<std::string, std::string>>& headers,
                            const std::string& url) {
-  constexpr std::string_view kTokenPunctuation = "!#$%&'*+-.^_`|~";
   for (const auto& [name, value] : headers) {
-    const bool name_ok = !name.empty() && std::all_of(name.begin(), name.end(), [&](char c) {
-      return std::isalnum(static_cast<unsigned char>(c)) ||
-             kTokenPunctuation.find(c) != std::string_view::npos;
-    });
-    if (!name_ok) {
+    if (!IsHttpToken(name)) {
       return InvalidArgumentError(
           fmt::format("{}: request header name '{}' is not an HTTP token (letters, digits and "
                       "!#$%&'*+-.^_`|~ only; no spaces, CR, LF or NUL); give it as 'Name: value'",

@@ -51,11 +51,6 @@ Digest HmacSha256(std::span<const unsigned char> key, std::string_view data) {
   return out;
 }
 
-bool IsHeaderNameChar(unsigned char c) {
-  return std::isalnum(c) != 0 ||
-         std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
-}
-
 Status CheckCanonicalUri(std::string_view uri) {
   if (uri.empty() || uri.front() != '/') {
     return InvalidArgumentError(fmt::format(
@@ -208,9 +203,7 @@ Result<SigV4Signature> SignV4(const SigV4Request& request, const AwsCredentials&
   std::vector<HttpHeader> canonical = added;
   bool has_host = false;
   for (const auto& [name, value] : request.headers) {
-    if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) {
-          return IsHeaderNameChar(static_cast<unsigned char>(c));
-        })) {
+    if (!IsHttpToken(name)) {
       return InvalidArgumentError(
           fmt::format("SigV4: \"{}\" is not a valid HTTP header name", name));
     }

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/strings.h"
 #include "sink/convert_scalar.h"
 
 // The per-pair loops are compiled twice on x86-64, for the baseline and for AVX2 (whose per-lane
@@ -161,12 +162,6 @@ ConvertFn FindConverter(Dtype from, Dtype to) {
 constexpr std::string_view kSupported =
     "supported: F32, F16 and BF16 to each other, and F8_E4M3, F8_E5M2, F8_E4M3FNUZ and "
     "F8_E5M2FNUZ to F32, F16 or BF16";
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
 
 // A dtype as written in a spec: a header spelling in any case, or a common alias.
 std::optional<Dtype> ParseSpecDtype(std::string_view text) {

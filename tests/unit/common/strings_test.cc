@@ -51,5 +51,16 @@ TEST(StringsTest, PrintableSnippetReplacesControlBytesAndCuts) {
   EXPECT_EQ(PrintableSnippet("\xff\xfe", 10), "");
 }
 
+TEST(StringsTest, IsHttpTokenAcceptsHeaderNamesOnly) {
+  EXPECT_TRUE(IsHttpToken("X-Api-Key"));
+  EXPECT_TRUE(IsHttpToken("x-amz-date"));
+  EXPECT_TRUE(IsHttpToken("!#$%&'*+-.^_`|~09azAZ"));
+  EXPECT_FALSE(IsHttpToken(""));
+  EXPECT_FALSE(IsHttpToken("X Api"));
+  EXPECT_FALSE(IsHttpToken("X-Api:"));
+  EXPECT_FALSE(IsHttpToken(std::string_view("X\0", 3)));
+  EXPECT_FALSE(IsHttpToken("X\r\nEvil"));
+}
+
 }  // namespace
 }  // namespace flashload
