@@ -79,7 +79,7 @@ std::pair<unsigned, unsigned> NvfsVersion(const CuFileApi& api, bool* known) {
   return {v[0], v[1]};
 }
 
-class CuFileSource final : public Source {
+class CuFileSource final : public io_internal::PooledSource {
  public:
   CuFileSource(std::string path, int fd, uint64_t size, void* handle,
                std::shared_ptr<const CuFileApi> api, BindDeviceFn bind_device,
@@ -123,16 +123,8 @@ class CuFileSource final : public Source {
         path_, dst.size(), offset));
   }
 
-  Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
-    return pool_->Reap(out, deadline);
-  }
-  void Cancel() override { pool_->Cancel(); }
-
  protected:
-  Status DoSubmit(std::span<const ReadRequest> requests) override {
-    pool_->Enqueue(requests);
-    return Status();
-  }
+  io_internal::ReadPool& pool() override { return *pool_; }
 
  private:
   Result<size_t> Read(const ReadRequest& r, uint32_t worker) {

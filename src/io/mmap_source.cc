@@ -78,16 +78,8 @@ class MmapSourceImpl final : public MmapSource {
         name_, at, size_));
   }
 
-  Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
-    return pool_->Reap(out, deadline);
-  }
-  void Cancel() override { pool_->Cancel(); }
-
  protected:
-  Status DoSubmit(std::span<const ReadRequest> requests) override {
-    pool_->Enqueue(requests);
-    return Status();
-  }
+  io_internal::ReadPool& pool() override { return *pool_; }
 
  private:
   const std::string name_;

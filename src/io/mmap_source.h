@@ -21,10 +21,11 @@
 
 #include "flashload/registry.h"
 #include "flashload/source.h"
+#include "io/read_pool.h"
 
 namespace flashload {
 
-class MmapSource : public Source {
+class MmapSource : public io_internal::PooledSource {
  public:
   // The mapped bytes [offset, offset + length) clipped to the file; valid while the source lives.
   virtual std::span<const std::byte> View(uint64_t offset, uint64_t length) const = 0;

@@ -13,7 +13,7 @@ namespace {
 using io_internal::LocalFd;
 using io_internal::LocalFile;
 
-class PreadSource final : public Source {
+class PreadSource final : public io_internal::PooledSource {
  public:
   PreadSource(std::string name, LocalFile file, LocalFd buffered, std::vector<LocalFd> worker_fds,
               bool direct, bool fell_back)
@@ -49,16 +49,8 @@ class PreadSource final : public Source {
     return io_internal::LocalReadAt(file_, buffered_, direct_, offset, dst, name_);
   }
 
-  Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
-    return pool_.Reap(out, deadline);
-  }
-  void Cancel() override { pool_.Cancel(); }
-
  protected:
-  Status DoSubmit(std::span<const ReadRequest> requests) override {
-    pool_.Enqueue(requests);
-    return Status();
-  }
+  io_internal::ReadPool& pool() override { return pool_; }
 
  private:
   const std::string name_;

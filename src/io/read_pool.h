@@ -1,4 +1,4 @@
-// ReadPool: the completion machinery of the thread-pool backends (pread, mmap). Worker threads take
+// ReadPool: the completion machinery of the thread-pool backends (pread, mmap, cuFile). Worker threads take
 // queued requests in order, run a read function on them, and post completions that Reap() waits
 // for.
 //
@@ -50,6 +50,24 @@ class ReadPool {
   std::deque<ReadResult> done_;
   bool stop_ = false;
   std::vector<std::thread> workers_;
+};
+
+// A source whose batches run on a ReadPool (pread, mmap, cuFile backends): Submit/Reap/Cancel go
+// to pool(). The derived class owns the pool as its last member, so the pool's workers are joined
+// before anything they use is destroyed.
+class PooledSource : public Source {
+ public:
+  Result<size_t> Reap(std::span<ReadResult> out, Deadline deadline) override {
+    return pool().Reap(out, deadline);
+  }
+  void Cancel() override { pool().Cancel(); }
+
+ protected:
+  virtual ReadPool& pool() = 0;
+  Status DoSubmit(std::span<const ReadRequest> requests) override {
+    pool().Enqueue(requests);
+    return Status();
+  }
 };
 
 }  // namespace flashload::io_internal
