@@ -32,7 +32,9 @@ TEST(HttpStatusTest, RangeNotSatisfiableIsDataLossOnceTheSizeIsKnown) {
 }
 
 TEST(HttpStatusTest, AServiceCodeOverridesTheHttpStatus) {
-  ServiceError said{.code = "RequestTimeout", .status = StatusCode::kUnavailable};
+  ServiceError said;
+  said.code = "RequestTimeout";
+  said.status = StatusCode::kUnavailable;
   EXPECT_EQ(HttpErrorCode(400, &said), StatusCode::kUnavailable);
   said.status.reset();
   EXPECT_EQ(HttpErrorCode(400, &said), StatusCode::kInvalidArgument);
@@ -44,11 +46,15 @@ TEST(HttpStatusTest, WhatAMessageQuotesOfABody) {
   EXPECT_EQ(ErrorBodySnippet(std::string(5000, 'x')).size(), kQuotedBodyBytes);
   EXPECT_EQ(ErrorBodySnippet("<SignatureProvided>abc</SignatureProvided>"), "")
       << "an echoed signature is never quoted";
-  EXPECT_EQ(DescribeServiceError({.code = "NoSuchKey",
-                                  .message = "The specified key does not exist.",
-                                  .hints = " (request id X)"}),
+  ServiceError no_key;
+  no_key.code = "NoSuchKey";
+  no_key.message = "The specified key does not exist.";
+  no_key.hints = " (request id X)";
+  EXPECT_EQ(DescribeServiceError(no_key),
             "NoSuchKey: The specified key does not exist. (request id X)");
-  EXPECT_EQ(DescribeServiceError({.message = "only text"}), "only text");
+  ServiceError text_only;
+  text_only.message = "only text";
+  EXPECT_EQ(DescribeServiceError(text_only), "only text");
 }
 
 }  // namespace
