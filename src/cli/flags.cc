@@ -60,8 +60,11 @@ void AddRemoteFlags(CLI::App& app, LoadFlags& f) {
          "--connections", f.connections,
          fmt::format("ranged GETs in flight per object (0: {})", defaults::kRemoteConnections))
       ->group(group);
-  app.add_option("--range-mib", f.range_mib,
-                 fmt::format("MiB per ranged GET (0: {})", Mib(defaults::kRemoteChunkBytes)))
+  app.add_option(
+         "--range-mib", f.range_mib,
+         fmt::format("MiB per ranged GET (0: {}, grown up to {} on a link whose first byte is slow "
+                     "against its rate)",
+                     Mib(defaults::kRemoteChunkBytes), Mib(defaults::kRemoteMaxChunkBytes)))
       ->group(group);
   app.add_option("--endpoint", f.endpoint,
                  "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's "
