@@ -62,8 +62,8 @@ void AddRemoteFlags(CLI::App& app, LoadFlags& f) {
       ->group(group);
   app.add_option(
          "--range-mib", f.range_mib,
-         fmt::format("MiB per ranged GET (0: {}, grown up to {} on a link whose first byte is slow "
-                     "against its rate)",
+         fmt::format("MiB per ranged GET (0: {}), grown up to {} on a link whose first byte is "
+                     "slow against its rate",
                      Mib(defaults::kRemoteChunkBytes), Mib(defaults::kRemoteMaxChunkBytes)))
       ->group(group);
   app.add_option("--endpoint", f.endpoint,
