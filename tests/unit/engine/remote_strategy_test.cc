@@ -23,7 +23,7 @@ using ::flashload::testing::RangeServerScript;
 using ::flashload::testing::TempDir;
 using ::flashload::testing::WriteFile;
 
-// The opening GET measures the link: with 40 ms to the first byte at 50 MB/s per connection, the
+// The opening GET measures the link: with 80 ms to the first byte at 50 MB/s per connection, the
 // source reports both, and the strategy code grows ranges from them (8 MiB ranges would spend a
 // fifth of their time waiting); an explicit size is kept as given.
 TEST(HttpSourceAdaptTest, RangeSizeGrowsWithFirstByteLatencyTimesBandwidth) {
@@ -33,16 +33,17 @@ TEST(HttpSourceAdaptTest, RangeSizeGrowsWithFirstByteLatencyTimesBandwidth) {
   WriteFile(dir.File("root/bucket/model.bin"), PositionalBytes(4 << 20, 5));
   Result<std::unique_ptr<RangeServer>> slow =
       RangeServer::Start(RangeServerScript(), dir.File("root"), dir.path(),
-                         {"--first-byte-latency-ms", "40", "--bandwidth-per-conn", "50000000"});
+                         {"--first-byte-latency-ms", "80", "--bandwidth-per-conn", "50000000"});
   ASSERT_THAT(slow, IsOk());
   RemoteOpenOptions remote;
   Result<std::unique_ptr<Source>> s =
       OpenHttpSource((*slow)->Url("bucket/model.bin"), HttpOptionsFrom(remote));
   ASSERT_THAT(s, IsOk());
   const SourceCaps caps = (*s)->caps();
-  EXPECT_GE(caps.first_byte_ns, 40'000'000u);
+  EXPECT_GE(caps.first_byte_ns, 80'000'000u);
   EXPECT_GT(caps.request_bytes_per_second, 0u);
-  // 4 × 0.04 s × 50 MB/s = 8 MB: above the 8 MiB default, so 16 MiB, at most the cap.
+  // 4 × 0.08 s × 50 MB/s = 16 MB, twice the 8 MiB default (at 40 ms it would sit at the boundary,
+  // and a slow build measuring a little less than 50 MB/s kept 8 MiB): 16 MiB, at most the cap.
   EXPECT_GE(engine::LinkChunkBytes(caps), 16ull << 20);
   EXPECT_LE(engine::LinkChunkBytes(caps), defaults::kRemoteMaxChunkBytes);
   LoadOptions load;
