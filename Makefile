@@ -87,7 +87,7 @@ frameworks: deps $(VENV_FRAMEWORKS)/.installed
 # The unit suite under ASan+UBSan; the engine, I/O and load suites under TSan.
 asan: deps
 	@cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFLASHLOAD_SANITIZE=address,undefined >/dev/null
-	@cmake --build $(BUILD)-asan -j $(JOBS) --target unit_common unit_format unit_io unit_plan unit_sink unit_engine unit_load unit_cli
+	@cmake --build $(BUILD)-asan -j $(JOBS) --target unit_common unit_format unit_io unit_plan unit_sink unit_engine unit_load unit_store unit_cli
 	@cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS)
 
 tsan: deps

@@ -18,7 +18,8 @@ set(FL_ALLOWED_plan "common;format;plan")
 set(FL_ALLOWED_sink "common;format;plan;sink")
 set(FL_ALLOWED_engine "common;format;plan;io;sink;engine")
 set(FL_ALLOWED_load "common;format;plan;io;sink;engine;load")
-set(FL_ALLOWED_cli "common;format;plan;io;sink;engine;load;cli")
+set(FL_ALLOWED_store "common;format;plan;io;sink;engine;load;store")
+set(FL_ALLOWED_cli "common;format;plan;io;sink;engine;load;store;cli")
 
 # The layer that implements each public header (include/flashload/<name>.h).
 set(FL_PUBLIC_status common)

@@ -15,6 +15,7 @@
 
 #include "cli/baselines.h"
 #include "cli/bench.h"
+#include "cli/commands.h"
 #include "cli/flags.h"
 #include "cli/output.h"
 #include "cli/verify.h"
@@ -462,6 +463,11 @@ int RunCli(int argc, char** argv) {
       "warmed, against fio, the fresh-memory supply and the baselines.");
   AddDemoOptions(*demo, da);
 
+  std::vector<Command> commands;
+  AddConvertCommand(app, commands);
+  AddPackCommands(app, commands);
+  AddTransferCommands(app, commands);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -474,6 +480,9 @@ int RunCli(int argc, char** argv) {
   if (*bench) return RunBench(ba);
   if (*gen) return RunGen(ga);
   if (*demo) return RunDemo(da);
+  for (const Command& c : commands) {
+    if (*c.app) return c.run();
+  }
   return 2;
 }
 

@@ -34,10 +34,10 @@ uint64_t PeakRssBytes() {
   return static_cast<uint64_t>(ru.ru_maxrss) * 1024;
 }
 
-ProgressBar::ProgressBar(std::string label)
+ProgressBar::ProgressBar(std::string label, bool quiet)
     : label_(std::move(label)),
       start_(std::chrono::steady_clock::now()),
-      enabled_(isatty(STDERR_FILENO) == 1) {}
+      enabled_(!quiet && isatty(STDERR_FILENO) == 1) {}
 
 ProgressBar::~ProgressBar() { Finish(); }
 
@@ -51,9 +51,16 @@ void ProgressBar::Update(uint64_t done, uint64_t total) {
   const int filled = static_cast<int>(frac * kWidth);
   std::string bar(filled, '#');
   bar.resize(kWidth, '.');
-  std::fprintf(stderr, "\r%s [%s] %5.1f%%  %s / %s  %.2f GB/s ", label_.c_str(), bar.c_str(),
-               frac * 100, HumanBytes(done).c_str(), HumanBytes(total).c_str(),
-               secs > 0 ? done / secs / 1e9 : 0.0);
+  const double rate = done / secs;
+  std::string eta = "--";
+  if (rate > 0 && total >= done) {
+    const uint64_t left = static_cast<uint64_t>((total - done) / rate);
+    eta = left >= 3600 ? fmt::format("{}h{:02}m", left / 3600, left / 60 % 60)
+                       : fmt::format("{}:{:02}", left / 60, left % 60);
+  }
+  std::fprintf(stderr, "\r%s [%s] %5.1f%%  %s / %s  %.2f GB/s  ETA %s \033[K", label_.c_str(),
+               bar.c_str(), frac * 100, HumanBytes(done).c_str(), HumanBytes(total).c_str(),
+               rate / 1e9, eta.c_str());
   std::fflush(stderr);
   drawn_ = true;
 }

@@ -19,11 +19,12 @@ std::string HumanBytes(uint64_t bytes);
 // Peak resident set size of this process, in bytes.
 uint64_t PeakRssBytes();
 
-// A one-line progress bar on stderr, shown only when stderr is a terminal and the work has run
-// for more than a second. Thread-compatible (callers serialize).
+// A one-line progress bar on stderr (bytes done and total, GB/s, ETA), shown only when stderr is
+// a terminal, `quiet` is false, and the work has run for more than a second. Thread-compatible
+// (callers serialize).
 class ProgressBar {
  public:
-  explicit ProgressBar(std::string label);
+  explicit ProgressBar(std::string label, bool quiet = false);
   ~ProgressBar();
   void Update(uint64_t done, uint64_t total);
   void Finish();
