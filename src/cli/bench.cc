@@ -657,6 +657,12 @@ void AddGenOptions(CLI::App& app, GenArgs& a) {
   app.add_option("--alignment", a.alignment, "data section alignment: 8 (reference) or 4096")
       ->default_val(8);
   app.add_flag("--force", a.force, "write into a non-empty folder");
+  app.add_option("--values", a.values,
+                 "what floating tensors hold: random (random finite bit patterns, "
+                 "incompressible) or weights (trained-weight-like values, about N(0, 0.02), "
+                 "which compress as real checkpoints do)")
+      ->check(CLI::IsMember({"random", "weights"}))
+      ->default_val("random");
   app.add_option("--shape", a.llm_shape,
                  "for llm: hidden=,layers=,intermediate=,vocab=,heads=,kv_heads=,shard_mb=,tie=");
 }
@@ -668,6 +674,7 @@ int RunGen(const GenArgs& a) {
   o.seed = a.seed;
   o.alignment = a.alignment;
   o.force = a.force;
+  o.weight_values = a.values == "weights";
   if (!a.llm_shape.empty()) {
     Result<LlmShape> shape = ParseLlmShape(a.llm_shape);
     if (!shape.ok()) {

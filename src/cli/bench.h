@@ -42,7 +42,8 @@ struct GenArgs {
   uint64_t seed = 1;
   uint64_t alignment = 8;
   bool force = false;
-  std::string llm_shape;  // "hidden=...,layers=..." for kind llm
+  std::string llm_shape;          // "hidden=...,layers=..." for kind llm
+  std::string values = "random";  // "random" or "weights" (GenOptions::weight_values)
 };
 
 struct DemoArgs {

@@ -49,6 +49,10 @@ struct GenOptions {
   uint64_t seed = 1;
   uint64_t alignment = 8;  // data section alignment of every file (8, or 4096 for O_DIRECT tests)
   bool force = false;      // write into a non-empty out_dir (files gen writes are replaced)
+  // What floating tensors (F32, F16, BF16) hold: false = random finite bit patterns (incompressible),
+  // true = trained-weight-like values, about N(0, 0.02) (compressible as real checkpoints are, for
+  // measuring compression). Other dtypes always get random bytes. Deterministic either way.
+  bool weight_values = false;
   // For kind "llm": the shape (default: the "llm-5g" shape). Ignored by other kinds.
   std::optional<LlmShape> llm;
   // Called with tensor bytes written so far and the total, about every 64 MiB and at the end.
@@ -123,6 +127,10 @@ Result<GenSummary> GenerateModel(const GenOptions& options);
 // The generator, exposed for tests: fills `dst` with the bytes at [offset, offset + dst.size()) of
 // the stream keyed by `key`. Float dtypes get a mask that keeps values finite.
 void FillSynthetic(std::span<std::byte> dst, uint64_t offset, uint64_t key, Dtype dtype);
+// Trained-weight-like values (GenOptions::weight_values) for an F32, F16 or BF16 tensor: about
+// N(0, 0.02) by element index, so bytes [offset, offset + dst.size()) of the tensor are the same
+// however the tensor is split.
+void FillWeights(std::span<std::byte> dst, uint64_t offset, uint64_t key, Dtype dtype);
 
 }  // namespace flashload::cli
 

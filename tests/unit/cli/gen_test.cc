@@ -208,6 +208,32 @@ TEST(FillSyntheticTest, IsPositionalAndFinite) {
   for (float x : f) EXPECT_TRUE(std::isfinite(x) && std::fabs(x) < 2);
 }
 
+TEST(FillWeightsTest, IsPositionalAndLooksLikeTrainedWeights) {
+  for (Dtype d : {Dtype::kF16, Dtype::kBF16, Dtype::kF32}) {
+    const size_t es = DtypeBits(d) / 8;
+    std::vector<std::byte> whole(20001 * es), pieces(whole.size());
+    FillWeights(whole, 3 * es, 9, d);
+    for (size_t at = 0; at < pieces.size();) {  // pieces that split elements give the same bytes
+      const size_t n = std::min<size_t>(pieces.size() - at, 1 + at % 4099);
+      FillWeights(std::span(pieces).subspan(at, n), 3 * es + at, 9, d);
+      at += n;
+    }
+    EXPECT_EQ(whole, pieces) << DtypeName(d);
+  }
+  std::vector<float> f(1 << 16);
+  FillWeights(std::as_writable_bytes(std::span(f)), 0, 7, Dtype::kF32);
+  double sum = 0, sq = 0;
+  for (float x : f) {
+    ASSERT_TRUE(std::isfinite(x));
+    EXPECT_LT(std::fabs(x), 0.08f);
+    sum += x;
+    sq += double{x} * x;
+  }
+  const double mean = sum / f.size();
+  EXPECT_NEAR(mean, 0.0, 0.001);
+  EXPECT_NEAR(std::sqrt(sq / f.size() - mean * mean), 0.02, 0.001);
+}
+
 // Reads a written file's header and checks its content is the generator's, not zeros.
 void ExpectFileIsGenerated(const std::string& path, const PlannedFile& planned) {
   std::vector<std::byte> bytes = testing::ReadFile(path);
