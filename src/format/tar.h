@@ -52,14 +52,16 @@ struct TarMember {
 struct TarStep {
   enum class Kind {
     kMember,     // `member` is filled; the next header is at `next_offset`
-    kExtension,  // a pax ('x') or GNU long-name ('L', 'K') header: call ParseTarHeader again at
-                 // `next_offset` with the extension's payload passed as `pending`
+    kExtension,  // a pax ('x', 'g') or GNU long-name ('L', 'K') header: read its payload
+                 // (`payload_size` bytes right after the block), hand it to
+                 // ApplyTarExtension(), then call ParseTarHeader again at `next_offset`
     kEnd,        // a zero block: the end of the archive
   };
   Kind kind = Kind::kEnd;
   TarMember member;
   uint64_t next_offset = 0;
   uint64_t payload_size = 0;  // kExtension: bytes of payload right after the header block
+  char extension_type = 0;    // kExtension: 'x', 'g', 'L' or 'K'
 };
 
 // Limits against crafted archives.
@@ -73,6 +75,9 @@ struct TarPending {
   std::string pax_records;    // the raw payload of a pax 'x' header ("<len> key=value\n" ...)
   std::string gnu_long_name;  // payload of an 'L' header (NUL-terminated name)
   std::string gnu_long_link;  // payload of a 'K' header
+  // Offset of the first extension header of the member, set by ApplyTarExtension() (becomes the
+  // member's header_offset); UINT64_MAX when none.
+  uint64_t first_header_offset = UINT64_MAX;
   bool empty() const {
     return pax_records.empty() && gnu_long_name.empty() && gnu_long_link.empty();
   }
@@ -82,11 +87,21 @@ struct TarPending {
 // `archive_name` (for messages). `pending` holds the payloads of the extension headers read just
 // before it, and is cleared when a member consumes them.
 // Errors (kDataLoss, naming the archive and the byte offset): a bad checksum, a size or number
-// field that is not octal or base-256, a size beyond the limits, a malformed pax record, global
-// pax headers ('g') are skipped, not errors.
+// field that is not octal or base-256, a size beyond the limits, a malformed pax record. Global
+// pax headers ('g') come back as kExtension and are ignored by ApplyTarExtension(), not errors.
+// Links, devices and FIFOs carry no data: their `size` is 0 whatever the header says. A kMember
+// step's member has its pending extensions applied and `pending` is cleared.
 Result<TarStep> ParseTarHeader(std::span<const uint8_t> block, uint64_t offset,
                                std::string_view archive_name, TarPending& pending,
                                const TarLimits& limits = {});
+
+// Records the payload of an extension header (`step` as ParseTarHeader returned it, `payload`
+// its `step.payload_size` bytes) in `pending`, for the member that follows: a pax 'x' payload is
+// checked (kDataLoss for a malformed record, naming the archive and the header's byte offset) and
+// appended; 'L' and 'K' payloads replace the long name or link; a global pax header ('g') is
+// ignored.
+Status ApplyTarExtension(const TarStep& step, std::string_view payload, uint64_t header_offset,
+                         std::string_view archive_name, TarPending& pending);
 
 // Checks a member path before it is used as a path inside a folder: kInvalidArgument naming the
 // archive and member when it is empty, absolute, has a ".." segment, a NUL or backslash, or a
