@@ -17,6 +17,7 @@
 #include "common/strings.h"
 #include "common/url.h"
 #include "flashload/model.h"
+#include "io/http_request.h"
 #include "io/read_text.h"
 #include "io/s3_list.h"
 
@@ -26,16 +27,6 @@ namespace {
 // Bytes of an error response kept for its message: S3's SignatureDoesNotMatch body (with the
 // canonical request and its bytes in hex) must fit whole for the XML reader to decode it.
 constexpr size_t kErrorBodyLimit = 64 << 10;
-
-Status GlobalInit() {
-  static std::once_flag once;
-  static CURLcode rc = CURLE_OK;
-  std::call_once(once, [] { rc = curl_global_init(CURL_GLOBAL_DEFAULT); });
-  if (rc != CURLE_OK) {
-    return InternalError(fmt::format("curl_global_init failed: {}", curl_easy_strerror(rc)));
-  }
-  return Status();
-}
 
 // "bytes FIRST-LAST/TOTAL" or "bytes */TOTAL" (TOTAL may be "*").
 struct ContentRange {
@@ -76,13 +67,7 @@ std::optional<ContentRange> ParseContentRange(std::string_view v) {
 // server echoes them.
 std::string ServerMessage(std::string_view body, const std::optional<ServiceError>& said,
                           const std::vector<std::string>& secrets) {
-  std::string msg = said ? DescribeServiceError(*said) : ErrorBodySnippet(body);
-  for (const std::string& secret : secrets) {
-    for (size_t p = msg.find(secret); p != std::string::npos; p = msg.find(secret, p)) {
-      msg.replace(p, secret.size(), "<redacted>");
-    }
-  }
-  return msg;
+  return ScrubSecrets(said ? DescribeServiceError(*said) : ErrorBodySnippet(body), secrets);
 }
 
 // A synchronous caller (ReadAt(), the opening GET) waiting for one transfer.
@@ -461,34 +446,9 @@ class HttpObject final : public HttpSource {
   }
 
   Status CurlError(const Transfer& t, CURLcode rc) const {
-    const std::string detail =
-        t.errbuf[0] != '\0' ? std::string(t.errbuf) : std::string(curl_easy_strerror(rc));
-    const std::string where = fmt::format("{}: reading {}", display_url_, RangeText(t));
-    switch (rc) {
-      case CURLE_OPERATION_TIMEDOUT:
-        return UnavailableError(fmt::format(
-            "{}: timed out after {} bytes ({}; connect timeout {} ms, request timeout {} ms, "
-            "low-speed abort below {} B/s for {} s)",
-            where, t.received, PrintableSnippet(detail, 200), options_.connect_timeout.count(),
-            options_.request_timeout.count(), options_.low_speed_bytes_per_second,
-            options_.low_speed_time.count()));
-      case CURLE_PEER_FAILED_VERIFICATION:
-      case CURLE_SSL_CACERT_BADFILE:
-      case CURLE_SSL_CERTPROBLEM:
-      case CURLE_SSL_ISSUER_ERROR:
-      case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-        return FailedPreconditionError(fmt::format(
-            "{}: TLS verification failed: {}; give a CA bundle (ca_bundle) that trusts this server",
-            where, PrintableSnippet(detail, 200)));
-      case CURLE_URL_MALFORMAT:
-      case CURLE_UNSUPPORTED_PROTOCOL:
-        return InvalidArgumentError(fmt::format("{}: {}", where, PrintableSnippet(detail, 200)));
-      case CURLE_OUT_OF_MEMORY:
-        return ResourceExhaustedError(fmt::format("{}: {}", where, PrintableSnippet(detail, 200)));
-      default:
-        return UnavailableError(
-            fmt::format("{}: {} after {} bytes", where, PrintableSnippet(detail, 200), t.received));
-    }
+    return CurlTransportError(rc, t.errbuf,
+                              fmt::format("{}: reading {}", display_url_, RangeText(t)), t.received,
+                              options_);
   }
 
   // Configures an easy handle for `t` and adds it to the multi handle; completes `t` on failure.
@@ -547,32 +507,10 @@ class HttpObject final : public HttpSource {
     curl_easy_setopt(e, CURLOPT_URL, req.url.c_str());
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->header_list);
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-    // Object keys may hold ".", ".." and "//" segments, which S3 keeps: send the path as given.
-    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     // Redirects are followed here (Finish()), not by libcurl, which would send every custom
-    // header to whatever host a Location names.
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    // header to whatever host a Location names; ApplyCurlTransport() leaves them off.
+    ApplyCurlTransport(e, options_);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                     static_cast<long>(options_.connect_timeout.count()));
-    if (options_.low_speed_bytes_per_second > 0 && options_.low_speed_time.count() > 0) {
-      curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT,
-                       static_cast<long>(options_.low_speed_bytes_per_second));
-      curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
-                       static_cast<long>(options_.low_speed_time.count()));
-    }
-    if (options_.request_timeout.count() > 0) {
-      curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.request_timeout.count()));
-    }
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
-    if (!options_.ca_bundle.empty())
-      curl_easy_setopt(e, CURLOPT_CAINFO, options_.ca_bundle.c_str());
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &HttpObject::OnHeader);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &HttpObject::OnBody);
@@ -891,7 +829,7 @@ Result<std::unique_ptr<HttpSource>> OpenHttpObject(const std::string& url,
     return InvalidArgumentError(fmt::format("{}: not an http:// or https:// URL", RedactUrl(url)));
   }
   FL_RETURN_IF_ERROR(CheckRequestHeaders(options.headers, url));
-  FL_RETURN_IF_ERROR(GlobalInit());
+  FL_RETURN_IF_ERROR(CurlGlobalInit());
   auto object = std::make_unique<HttpObject>(url, options);
   FL_RETURN_IF_ERROR(object->Start());
   FL_RETURN_IF_ERROR(object->Open());
