@@ -151,13 +151,20 @@ Result<HttpResponse> SendHttpRequest(
     (void)list.release();
     list.reset(next);
   }
-  // Large bodies are sent at once: no "Expect: 100-continue" round trip.
-  curl_slist* next = curl_slist_append(list.get(), "Expect:");
-  if (next == nullptr) {
-    return ResourceExhaustedError(fmt::format("{}: out of memory building headers", where));
+  // Large bodies are sent at once: no "Expect: 100-continue" round trip. A body sent without a
+  // Content-Type goes without one, not as the form data libcurl would label it (which some
+  // servers then parse as a form).
+  bool has_type = false;
+  for (const auto& h : headers) has_type = has_type || EqualsIgnoreCase(h.first, "Content-Type");
+  for (const char* line : {"Expect:", has_type ? "" : "Content-Type:"}) {
+    if (line[0] == '\0') continue;
+    curl_slist* next = curl_slist_append(list.get(), line);
+    if (next == nullptr) {
+      return ResourceExhaustedError(fmt::format("{}: out of memory building headers", where));
+    }
+    (void)list.release();
+    list.reset(next);
   }
-  (void)list.release();
-  list.reset(next);
 
   Exchange x;
   x.body_limit = body_limit;

@@ -299,8 +299,8 @@ Result<S3UploadResult> S3Uploader::UploadMultipart(const std::string& uri,
       }
       const std::string query = CanonicalQueryString(
           std::vector<QueryParam>{{"partNumber", std::to_string(p + 1)}, {"uploadId", upload_id}});
-      Result<HttpResponse> sent =
-          SendRetried("PUT", target, query, buffer, "", what, options.retry, counters);
+      Result<HttpResponse> sent = SendRetried(
+          "PUT", target, query, buffer, "application/octet-stream", what, options.retry, counters);
       if (!sent.ok()) {
         fail(sent.status());
         return;
