@@ -1,0 +1,474 @@
+#include "store/unpack.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "format/tar.h"
+#include "io/local_file.h"
+
+namespace flashload::store {
+namespace fs = std::filesystem;
+using io_internal::LocalFd;
+
+namespace {
+
+constexpr size_t kInBuffer = size_t{1} << 20;
+constexpr uint64_t kCopyChunk = uint64_t{4} << 20;
+constexpr uint64_t kProgressStep = uint64_t{64} << 20;
+
+bool IsZstdStart(const uint8_t* p) {
+  uint32_t magic;
+  std::memcpy(&magic, p, 4);  // little-endian hosts (as the rest of flashload)
+  return magic == 0xFD2FB528u || (magic & 0xFFFFFFF0u) == 0x184D2A50u;
+}
+
+std::string GiB(uint64_t bytes) { return fmt::format("{:.1f} GiB", bytes / double(1 << 30)); }
+
+// The tar stream of an archive file: its bytes, or their decompression.
+class TarStream {
+ public:
+  TarStream(int fd, std::string name, int window_log_max)
+      : fd_(fd), name_(std::move(name)), window_log_max_(window_log_max), in_(kInBuffer) {}
+  ~TarStream() {
+    if (dctx_ != nullptr) ZSTD_freeDCtx(dctx_);
+  }
+
+  // Reads the first bytes and decides whether the archive is zstd.
+  Status Open() {
+    FL_RETURN_IF_ERROR(Refill());
+    if (in_size_ >= 4 && IsZstdStart(in_.data())) {
+      dctx_ = ZSTD_createDCtx();
+      if (dctx_ == nullptr) {
+        return ResourceExhaustedError(fmt::format("{}: cannot create a zstd context", name_));
+      }
+      const size_t r = ZSTD_DCtx_setParameter(dctx_, ZSTD_d_windowLogMax, window_log_max_);
+      if (ZSTD_isError(r)) {
+        return InvalidArgumentError(fmt::format("{}: zstd refused a window limit of 2^{}: {}",
+                                                name_, window_log_max_, ZSTD_getErrorName(r)));
+      }
+    }
+    return Status::Ok();
+  }
+
+  bool compressed() const { return dctx_ != nullptr; }
+  uint64_t archive_bytes_read() const { return file_offset_ - (in_size_ - in_pos_); }
+
+  // Fills `dst` with the next bytes of the tar stream; fewer only at its end.
+  Result<size_t> Read(std::span<std::byte> dst) {
+    size_t filled = 0;
+    while (filled < dst.size()) {
+      if (in_pos_ == in_size_ && !eof_) FL_RETURN_IF_ERROR(Refill());
+      if (dctx_ == nullptr) {
+        if (in_pos_ == in_size_) break;  // end of file
+        const size_t n = std::min(dst.size() - filled, in_size_ - in_pos_);
+        std::memcpy(dst.data() + filled, in_.data() + in_pos_, n);
+        in_pos_ += n;
+        filled += n;
+        continue;
+      }
+      ZSTD_inBuffer in{in_.data(), in_size_, in_pos_};
+      ZSTD_outBuffer out{dst.data() + filled, dst.size() - filled, 0};
+      const size_t r = ZSTD_decompressStream(dctx_, &out, &in);
+      const bool progressed = out.pos > 0 || in.pos > in_pos_;
+      in_pos_ = in.pos;
+      filled += out.pos;
+      if (ZSTD_isError(r)) return ZstdError(r);
+      frame_open_ = r != 0;
+      if (!progressed && in_pos_ == in_size_ && eof_) {
+        if (frame_open_) {
+          return DataLossError(fmt::format(
+              "{}: the zstd stream ends inside a frame at compressed byte offset {} "
+              "(decompressed byte offset {}); the archive is truncated: download or copy it again",
+              name_, file_offset_, decompressed_ + filled));
+        }
+        break;
+      }
+    }
+    decompressed_ += filled;
+    return filled;
+  }
+
+ private:
+  Status Refill() {
+    in_pos_ = 0;
+    in_size_ = 0;
+    while (in_size_ < in_.size()) {
+      const ssize_t n = ::read(fd_, in_.data() + in_size_, in_.size() - in_size_);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoToStatus(errno, "read", name_, static_cast<int64_t>(file_offset_));
+      }
+      if (n == 0) {
+        eof_ = true;
+        break;
+      }
+      in_size_ += static_cast<size_t>(n);
+      file_offset_ += static_cast<uint64_t>(n);
+      if (in_size_ >= 4096) break;  // enough to work on; do not wait for a full buffer
+    }
+    return Status::Ok();
+  }
+
+  Status ZstdError(size_t r) {
+    const uint64_t at = archive_bytes_read();
+    if (ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge) {
+      return ResourceExhaustedError(fmt::format(
+          "{}: the zstd frame before compressed byte offset {} asks for a window above 2^{} bytes "
+          "({} MiB), the most flashload unpack accepts; recompress the archive with a smaller "
+          "window (flashload pack does), or raise the limit with --max-window-log if you trust it",
+          name_, at, window_log_max_, (uint64_t{1} << window_log_max_) >> 20));
+    }
+    return DataLossError(fmt::format(
+        "{}: zstd cannot decompress the stream before compressed byte offset {} (decompressed "
+        "byte offset {}): {}; the archive is damaged: download or copy it again",
+        name_, at, decompressed_, ZSTD_getErrorName(r)));
+  }
+
+  int fd_;
+  std::string name_;
+  int window_log_max_;
+  std::vector<uint8_t> in_;
+  size_t in_pos_ = 0;
+  size_t in_size_ = 0;
+  uint64_t file_offset_ = 0;  // bytes of the file read into `in_` so far
+  bool eof_ = false;
+  ZSTD_DCtx* dctx_ = nullptr;
+  bool frame_open_ = false;
+  uint64_t decompressed_ = 0;
+};
+
+// The temporary folder an archive is extracted into; removed unless committed.
+class TempFolder {
+ public:
+  ~TempFolder() {
+    if (!path_.empty() && !committed_) {
+      std::error_code ec;
+      fs::remove_all(path_, ec);
+    }
+  }
+  Status Create(const std::string& out_dir) {
+    std::string templ = out_dir + ".unpack.XXXXXX";
+    if (::mkdtemp(templ.data()) == nullptr) return ErrnoToStatus(errno, "create folder", templ);
+    path_ = templ;
+    return Status::Ok();
+  }
+  const std::string& path() const { return path_; }
+  Status Commit(const std::string& out_dir) {
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return ErrnoToStatus(errno, "open", path_);
+    const int rc = ::syncfs(fd);
+    const int err = errno;
+    ::close(fd);
+    if (rc != 0) return ErrnoToStatus(err, "syncfs", path_);
+    if (::rename(path_.c_str(), out_dir.c_str()) != 0) {
+      return ErrnoToStatus(errno, "rename", fmt::format("{} to {}", path_, out_dir));
+    }
+    committed_ = true;
+    std::string parent = fs::path(out_dir).parent_path().string();
+    const int pfd = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY);
+    if (pfd >= 0) {
+      (void)::fsync(pfd);  // best effort: the folder is complete either way
+      ::close(pfd);
+    }
+    return Status::Ok();
+  }
+
+ private:
+  std::string path_;
+  bool committed_ = false;
+};
+
+const char* KindName(const format::TarMember& m) {
+  switch (m.kind) {
+    case format::TarMemberKind::kSymlink:
+      return "a symbolic link";
+    case format::TarMemberKind::kHardlink:
+      return "a hard link";
+    default:
+      break;
+  }
+  switch (m.type_flag) {
+    case '3':
+      return "a character device";
+    case '4':
+      return "a block device";
+    case '6':
+      return "a FIFO";
+    default:
+      return "a member of an unknown type";
+  }
+}
+
+// Whether a path names only the archive's root ("." and "/" segments).
+bool IsRootPath(std::string_view p) {
+  return !p.empty() && p.find_first_not_of("./") == std::string_view::npos &&
+         p.find("..") == std::string_view::npos;
+}
+
+class Extractor {
+ public:
+  Extractor(const UnpackOptions& o, TarStream& stream, const std::string& root,
+            UnpackSummary& summary, uint64_t archive_size)
+      : o_(o), stream_(stream), root_(root), summary_(summary), archive_size_(archive_size) {}
+
+  Status Run() {
+    format::TarLimits tl;
+    // The member limit is checked here, where the message can name the flag.
+    tl.max_member_size = std::numeric_limits<uint64_t>::max() / 2;
+    format::TarPending pending;
+    uint64_t offset = 0;
+    std::vector<uint8_t> block(format::kTarBlock);
+    for (;;) {
+      FL_ASSIGN_OR_RETURN(size_t n, stream_.Read(std::as_writable_bytes(std::span(block))));
+      if (n < format::kTarBlock) {
+        return DataLossError(fmt::format(
+            "{}: the tar stream ends at byte offset {} without its end-of-archive block; the "
+            "archive is truncated: download or copy it again",
+            o_.archive, offset + n));
+      }
+      FL_ASSIGN_OR_RETURN(format::TarStep step,
+                          format::ParseTarHeader(block, offset, o_.archive, pending, tl));
+      if (step.kind == format::TarStep::Kind::kEnd) {
+        summary_.tar_bytes = offset + format::kTarBlock;
+        return Status::Ok();
+      }
+      if (step.next_offset < offset + format::kTarBlock) {
+        return InternalError(
+            fmt::format("{}: tar header at byte offset {} goes backwards", o_.archive, offset));
+      }
+      if (step.kind == format::TarStep::Kind::kExtension) {
+        std::string payload(step.next_offset - offset - format::kTarBlock, '\0');
+        FL_RETURN_IF_ERROR(ReadExactly(payload.data(), payload.size(), offset));
+        payload.resize(std::min<uint64_t>(payload.size(), step.payload_size));
+        FL_RETURN_IF_ERROR(format::ApplyTarExtension(step, payload, offset, o_.archive, pending));
+      } else {
+        FL_RETURN_IF_ERROR(Member(step));
+      }
+      offset = step.next_offset;
+      Progress(false);
+    }
+  }
+
+  void Progress(bool last) {
+    const uint64_t done = stream_.archive_bytes_read();
+    if (o_.progress && (last || done - reported_ >= kProgressStep)) {
+      reported_ = done;
+      o_.progress(done, archive_size_);
+    }
+  }
+
+ private:
+  std::string Where(const format::TarMember& m) const {
+    return fmt::format("{}: member '{}' (header at byte offset {} of the tar stream)", o_.archive,
+                       m.path, m.header_offset);
+  }
+
+  Status ReadExactly(void* dst, uint64_t size, uint64_t at) {
+    FL_ASSIGN_OR_RETURN(size_t n, stream_.Read(std::span(static_cast<std::byte*>(dst), size)));
+    if (n != size) {
+      return DataLossError(fmt::format(
+          "{}: the tar stream ends inside the member or record whose header is at byte offset "
+          "{}; the archive is truncated: download or copy it again",
+          o_.archive, at));
+    }
+    return Status::Ok();
+  }
+
+  Status Member(const format::TarStep& step) {
+    const format::TarMember& m = step.member;
+    const bool is_dir = m.kind == format::TarMemberKind::kDirectory;
+    const bool is_file = m.kind == format::TarMemberKind::kFile;
+    if (!is_dir && !is_file) {
+      std::string target = m.link_path.empty() ? "" : fmt::format(" to '{}'", m.link_path);
+      return InvalidArgumentError(fmt::format(
+          "{} is {}{}: flashload unpack extracts regular files and folders only, and refuses "
+          "every link and device (a link could send later members outside the target folder); "
+          "repack the model with its files in place of links (flashload pack does)",
+          Where(m), KindName(m), target));
+    }
+    if (is_dir && IsRootPath(m.path)) return Status::Ok();  // "./": the target folder itself
+    if (++summary_.members > o_.limits.max_members) {
+      return ResourceExhaustedError(fmt::format(
+          "{}: more than {} members; a model has far fewer: check the archive, or raise "
+          "--max-members if you trust it",
+          Where(m), o_.limits.max_members));
+    }
+    Result<std::string> rel = format::CheckMemberPath(m.path, o_.archive);
+    if (!rel.ok()) {
+      return rel.status().WithContext(
+          fmt::format("member header at byte offset {} of the tar stream", m.header_offset));
+    }
+    if (is_dir) {
+      FL_RETURN_IF_ERROR(MakeFolders(*rel, m, /*including_last=*/true));
+      ++summary_.directories;
+      return Status::Ok();
+    }
+    if (m.size > o_.limits.max_member_bytes) {
+      return ResourceExhaustedError(fmt::format(
+          "{} claims {} bytes ({}), above the {} limit for one member; raise --max-member-gib "
+          "if you trust the archive",
+          Where(m), m.size, GiB(m.size), GiB(o_.limits.max_member_bytes)));
+    }
+    if (m.size > o_.limits.max_total_bytes - std::min(total_, o_.limits.max_total_bytes)) {
+      return ResourceExhaustedError(fmt::format(
+          "{}: its {} bytes would take the data extracted past the {} limit for the whole "
+          "archive; raise --max-total-gib if you trust it",
+          Where(m), m.size, GiB(o_.limits.max_total_bytes)));
+    }
+    total_ += m.size;
+    FL_RETURN_IF_ERROR(MakeFolders(*rel, m, /*including_last=*/false));
+    const std::string path = root_ + "/" + *rel;
+    const mode_t mode = (m.mode & 0111) != 0 ? 0755 : 0644;
+    int fd;
+    do {
+      fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+      if (errno == EEXIST) {
+        return InvalidArgumentError(fmt::format(
+            "{}: an earlier member already has this path; flashload unpack refuses archives "
+            "with duplicate paths (a later member could replace an earlier one unseen)",
+            Where(m)));
+      }
+      return ErrnoToStatus(errno, "create", path).WithContext(Where(m));
+    }
+    LocalFd file(fd);
+    uint64_t written = 0;
+    buffer_.resize(std::min<uint64_t>(kCopyChunk, std::max<uint64_t>(m.size, 1)));
+    while (written < m.size) {
+      const uint64_t n = std::min<uint64_t>(buffer_.size(), m.size - written);
+      FL_RETURN_IF_ERROR(ReadExactly(buffer_.data(), n, m.header_offset));
+      for (uint64_t at = 0; at < n;) {
+        const ssize_t w = ::write(fd, buffer_.data() + at, n - at);
+        if (w < 0) {
+          if (errno == EINTR) continue;
+          return ErrnoToStatus(errno, "write", path, static_cast<int64_t>(written + at));
+        }
+        at += static_cast<uint64_t>(w);
+      }
+      written += n;
+      summary_.bytes_out += n;
+      Progress(false);
+    }
+    const uint64_t pad = format::TarPadding(m.size);
+    uint8_t zeros[format::kTarBlock];
+    FL_RETURN_IF_ERROR(ReadExactly(zeros, pad, m.header_offset));
+    file = LocalFd();  // closed; write-back errors surface in the syncfs() before the rename
+    ++summary_.files;
+    return Status::Ok();
+  }
+
+  // Creates the folders of `rel` under the root (all but its last segment unless
+  // `including_last`). Nothing under the root is ever a link (links are refused), so each
+  // mkdir lands inside it.
+  Status MakeFolders(const std::string& rel, const format::TarMember& m, bool including_last) {
+    size_t end = 0;
+    for (;;) {
+      end = rel.find('/', end + 1);
+      const bool last = end == std::string::npos;
+      if (last && !including_last) return Status::Ok();
+      const std::string prefix = last ? rel : rel.substr(0, end);
+      if (!made_.count(prefix)) {
+        const std::string path = root_ + "/" + prefix;
+        if (::mkdir(path.c_str(), 0755) != 0) {
+          const int err = errno;
+          struct stat st {};
+          if (err != EEXIST || ::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+            if (err == EEXIST) {
+              return InvalidArgumentError(fmt::format(
+                  "{}: '{}' is a file from an earlier member, not a folder; the archive is "
+                  "inconsistent",
+                  Where(m), prefix));
+            }
+            return ErrnoToStatus(err, "create folder", path).WithContext(Where(m));
+          }
+        }
+        made_.insert(prefix);
+      }
+      if (last) return Status::Ok();
+    }
+  }
+
+  const UnpackOptions& o_;
+  TarStream& stream_;
+  const std::string& root_;
+  UnpackSummary& summary_;
+  uint64_t archive_size_;
+  uint64_t total_ = 0;
+  uint64_t reported_ = 0;
+  std::set<std::string> made_;
+  std::vector<std::byte> buffer_;
+};
+
+Status CheckTarget(const std::string& out_dir) {
+  std::error_code ec;
+  const fs::file_status st = fs::symlink_status(out_dir, ec);
+  if (!fs::exists(st)) {
+    const fs::path parent = fs::path(out_dir).parent_path();
+    if (!parent.empty()) {
+      fs::create_directories(parent, ec);
+      if (ec) return ErrnoToStatus(ec.value(), "create folder", parent.string());
+    }
+    return Status::Ok();
+  }
+  if (fs::is_directory(st) && fs::is_empty(out_dir, ec) && !ec) return Status::Ok();
+  return FailedPreconditionError(fmt::format(
+      "{} exists and is not an empty folder; flashload unpack extracts into a new folder: "
+      "choose another path or remove it",
+      out_dir));
+}
+
+}  // namespace
+
+Result<UnpackSummary> UnpackArchive(const UnpackOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  if (o.out_dir.empty()) return InvalidArgumentError("flashload unpack: give -o DIR");
+  std::string out_dir = o.out_dir;
+  while (out_dir.size() > 1 && out_dir.back() == '/') out_dir.pop_back();
+  int fd;
+  do {
+    fd = ::open(o.archive.c_str(), O_RDONLY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return ErrnoToStatus(errno, "open", o.archive);
+  LocalFd archive(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return ErrnoToStatus(errno, "fstat", o.archive);
+  if (!S_ISREG(st.st_mode)) {
+    return InvalidArgumentError(
+        fmt::format("{} is not a regular file; give flashload unpack an archive file", o.archive));
+  }
+  FL_RETURN_IF_ERROR(CheckTarget(out_dir));
+
+  UnpackSummary summary;
+  summary.out_dir = out_dir;
+  summary.bytes_in = static_cast<uint64_t>(st.st_size);
+  TarStream stream(fd, o.archive, o.limits.window_log_max);
+  FL_RETURN_IF_ERROR(stream.Open());
+  summary.compressed = stream.compressed();
+
+  TempFolder temp;
+  FL_RETURN_IF_ERROR(temp.Create(out_dir));
+  Extractor extractor(o, stream, temp.path(), summary, summary.bytes_in);
+  FL_RETURN_IF_ERROR(extractor.Run());
+  FL_RETURN_IF_ERROR(temp.Commit(out_dir));
+  extractor.Progress(true);
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return summary;
+}
+
+}  // namespace flashload::store
