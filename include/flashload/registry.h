@@ -7,6 +7,14 @@
 // is otherwise a plain path. "file://" and plain paths open a local file with OpenLocalFile(). An
 // unknown "scheme://" is kInvalidArgument naming the known schemes.
 //
+// Archive members: the default registry routes "tar:<archive>!/<member path>" to the member
+// source of an archive (src/io/archive_source.h, docs/archives-load.md), e.g.
+// "tar:s3://bucket/models--org--name--fp16.tar.zst!/unet/diffusion_pytorch_model.safetensors".
+// <archive> is an absolute local path or any URI this registry opens (http(s)://, s3://); it ends
+// at the first "!/", and "tar:<archive>!/" is the archive's root folder. The archive itself is
+// opened through the registry (with its scheme's policy: retries for remote archives) once per
+// process while any of its members is open, and shared by them.
+//
 // Policy: a scheme registered with SchemePolicy::remote (http, https, s3) is retried per
 // RemoteOpenOptions: the open itself while it fails with a retryable status, then every read,
 // through a RetrySource (full-jitter backoff; ranges resume after their intact bytes). Backends
@@ -138,11 +146,12 @@ class SourceRegistry {
 };
 
 // Registers the schemes flashload builds in: "file" (OpenLocalFile()), and the remote "http",
-// "https" and "s3" (sources and model stores). Archive and other sources register the same way.
+// "https" and "s3" (sources and model stores). Archive and other sources register the same way
+// (DefaultSourceRegistry() adds "tar", archive members).
 void RegisterBuiltinSchemes(SourceRegistry& registry);
 
-// The process-wide registry, created on first use with the built-in schemes (not by a static
-// initializer, which a static library may drop at link time). Never destroyed.
+// The process-wide registry, created on first use with the built-in schemes and "tar" (not by a
+// static initializer, which a static library may drop at link time). Never destroyed.
 SourceRegistry& DefaultSourceRegistry();
 
 // DefaultSourceRegistry().Open(): any supported URI, a path, file://, http(s)://, s3://.

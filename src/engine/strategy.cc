@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "io/archive_source.h"
 #include "io/page_cache.h"
 
 namespace flashload::engine {
@@ -90,9 +91,34 @@ bool IsNetworkFileSystem(const std::string& path, std::string* name) {
   return fs->network || fs->type == FileSystemType::kFuse;
 }
 
+// An archive member ("tar:" URI, src/io/archive_source.h) is read through its archive's source,
+// like a remote object: requests sized from the member source's caps (a multiple of the frame
+// size of a .tar.zst), never mapped and never O_DIRECT, whatever strategy the options force.
+// (Opening the caps opens the archive, which the process-wide archive cache keeps for the open
+// that follows.)
+FileStrategy ChooseArchiveMemberStrategy(const std::string& uri, const LoadOptions& options) {
+  OpenOptions open;
+  open.remote = options.remote;
+  Result<SourceCaps> caps = ArchiveMemberCaps(uri, open);
+  LoadOptions ranged = options;
+  ranged.strategy = Strategy::kAuto;
+  Result<FileStrategy> chosen = ChooseRemoteStrategy(uri, caps.ok() ? *caps : SourceCaps{}, ranged);
+  FileStrategy s = chosen.ok() ? *chosen : FileStrategy{};
+  s.open.backend = LocalBackend::kThreadPool;
+  s.open.direct = false;
+  s.reason = fmt::format("archive member: {} requests of {} KiB in flight{}", s.queue_depth,
+                         s.chunk_bytes >> 10,
+                         options.strategy == Strategy::kAuto
+                             ? ""
+                             : fmt::format(" (strategy '{}' does not apply to archive members)",
+                                           StrategyName(options.strategy)));
+  return s;
+}
+
 }  // namespace
 
 FileStrategy ChooseStrategy(const std::string& path, const LoadOptions& options) {
+  if (IsArchiveMemberUri(path)) return ChooseArchiveMemberStrategy(path, options);
   FileStrategy s;
   s.resident_fraction = -1;
   if (options.strategy != Strategy::kAuto) {

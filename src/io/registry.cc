@@ -8,6 +8,7 @@
 
 #include "common/strings.h"
 #include "common/url.h"
+#include "io/archive_source.h"
 #include "io/http_source.h"
 #include "io/retry_source.h"
 #include "io/s3_source.h"
@@ -128,6 +129,9 @@ SourceRegistry& DefaultSourceRegistry() {
   static SourceRegistry* registry = [] {
     auto* r = new SourceRegistry;
     RegisterBuiltinSchemes(*r);
+    // Archive members, "tar:<archive>!/<member>" (src/io/archive_source.h). Not remote: the
+    // archive underneath is opened through this registry, with its own scheme's policy.
+    r->Register(std::string(kArchiveScheme), OpenArchiveMemberUri);
     return r;
   }();
   return *registry;

@@ -13,6 +13,7 @@
 #include "engine/device_reads.h"
 #include "engine/engine.h"
 #include "engine/strategy.h"
+#include "io/archive_source.h"
 #include "io/cufile.h"
 #include "io/registry.h"
 #include "plan/plan.h"
@@ -128,6 +129,10 @@ Result<ModelLayout> ResolveModelAt(const std::string& path_or_uri, const Resolve
                                    const RemoteOpenOptions& remote) {
   OpenOptions open;
   open.remote = remote;
+  // A .tar or .tar.zst (local or remote) or a tar: URI: the model inside the archive.
+  if (IsArchiveMemberUri(path_or_uri) || LooksLikeArchive(path_or_uri)) {
+    return ResolveArchiveModel(path_or_uri, options, open);
+  }
   FL_ASSIGN_OR_RETURN(std::unique_ptr<ModelStore> remote_store, OpenModelStore(path_or_uri, open));
   if (remote_store) return ResolveModel(*remote_store, path_or_uri, options);
   std::string path = path_or_uri;

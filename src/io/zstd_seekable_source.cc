@@ -1,0 +1,229 @@
+// Design of the decompressing source.
+//
+// Reads: ReadAt() walks the frames its range covers (SeekTable::FrameAt) and copies from each
+// decompressed frame. A frame comes from the cache, or from a fetch already under way in another
+// thread (a shared_future in pending_, so two reads that share a frame never fetch or decompress
+// it twice), or is fetched by this thread: one ReadExact() of its compressed bytes from the
+// compressed source, one ZSTD_decompressDCtx() into a buffer of the size the table gives, a check
+// that the compressed bytes are exactly one frame, and its XXH64 checksum when the table has one.
+// Decompression runs on the reading thread: the batch interface's workers (a ReadPool, started on
+// the first batch), or the member sources' workers above (src/io/archive_source.cc), so there are
+// as many frames in flight, fetched and decompressed at once, as reads.
+// Cache: the last `cache_capacity_` frames used, least recently used evicted first; readers hold
+// a shared_ptr to the frame they copy from, so eviction never frees bytes being read. Failed
+// fetches are not cached: a later read tries again (a kUnavailable stays retryable).
+// Cancellation: the pool completes queued reads with kCancelled; a read already fetching finishes.
+#include "io/zstd_seekable_source.h"
+
+#include <fmt/format.h>
+#include <zstd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace flashload {
+namespace {
+
+struct DCtxDeleter {
+  void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
+};
+
+// One decompression context per thread, reused across frames.
+ZSTD_DCtx* ThreadDCtx() {
+  thread_local std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
+  return dctx.get();
+}
+
+uint32_t ThreadsFor(const Source& compressed, const SeekableZstdOptions& options) {
+  if (options.threads > 0) return options.threads;
+  return std::clamp<uint32_t>(compressed.caps().max_in_flight, 4, 32);
+}
+
+std::string FrameWhere(const std::string& name, size_t index, const format::SeekFrame& f) {
+  return fmt::format(
+      "{}: zstd frame {} (compressed byte offset {}, {} bytes; decompressed byte offset {}, {} "
+      "bytes)",
+      name, index, f.compressed_offset, f.compressed_size, f.decompressed_offset,
+      f.decompressed_size);
+}
+
+}  // namespace
+
+SeekableZstdSource::SeekableZstdSource(std::shared_ptr<const Source> compressed,
+                                       format::SeekTable table, const SeekableZstdOptions& options)
+    : compressed_(std::move(compressed)),
+      table_(std::move(table)),
+      options_(options),
+      threads_(ThreadsFor(*compressed_, options)),
+      cache_capacity_(options.cached_frames > 0 ? options.cached_frames : threads_ + 4),
+      backend_(fmt::format("zstd-seekable({})", compressed_->backend())) {}
+
+SeekableZstdSource::~SeekableZstdSource() { pool_.reset(); }
+
+SourceCaps SeekableZstdSource::caps() const {
+  SourceCaps c;
+  c.max_in_flight = threads_;
+  uint64_t largest = 1;
+  for (const format::SeekFrame& f : table_.frames) {
+    largest = std::max<uint64_t>(largest, f.decompressed_size);
+  }
+  const uint64_t want = defaults::kChunkBytes / 2;
+  c.preferred_chunk = std::max<uint64_t>(1, (want + largest - 1) / largest) * largest;
+  return c;
+}
+
+io_internal::ReadPool& SeekableZstdSource::pool() {
+  std::call_once(pool_once_, [this] {
+    pool_ = std::make_unique<io_internal::ReadPool>(
+        threads_,
+        [this](const ReadRequest& r, uint32_t) {
+          return ReadAt(r.offset, std::span(r.dst, r.length));
+        },
+        name());
+  });
+  return *pool_;
+}
+
+Result<SeekableZstdSource::FrameBytes> SeekableZstdSource::FetchAndDecompress(
+    size_t index, const ReadOptions& options) const {
+  const format::SeekFrame& f = table_.frames[index];
+  std::string compressed(f.compressed_size, '\0');
+  Status fetched =
+      ReadExact(*compressed_, f.compressed_offset,
+                std::span(reinterpret_cast<std::byte*>(compressed.data()), compressed.size()));
+  if (!fetched.ok()) {
+    return Status(fetched.code(), fmt::format("{}: fetching it: {}", FrameWhere(name(), index, f),
+                                              fetched.message()));
+  }
+  auto damaged = [&](std::string_view what) {
+    return DataLossError(
+        fmt::format("{}: {}; the archive is damaged: fetch it again, or pack it again",
+                    FrameWhere(name(), index, f), what));
+  };
+  const size_t frame_size = ZSTD_findFrameCompressedSize(compressed.data(), compressed.size());
+  if (ZSTD_isError(frame_size)) {
+    return damaged(fmt::format("not a zstd frame ({})", ZSTD_getErrorName(frame_size)));
+  }
+  if (frame_size != compressed.size()) {
+    return damaged(fmt::format("the frame holds {} bytes, the seek table says {}", frame_size,
+                               compressed.size()));
+  }
+  auto out = std::make_shared<std::string>(f.decompressed_size, '\0');
+  const size_t n = ZSTD_decompressDCtx(ThreadDCtx(), out->data(), out->size(), compressed.data(),
+                                       compressed.size());
+  if (ZSTD_isError(n)) return damaged(fmt::format("zstd: {}", ZSTD_getErrorName(n)));
+  if (n != f.decompressed_size) {
+    return damaged(
+        fmt::format("decompresses to {} bytes, the seek table says {}", n, f.decompressed_size));
+  }
+  if (f.checksum && options_.verify_checksums) {
+    const uint32_t sum = static_cast<uint32_t>(XXH64(out->data(), out->size(), 0));
+    if (sum != *f.checksum) {
+      return damaged(
+          fmt::format("checksum 0x{:08x} of the decompressed bytes, the seek table "
+                      "says 0x{:08x}",
+                      sum, *f.checksum));
+    }
+  }
+  frames_decompressed_.fetch_add(1);
+  return FrameBytes(std::move(out));
+}
+
+Result<SeekableZstdSource::FrameBytes> SeekableZstdSource::Frame(size_t index,
+                                                                 const ReadOptions& options) const {
+  std::unique_lock lock(mu_);
+  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+    if (it->first == index) {
+      cache_.splice(cache_.begin(), cache_, it);
+      return cache_.front().second;
+    }
+  }
+  if (auto it = pending_.find(index); it != pending_.end()) {
+    std::shared_future<Result<FrameBytes>> wait = it->second;
+    lock.unlock();
+    return wait.get();
+  }
+  std::promise<Result<FrameBytes>> promise;
+  pending_.emplace(index, promise.get_future().share());
+  lock.unlock();
+  Result<FrameBytes> frame = FetchAndDecompress(index, options);
+  lock.lock();
+  pending_.erase(index);
+  if (frame.ok()) {
+    cache_.emplace_front(index, *frame);
+    while (cache_.size() > cache_capacity_) cache_.pop_back();
+  }
+  lock.unlock();
+  promise.set_value(frame);
+  return frame;
+}
+
+Result<size_t> SeekableZstdSource::ReadAt(uint64_t offset, std::span<std::byte> dst,
+                                          const ReadOptions& options) const {
+  if (offset >= size() || dst.empty()) return size_t{0};
+  const uint64_t end = offset + std::min<uint64_t>(dst.size(), size() - offset);
+  std::optional<size_t> index = table_.FrameAt(offset);
+  uint64_t pos = offset;
+  while (pos < end) {
+    if (!index || *index >= table_.frames.size()) {
+      return InternalError(
+          fmt::format("{}: no frame holds decompressed byte offset {}", name(), pos));
+    }
+    const format::SeekFrame& f = table_.frames[*index];
+    if (f.decompressed_size == 0) {
+      ++*index;
+      continue;
+    }
+    FL_ASSIGN_OR_RETURN(FrameBytes frame, Frame(*index, options));
+    const uint64_t within = pos - f.decompressed_offset;
+    const uint64_t n = std::min<uint64_t>(end - pos, f.decompressed_size - within);
+    std::memcpy(dst.data() + (pos - offset), frame->data() + within, n);
+    pos += n;
+    ++*index;
+  }
+  return static_cast<size_t>(end - offset);
+}
+
+Result<std::unique_ptr<SeekableZstdSource>> OpenSeekableZstd(
+    std::shared_ptr<const Source> compressed, const SeekableZstdOptions& options) {
+  const uint64_t size = compressed->size();
+  if (size < format::kSeekTableFooterSize) {
+    return NotFoundError(fmt::format(
+        "{}: {} bytes, too short for a zstd seek table: it is not in the zstd seekable format",
+        compressed->name(), size));
+  }
+  uint8_t footer[format::kSeekTableFooterSize];
+  FL_RETURN_IF_ERROR(
+      ReadExact(*compressed, size - sizeof(footer), std::as_writable_bytes(std::span(footer))));
+  FL_ASSIGN_OR_RETURN(const uint64_t table_size,
+                      format::SeekTableSizeFromFooter(footer, compressed->name(), options.limits));
+  if (table_size > size) {
+    return DataLossError(fmt::format(
+        "{}: the seek table's footer announces {} bytes of table, the stream has {}; the archive "
+        "is truncated or damaged",
+        compressed->name(), table_size, size));
+  }
+  std::vector<uint8_t> table_bytes(table_size);
+  FL_RETURN_IF_ERROR(
+      ReadExact(*compressed, size - table_size, std::as_writable_bytes(std::span(table_bytes))));
+  FL_ASSIGN_OR_RETURN(
+      format::SeekTable table,
+      format::ParseSeekTable(table_bytes, size, compressed->name(), options.limits));
+  // A frame's compressed bytes are fetched whole: bound them by what zstd can produce for its
+  // decompressed size, so a crafted table cannot make a read allocate more than the limits allow.
+  for (size_t i = 0; i < table.frames.size(); ++i) {
+    const format::SeekFrame& f = table.frames[i];
+    if (f.compressed_size > ZSTD_compressBound(f.decompressed_size) + 1024) {
+      return DataLossError(fmt::format(
+          "{}: seek table entry {}: {} compressed bytes for {} decompressed, more than zstd ever "
+          "writes; the archive is damaged",
+          compressed->name(), i, f.compressed_size, f.decompressed_size));
+    }
+  }
+  return std::make_unique<SeekableZstdSource>(std::move(compressed), std::move(table), options);
+}
+
+}  // namespace flashload
