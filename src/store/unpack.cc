@@ -310,8 +310,9 @@ class Extractor {
     }
     Result<std::string> rel = format::CheckMemberPath(m.path, o_.archive);
     if (!rel.ok()) {
-      return rel.status().WithContext(
-          fmt::format("member header at byte offset {} of the tar stream", m.header_offset));
+      return Status(rel.status().code(),
+                    fmt::format("{} (its header is at byte offset {} of the tar stream)",
+                                rel.status().message(), m.header_offset));
     }
     if (is_dir) {
       FL_RETURN_IF_ERROR(MakeFolders(*rel, m, /*including_last=*/true));
