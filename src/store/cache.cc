@@ -12,6 +12,7 @@
 #include <chrono>
 #include <filesystem>
 #include <set>
+#include <thread>
 
 #include "common/url.h"
 #include "format/json_text.h"
@@ -63,13 +64,21 @@ class EntryLock {
   ~EntryLock() {
     if (fd_ >= 0) close(fd_);  // releases the flock
   }
-  Status Acquire(const std::string& path) {
+  // Waits for the lock; polls, so that `cancel` (Ctrl-C) ends the wait with kCancelled.
+  Status Acquire(const std::string& path, const std::atomic<bool>* cancel) {
     fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd_ < 0) return ErrnoToStatus(errno, "open (cache lock)", path);
-    while (flock(fd_, LOCK_EX) != 0) {
-      if (errno != EINTR) return ErrnoToStatus(errno, "flock (cache lock)", path);
+    for (;;) {
+      if (flock(fd_, LOCK_EX | LOCK_NB) == 0) return Status();
+      if (errno != EWOULDBLOCK && errno != EINTR) {
+        return ErrnoToStatus(errno, "flock (cache lock)", path);
+      }
+      if (cancel != nullptr && cancel->load()) {
+        return CancelledError(fmt::format(
+            "{}: cancelled while waiting for another pull of this entry to finish", path));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    return Status();
   }
 
  private:
@@ -276,7 +285,7 @@ Result<PullResult> Pull(std::string_view url_or_ref, const PullOptions& options)
   result.entry_dir = cache + "/" + entry;
 
   EntryLock lock;
-  FL_RETURN_IF_ERROR(lock.Acquire(result.entry_dir + ".lock"));
+  FL_RETURN_IF_ERROR(lock.Acquire(result.entry_dir + ".lock", options.transfer.cancel));
 
   std::error_code ec;
   if (fs::is_directory(result.entry_dir, ec)) {

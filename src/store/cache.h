@@ -23,7 +23,8 @@
 // short reference ORG/NAME@PRECISION is the URL ArchiveUrl(ref, FLASHLOAD_STORE) names, and shares
 // the entry of that URL.
 //
-// Pull: takes the entry's lock (flock, waiting for another process or thread that holds it), and
+// Pull: takes the entry's lock (flock, waiting for another process or thread that holds it; the
+// wait polls every 20 ms, so options.transfer.cancel ends it with kCancelled), and
 // if the entry exists returns it without a download (with `verify`: after re-hashing every file
 // against its manifest). Otherwise it removes what earlier pulls of this entry left in .partial
 // (an interrupted process), downloads the manifest, then every file into a fresh partial folder,

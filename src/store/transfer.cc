@@ -260,7 +260,6 @@ Result<TransferResult> CopyObject(const std::string& src, const std::string& dst
                                   const TransferOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   FL_ASSIGN_OR_RETURN(const Location to, LocationOf(dst));
-  FL_RETURN_IF_ERROR(LocationOf(src).status());
   if (to == Location::kHttp) {
     return InvalidArgumentError(fmt::format(
         "{}: http(s):// is read only; copy to a local path or to s3://", RedactUrl(dst)));

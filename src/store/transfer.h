@@ -1,8 +1,9 @@
 // Copying one object between local files, http(s):// (read only) and s3://, at line rate, with its
 // SHA-256 computed on the way.
 //
-// Reading: the source is opened through the source registry (OpenSource(), flashload/registry.h),
-// so remote reads get the registry's retries (ranges resume after their intact bytes). Up to
+// Reading: the source is opened through the source registry (OpenSource(), flashload/registry.h):
+// any scheme it knows can be a source (local, http(s)://, s3://, archives), and remote reads get
+// the registry's retries (ranges resume after their intact bytes). Up to
 // `parallel` workers each read one chunk of `chunk_bytes` at a time with one large ranged read;
 // chunks are handed out in order, so the object is read front to back with `parallel` ranges in
 // flight.
