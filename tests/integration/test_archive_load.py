@@ -1,7 +1,7 @@
 """Loading straight out of archives through the CLI: `flashload load/inspect/validate` on a .tar made
 by GNU tar and on a zstd seekable .tar.zst made by the writer below (independent zstd frames cut at
 every tar header and every FRAME bytes, a seek table in a skippable frame), locally and over HTTP
-(tools/range_server.py). The tensors saved from an archive (--save) equal, byte for byte, those
+(tools/range_server.py) and on S3 (moto, SigV4 checked). The tensors saved from an archive (--save) equal, byte for byte, those
 saved from the unpacked folder; a plain (not seekable) .tar.zst and a damaged one are clear errors.
 """
 
@@ -125,6 +125,32 @@ def test_archive_over_http_loads_the_same_tensors(models, tmp_path):
             assert report["files"][0]["path"].startswith("tar:http://"), report["files"][0]
         got = json.loads(ok("inspect", srv.object_url("models", paths["zst"].name), "--json").stdout)
         assert got["tensors"]
+
+
+AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+            "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+            "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_NO_SIGN_REQUEST")
+
+
+def test_archive_on_s3_loads_the_same_tensors(models, tmp_path):
+    _, paths = models
+    _, want = saved(tmp_path, paths["folder"], "folder")
+    with servers.moto_server() as srv:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="weights")
+        s3.upload_file(str(paths["zst"]), "weights", "archives/" + paths["zst"].name)
+        env = {k: v for k, v in os.environ.items() if k not in AWS_VARS}
+        env.update({"AWS_ACCESS_KEY_ID": srv.access_key, "AWS_SECRET_ACCESS_KEY": srv.secret_key,
+                    "AWS_ENDPOINT_URL": srv.url, "AWS_REGION": srv.region,
+                    "HOME": str(tmp_path)})
+        out = tmp_path / "s3.safetensors"
+        uri = "s3://weights/archives/" + paths["zst"].name
+        proc = subprocess.run([FLASHLOAD, "load", uri, "--json", "--save", str(out)],
+                              capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert out.read_bytes() == want
+        files = json.loads(proc.stdout)["files"]
+        assert files[0]["path"].startswith("tar:s3://weights/archives/"), files[0]
 
 
 def test_plain_zstd_archive_is_refused_with_what_to_do(models):
