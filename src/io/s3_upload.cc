@@ -188,8 +188,10 @@ Result<S3UploadResult> S3Uploader::PutObject(const std::string& uri,
                                              const S3UploadOptions& options) const {
   FL_ASSIGN_OR_RETURN(S3Location loc, ParseS3Uri(uri));
   if (loc.is_prefix()) {
-    return InvalidArgumentError(fmt::format(
-        "{} names a prefix (ends with '/'), not an object; give the object's full key", uri));
+    return InvalidArgumentError(
+        fmt::format("{} names a bucket or a prefix, not an object; give the object's full key "
+                    "(s3://bucket/path/name)",
+                    uri));
   }
   if (Cancelled(options)) return CancelledError(fmt::format("{}: upload cancelled", uri));
   FL_ASSIGN_OR_RETURN(S3RequestTarget target, S3ObjectTarget(config_.options, loc.bucket, loc.key));
@@ -212,8 +214,10 @@ Result<S3UploadResult> S3Uploader::Upload(const std::string& uri, uint64_t size,
                                           const S3UploadOptions& options) const {
   FL_ASSIGN_OR_RETURN(S3Location loc, ParseS3Uri(uri));
   if (loc.is_prefix()) {
-    return InvalidArgumentError(fmt::format(
-        "{} names a prefix (ends with '/'), not an object; give the object's full key", uri));
+    return InvalidArgumentError(
+        fmt::format("{} names a bucket or a prefix, not an object; give the object's full key "
+                    "(s3://bucket/path/name)",
+                    uri));
   }
   FL_ASSIGN_OR_RETURN(S3RequestTarget target, S3ObjectTarget(config_.options, loc.bucket, loc.key));
   const uint64_t single_max =

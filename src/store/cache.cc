@@ -17,6 +17,7 @@
 #include "common/url.h"
 #include "format/json_text.h"
 #include "io/read_text.h"
+#include "io/s3_url.h"
 #include "io/sigv4.h"
 #include "store/model_ref.h"
 
@@ -421,7 +422,10 @@ Result<PushResult> Push(const std::string& local, const std::string& dst,
     return NotFoundError(fmt::format("{}: no such file or folder to push", local));
   }
   const std::string name = LastComponent(local);
-  const std::string target = dst.ends_with('/') ? dst + name : dst;
+  FL_ASSIGN_OR_RETURN(const S3Location where, ParseS3Uri(dst));
+  // "s3://bucket/prefix/" and "s3://bucket" take the local name.
+  const std::string target =
+      where.is_prefix() ? (dst.ends_with('/') ? dst : dst + "/") + name : dst;
   PushResult result;
 
   // (local path, relative name) of each file to upload.

@@ -304,3 +304,28 @@ def test_cp_into_a_missing_folder_leaves_nothing(tmp_path):
     proc = run("cp", tmp_path / "a.bin", tmp_path / "missing" / "a.bin")
     assert proc.returncode == 1 and "missing" in proc.stderr, proc.stderr
     assert not (tmp_path / "missing").exists()
+
+
+def test_ctrl_c_during_an_upload_aborts_the_multipart_upload(moto, tmp_path):
+    root = tmp_path / "http"
+    random_file(root / "b" / "slow.bin", 30 * MIB, seed=15)
+    # A slow source keeps the upload in flight long enough to interrupt it.
+    with servers.range_server(root, bandwidth_per_conn=4e6) as http:
+        proc = popen("cp", http.object_url("b", "slow.bin"), "s3://models/interrupted/slow.bin",
+                     "--part-mib", 5, "--parallel", 2, srv=moto)
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, (out, err)
+    assert "CANCELLED" in err and "aborted" in err, err
+    s3 = moto.client()
+    assert not s3.list_multipart_uploads(Bucket="models").get("Uploads")
+    assert "Contents" not in s3.list_objects_v2(Bucket="models", Prefix="interrupted/")
+
+
+def test_push_to_a_bare_bucket_keeps_the_local_name(moto, tmp_path):
+    data = random_file(tmp_path / "root-level.bin", 1000, seed=16)
+    proc = run("push", tmp_path / "root-level.bin", "s3://models", "--json", srv=moto)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["url"] == "s3://models/root-level.bin"
+    assert moto.client().get_object(Bucket="models", Key="root-level.bin")["Body"].read() == data
