@@ -160,7 +160,9 @@ void AddPackCommands(CLI::App& app, std::vector<Command>& commands) {
                    "tar or tar.zst; must agree with -o's extension (default: the extension, or "
                    "tar.zst in a folder)")
       ->check(CLI::IsMember({"tar", "tar.zst"}));
-  pack->add_option("--level", pa->level, "zstd compression level (1..19; negative: faster)")
+  pack->add_option("--level", pa->level,
+                   "zstd compression level: 1 (fastest) to 19 (smallest), 20-22 need much memory; "
+                   "negative levels are faster still")
       ->capture_default_str()
       ->check(CLI::Range(-7, 22));
   pack->add_option("--frame-mib", pa->frame_mib,
