@@ -387,10 +387,10 @@ class StoragePickler(pickle.Pickler):
         return obj if isinstance(obj, tuple) and obj and obj[0] == "storage" else None
 
 
-def tensor_pickle(key, size, numel=4):
+def tensor_pickle(key, size, numel=4, stride=1):
     rebuild = Reduce(torch._utils._rebuild_tensor_v2,
-                     (("storage", torch.FloatStorage, key, "cpu", size), 0, (numel,), (1,), False,
-                      collections.OrderedDict()))
+                     (("storage", torch.FloatStorage, key, "cpu", size), 0, (numel,), (stride,),
+                      False, collections.OrderedDict()))
     buf = io.BytesIO()
     StoragePickler(buf, protocol=2).dump({"w": rebuild})
     return buf.getvalue()
@@ -411,6 +411,9 @@ def test_huge_storage_size(tmp_path):
     assert_refused(tmp_path, src, marker, "storage '0'", "'w'", "declares")
     zip_file(src, tensor_pickle("0", 4, numel=1 << 40), storages=[("0", b"\0" * 16)])
     assert_refused(tmp_path, src, marker, "storage '0'", "'w'", "reaches byte")
+    # A view repeating one element 2^40 times (stride 0) fits its storage but would be 4 TiB.
+    zip_file(src, tensor_pickle("0", 4, numel=1 << 40, stride=0), storages=[("0", b"\0" * 16)])
+    assert_refused(tmp_path, src, marker, "storage '0'", "'w'", "stride 0")
 
 
 def test_valid_hand_built_zip_converts(tmp_path):
