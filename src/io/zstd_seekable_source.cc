@@ -1,11 +1,15 @@
 // Design of the decompressing source.
 //
-// Reads: ReadAt() walks the frames its range covers (SeekTable::FrameAt) and copies from each
-// decompressed frame. A frame comes from the cache, or from a fetch already under way in another
-// thread (a shared_future in pending_, so two reads that share a frame never fetch or decompress
-// it twice), or is fetched by this thread: one ReadExact() of its compressed bytes from the
-// compressed source, one ZSTD_decompressDCtx() into a buffer of the size the table gives, a check
-// that the compressed bytes are exactly one frame, and its XXH64 checksum when the table has one.
+// Reads: ReadAt() walks the frames its range covers (SeekTable::FrameAt). A frame the read wants
+// whole is decompressed straight into the caller's buffer (unless cached): the strategy's chunks
+// are multiples of the frame size and the packer starts a frame at every member's data, so most
+// frames go this way, with no buffer and no copy. A frame wanted in part comes from the cache, or
+// from a fetch already under way in another thread (a shared_future in pending_, so two reads that
+// share a frame never fetch or decompress it twice), or is fetched by this thread into a new
+// cache entry. Fetching a frame is one ReadExact() of its compressed bytes (into a per-thread
+// buffer) from the compressed source, a check that they are exactly one zstd frame, one
+// ZSTD_decompressDCtx() of exactly the size the table gives, and its XXH64 checksum when the table
+// has one.
 // Decompression runs on the reading thread: the batch interface's workers (a ReadPool, started on
 // the first batch), or the member sources' workers above (src/io/archive_source.cc), so there are
 // as many frames in flight, fetched and decompressed at once, as reads.
@@ -87,13 +91,20 @@ io_internal::ReadPool& SeekableZstdSource::pool() {
   return *pool_;
 }
 
-Result<SeekableZstdSource::FrameBytes> SeekableZstdSource::FetchAndDecompress(
-    size_t index, const ReadOptions& options) const {
+Status SeekableZstdSource::FetchAndDecompress(size_t index, char* out) const {
   const format::SeekFrame& f = table_.frames[index];
-  std::string compressed(f.compressed_size, '\0');
+  // One buffer per thread for compressed bytes, grown as needed: no allocation (and no fresh pages
+  // to fault in) per frame.
+  thread_local std::unique_ptr<char[]> buffer;
+  thread_local size_t capacity = 0;
+  if (capacity < f.compressed_size) {
+    buffer.reset(new char[f.compressed_size]);
+    capacity = f.compressed_size;
+  }
+  char* compressed = buffer.get();
   Status fetched =
       ReadExact(*compressed_, f.compressed_offset,
-                std::span(reinterpret_cast<std::byte*>(compressed.data()), compressed.size()));
+                std::span(reinterpret_cast<std::byte*>(compressed), f.compressed_size));
   if (!fetched.ok()) {
     return Status(fetched.code(), fmt::format("{}: fetching it: {}", FrameWhere(name(), index, f),
                                               fetched.message()));
@@ -103,33 +114,42 @@ Result<SeekableZstdSource::FrameBytes> SeekableZstdSource::FetchAndDecompress(
         fmt::format("{}: {}; the archive is damaged: fetch it again, or pack it again",
                     FrameWhere(name(), index, f), what));
   };
-  const size_t frame_size = ZSTD_findFrameCompressedSize(compressed.data(), compressed.size());
+  const size_t frame_size = ZSTD_findFrameCompressedSize(compressed, f.compressed_size);
   if (ZSTD_isError(frame_size)) {
     return damaged(fmt::format("not a zstd frame ({})", ZSTD_getErrorName(frame_size)));
   }
-  if (frame_size != compressed.size()) {
+  if (frame_size != f.compressed_size) {
     return damaged(fmt::format("the frame holds {} bytes, the seek table says {}", frame_size,
-                               compressed.size()));
+                               f.compressed_size));
   }
-  auto out = std::make_shared<std::string>(f.decompressed_size, '\0');
-  const size_t n = ZSTD_decompressDCtx(ThreadDCtx(), out->data(), out->size(), compressed.data(),
-                                       compressed.size());
+  const size_t n =
+      ZSTD_decompressDCtx(ThreadDCtx(), out, f.decompressed_size, compressed, f.compressed_size);
   if (ZSTD_isError(n)) return damaged(fmt::format("zstd: {}", ZSTD_getErrorName(n)));
   if (n != f.decompressed_size) {
     return damaged(
         fmt::format("decompresses to {} bytes, the seek table says {}", n, f.decompressed_size));
   }
   if (f.checksum && options_.verify_checksums) {
-    const uint32_t sum = static_cast<uint32_t>(XXH64(out->data(), out->size(), 0));
+    const uint32_t sum = static_cast<uint32_t>(XXH64(out, n, 0));
     if (sum != *f.checksum) {
       return damaged(
-          fmt::format("checksum 0x{:08x} of the decompressed bytes, the seek table "
-                      "says 0x{:08x}",
+          fmt::format("checksum 0x{:08x} of the decompressed bytes, the seek table says 0x{:08x}",
                       sum, *f.checksum));
     }
   }
   frames_decompressed_.fetch_add(1);
-  return FrameBytes(std::move(out));
+  return Status::Ok();
+}
+
+SeekableZstdSource::FrameBytes SeekableZstdSource::Cached(size_t index) const {
+  std::lock_guard lock(mu_);
+  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+    if (it->first == index) {
+      cache_.splice(cache_.begin(), cache_, it);
+      return cache_.front().second;
+    }
+  }
+  return nullptr;
 }
 
 Result<SeekableZstdSource::FrameBytes> SeekableZstdSource::Frame(size_t index,
@@ -149,7 +169,11 @@ Result<SeekableZstdSource::FrameBytes> SeekableZstdSource::Frame(size_t index,
   std::promise<Result<FrameBytes>> promise;
   pending_.emplace(index, promise.get_future().share());
   lock.unlock();
-  Result<FrameBytes> frame = FetchAndDecompress(index, options);
+  // Not zero-filled: decompression writes every byte.
+  std::shared_ptr<char[]> bytes(new char[table_.frames[index].decompressed_size]);
+  Status s = FetchAndDecompress(index, bytes.get());
+  Result<FrameBytes> frame =
+      s.ok() ? Result<FrameBytes>(FrameBytes(std::move(bytes))) : Result<FrameBytes>(std::move(s));
   lock.lock();
   pending_.erase(index);
   if (frame.ok()) {
@@ -177,10 +201,22 @@ Result<size_t> SeekableZstdSource::ReadAt(uint64_t offset, std::span<std::byte> 
       ++*index;
       continue;
     }
-    FL_ASSIGN_OR_RETURN(FrameBytes frame, Frame(*index, options));
     const uint64_t within = pos - f.decompressed_offset;
     const uint64_t n = std::min<uint64_t>(end - pos, f.decompressed_size - within);
-    std::memcpy(dst.data() + (pos - offset), frame->data() + within, n);
+    char* out = reinterpret_cast<char*>(dst.data() + (pos - offset));
+    if (n == f.decompressed_size) {
+      // The read wants the whole frame: decompress straight into it (no buffer, no copy), unless
+      // it is cached. Aligned reads (the strategy's chunks are multiples of the frame size) share
+      // no frame, so caching it would only evict frames other reads share.
+      if (FrameBytes cached = Cached(*index)) {
+        std::memcpy(out, cached.get(), n);
+      } else {
+        FL_RETURN_IF_ERROR(FetchAndDecompress(*index, out));
+      }
+    } else {
+      FL_ASSIGN_OR_RETURN(FrameBytes frame, Frame(*index, options));
+      std::memcpy(out, frame.get() + within, n);
+    }
     pos += n;
     ++*index;
   }

@@ -68,9 +68,14 @@ class SeekableZstdSource final : public io_internal::PooledSource {
   io_internal::ReadPool& pool() override;
 
  private:
-  using FrameBytes = std::shared_ptr<const std::string>;
+  // A decompressed frame (table_.frames[i].decompressed_size bytes).
+  using FrameBytes = std::shared_ptr<const char[]>;
+  // The frame from the cache, from another reader's fetch, or fetched now and cached.
   Result<FrameBytes> Frame(size_t index, const ReadOptions& options) const;
-  Result<FrameBytes> FetchAndDecompress(size_t index, const ReadOptions& options) const;
+  // The cached frame, or nullptr.
+  FrameBytes Cached(size_t index) const;
+  // Fetches frame `index` and decompresses it into `out` (its decompressed size), checked.
+  Status FetchAndDecompress(size_t index, char* out) const;
 
   const std::shared_ptr<const Source> compressed_;
   const format::SeekTable table_;
