@@ -104,6 +104,16 @@ def test_local_archive_loads_the_same_tensors_as_the_folder(models, tmp_path, ki
     assert all(f["path"].startswith("tar:/") for f in report["files"]), report["files"]
 
 
+@pytest.mark.parametrize("fmt", ["tar.zst", "tar"])
+def test_archive_written_by_flashload_pack_loads_the_same_tensors(models, tmp_path, fmt):
+    _, paths = models
+    _, want = saved(tmp_path, paths["folder"], "folder")
+    archive = tmp_path / f"packed.{fmt}"
+    ok("pack", paths["folder"], "-o", archive, "--frame-mib", "1", "--quiet")
+    _, got = saved(tmp_path, archive, "packed")
+    assert got == want
+
+
 def test_inspect_and_validate_read_the_archive(models):
     _, paths = models
     folder = json.loads(ok("inspect", paths["folder"], "--json").stdout)
