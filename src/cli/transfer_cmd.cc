@@ -43,7 +43,7 @@ struct TransferArgs {
   std::string src;
   std::string dst;
   std::string cache;
-  uint32_t parallel = 4;
+  uint32_t parallel = 8;
   uint64_t part_mib = 64;
   bool verify = false;
   bool json = false;
@@ -53,12 +53,14 @@ struct TransferArgs {
 
 void AddCommonOptions(CLI::App& cmd, TransferArgs& a) {
   cmd.add_option("--parallel", a.parallel,
-                 "Ranged reads (and S3 parts) in flight per object (default 4)")
+                 "Reads (or S3 parts) in flight per object (default 8). Memory: parallel x the "
+                 "read size (--range-mib, default 8) for downloads and local copies, parallel x "
+                 "--part-mib for uploads")
       ->check(CLI::Range(1u, 256u));
   cmd.add_option("--part-mib", a.part_mib,
-                 "MiB per ranged read and per S3 part (default 64; S3 needs at least 5, and "
-                 "raises it to fit an object in 10000 parts). Memory: parallel x part")
-      ->check(CLI::Range(uint64_t{1}, uint64_t{5120}));
+                 "MiB per S3 part of an upload (default 64, at least 5; raised to fit the object "
+                 "in 10000 parts). Objects up to one part go in one PUT")
+      ->check(CLI::Range(uint64_t{5}, uint64_t{5120}));
   cmd.add_flag("--json", a.json, "Print the result as one JSON object");
   cmd.add_flag("--quiet", a.quiet, "No progress line");
   AddLoadFlags(cmd, a.flags, {.remote = true});
@@ -75,7 +77,8 @@ std::optional<store::TransferOptions> TransferOptionsOf(std::string_view command
   store::TransferOptions t;
   t.open.remote = options->remote;
   t.parallel = a.parallel;
-  t.chunk_bytes = a.part_mib << 20;
+  t.part_bytes = a.part_mib << 20;
+  if (options->remote.chunk_bytes > 0) t.chunk_bytes = options->remote.chunk_bytes;
   t.cancel = &g_cancel;
   return t;
 }

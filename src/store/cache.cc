@@ -278,6 +278,7 @@ Result<PullResult> Pull(std::string_view url_or_ref, const PullOptions& options)
   if (cache.empty()) cache = "/";
   FL_RETURN_IF_ERROR(MakeFolders(cache));
 
+  FL_ASSIGN_OR_RETURN(const Location where, LocationOf(url));
   const bool folder = url.ends_with('/');
   const std::string base = StripSlashes(url);
   const std::string entry = CacheEntryName(url);
@@ -356,7 +357,10 @@ Result<PullResult> Pull(std::string_view url_or_ref, const PullOptions& options)
   }
   if (!have_manifest) manifest.files.push_back({LastComponent(base), 0, ""});
   for (ManifestFile& f : manifest.files) {
-    const std::string src = folder ? base + "/" + f.name : url;
+    // s3:// keys are taken literally; an http(s):// path needs its bytes percent-encoded.
+    const std::string src = !folder                  ? url
+                            : where == Location::kS3 ? base + "/" + f.name
+                                                     : base + "/" + UriEncode(f.name, true);
     const std::string dst = partial.path() + "/" + f.name;
     if (f.name.find('/') != std::string::npos) {
       FL_RETURN_IF_ERROR(MakeFolders(fs::path(dst).parent_path().string()));

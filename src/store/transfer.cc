@@ -287,7 +287,7 @@ Result<TransferResult> CopyObject(const std::string& src, const std::string& dst
   // S3: the uploader drives the reads, one part per worker; each part is hashed in order.
   FL_ASSIGN_OR_RETURN(S3Uploader uploader, S3Uploader::ForRemote(options.open.remote));
   S3UploadOptions up;
-  up.part_bytes = std::max(options.chunk_bytes, kS3MinPartBytes);
+  up.part_bytes = options.part_bytes;
   up.parts_in_flight = std::max<uint32_t>(options.parallel, 1);
   up.retry = RetryPolicyFor(options.open.remote);
   up.cancel = options.cancel;

@@ -4,7 +4,8 @@
 // Reading: the source is opened through the source registry (OpenSource(), flashload/registry.h):
 // any scheme it knows can be a source (local, http(s)://, s3://, archives), and remote reads get
 // the registry's retries (ranges resume after their intact bytes). Up to
-// `parallel` workers each read one chunk of `chunk_bytes` at a time with one large ranged read;
+// `parallel` workers each read one chunk of `chunk_bytes` (an S3 destination: one part of
+// `part_bytes`) at a time with one large ranged read;
 // chunks are handed out in order, so the object is read front to back with `parallel` ranges in
 // flight.
 //
@@ -18,7 +19,7 @@
 //   renamed over the destination and the folder fsync'ed. On any error or cancellation the
 //   temporary file is removed: the destination is either the old file or the whole new one.
 // - s3://: through S3Uploader (io/s3_upload.h): one PUT up to one part, else a multipart upload
-//   with `parallel` parts of `chunk_bytes` in flight, aborted on any error.
+//   with `parallel` parts of `part_bytes` in flight, aborted on any error.
 // - http(s)://: refused (kInvalidArgument): HTTP is read only.
 //
 // Errors name the source or the destination, and the byte offset; a source that ends early is
@@ -37,6 +38,7 @@
 #include <string>
 #include <string_view>
 
+#include "flashload/defaults.h"
 #include "flashload/registry.h"
 #include "flashload/status.h"
 
@@ -53,10 +55,13 @@ Result<Location> LocationOf(std::string_view uri);
 
 struct TransferOptions {
   OpenOptions open;       // how sources open (remote: endpoint, region, TLS, retries)
-  uint32_t parallel = 4;  // chunks (reads, S3 parts) in flight; at least 1
-  // Bytes per ranged read and per S3 part (at least 5 MiB for S3, which may raise it to fit the
-  // object in 10,000 parts). Memory: parallel × chunk_bytes.
-  uint64_t chunk_bytes = uint64_t{64} << 20;
+  uint32_t parallel = 8;  // reads (or S3 parts) in flight; at least 1
+  // Bytes per read of the source when the destination is local (one ranged GET each for a remote
+  // source). Memory: parallel × chunk_bytes.
+  uint64_t chunk_bytes = defaults::kRemoteChunkBytes;
+  // Bytes per S3 part when the destination is s3:// (each part is read from the source in one
+  // read); at least 5 MiB, raised to fit the object in 10,000 parts. Memory: parallel × part_bytes.
+  uint64_t part_bytes = uint64_t{64} << 20;
   // Called with (bytes done, total) as chunks complete.
   std::function<void(uint64_t done, uint64_t total)> progress;
   const std::atomic<bool>* cancel = nullptr;  // set by another thread to stop

@@ -135,7 +135,7 @@ def test_multipart_upload_is_reassembled_exactly(moto, tmp_path):
     assert head["ETag"].strip('"').endswith("-5")  # S3's multipart ETag: "<md5 of md5s>-<parts>"
     assert not s3.list_multipart_uploads(Bucket="models").get("Uploads")
 
-    proc = run("pull", "s3://models/mp/big.bin", "--cache", tmp_path / "cache", "--part-mib", 5,
+    proc = run("pull", "s3://models/mp/big.bin", "--cache", tmp_path / "cache", "--range-mib", 2,
                srv=moto)
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()).read_bytes() == data
@@ -195,7 +195,7 @@ def test_a_pull_whose_server_dies_leaves_nothing_valid_and_a_later_pull_succeeds
     with servers.range_server(root, bandwidth_per_conn=2e6) as http:
         port = http.port
         url = http.object_url("b", "slow.bin")
-        pull = popen("pull", url, "--cache", cache, "--attempts", 1, "--part-mib", 2)
+        pull = popen("pull", url, "--cache", cache, "--attempts", 1, "--range-mib", 2)
         time.sleep(1.5)
     # The server is gone (stopped mid-transfer).
     out, err = pull.communicate(timeout=120)
@@ -278,7 +278,7 @@ def test_cp_local_to_s3_to_local_round_trip_is_bit_identical(moto, tmp_path):
     up = run("cp", tmp_path / "a.bin", "s3://models/cp/a.bin", "--part-mib", 5, "--json",
              srv=moto)
     assert up.returncode == 0, up.stderr
-    down = run("cp", "s3://models/cp/a.bin", tmp_path / "b.bin", "--part-mib", 5, "--json",
+    down = run("cp", "s3://models/cp/a.bin", tmp_path / "b.bin", "--range-mib", 2, "--json",
                srv=moto)
     assert down.returncode == 0, down.stderr
     assert (tmp_path / "b.bin").read_bytes() == data
@@ -291,7 +291,7 @@ def test_cp_from_http_and_refuses_http_as_a_destination(tmp_path):
     root = tmp_path / "http"
     data = random_file(root / "b" / "x.bin", 9 * MIB + 7, seed=13)
     with servers.range_server(root) as http:
-        proc = run("cp", http.object_url("b", "x.bin"), tmp_path / "x.bin", "--part-mib", 2,
+        proc = run("cp", http.object_url("b", "x.bin"), tmp_path / "x.bin", "--range-mib", 2,
                    "--parallel", 4)
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / "x.bin").read_bytes() == data

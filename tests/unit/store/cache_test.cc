@@ -255,16 +255,20 @@ TEST_F(PullTest, AnObjectWithoutAManifestIsAcceptedUnverifiedWithItsChecksumReco
 TEST_F(PullTest, AFolderIsPulledFromItsManifestAndRefusedWithoutOne) {
   const std::vector<std::byte> a = Publish("folder/a.bin", 100, 7, false);
   const std::vector<std::byte> b = Publish("folder/sub/b.bin", 2 * kMiB + 3, 8, false);
+  const std::vector<std::byte> c = Publish("folder/sub dir/c%d.bin", 10, 12, false);
   EXPECT_THAT(Pull(server_->Url("b/folder/"), Options()),
               StatusIs(StatusCode::kFailedPrecondition));
   Manifest m;
-  m.files = {{"a.bin", a.size(), Sha256Hex(a)}, {"sub/b.bin", b.size(), Sha256Hex(b)}};
+  m.files = {{"a.bin", a.size(), Sha256Hex(a)},
+             {"sub/b.bin", b.size(), Sha256Hex(b)},
+             {"sub dir/c%d.bin", c.size(), Sha256Hex(c)}};  // percent-encoded on the wire
   WriteFile(dir_.File("root/b/folder.manifest.json"), ManifestJson(m));
   Result<PullResult> r = Pull(server_->Url("b/folder/"), Options());
   ASSERT_THAT(r, IsOk());
   EXPECT_EQ(r->path, r->entry_dir);
   EXPECT_EQ(ReadFile(r->path + "/a.bin"), a);
   EXPECT_EQ(ReadFile(r->path + "/sub/b.bin"), b);
+  EXPECT_EQ(ReadFile(r->path + "/sub dir/c%d.bin"), c);
 }
 
 TEST_F(PullTest, APartialFolderLeftByAKilledPullIsRemovedAndNeverUsed) {
