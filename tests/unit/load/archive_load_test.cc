@@ -239,6 +239,23 @@ TEST_F(ArchiveLoadTest, ArchiveOverHttp) {
     ExpectSameTensors(want, got);
     EXPECT_TRUE(got.layout.files[0].path.starts_with("tar:http://")) << got.layout.files[0].path;
   }
+  // Transient server errors under the archive are retried by the registry's policy for http (the
+  // archive is opened through it): the same tensors.
+  ReleaseRecentArchive();
+  FL_ASSERT_OK(server->SetFaults("status=503:every=3,reset:every=7"));
+  LoadOptions o;
+  o.remote.retry_base_ms = 1;
+  o.remote.max_attempts = 8;
+  FL_ASSERT_OK_AND_ASSIGN(LoadedModel retried, Load(server->Url("bucket/m.tar.zst"), o));
+  ExpectSameTensors(want, retried);
+  // A server that refuses every range: an error naming the archive, not a partial load.
+  ReleaseRecentArchive();
+  FL_ASSERT_OK(server->SetFaults("status=403"));
+  o.remote.max_attempts = 2;
+  Result<LoadedModel> refused = Load(server->Url("bucket/m.tar.zst"), o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("bucket/m.tar.zst"));
+  EXPECT_FALSE(refused.status().IsRetryable());
 }
 
 }  // namespace
