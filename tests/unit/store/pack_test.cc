@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
 
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -26,6 +28,7 @@ namespace flashload::store {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -385,6 +388,42 @@ TEST(PackTest, LongPathsAndLargeFilesSpanFramesAndRoundTrip) {
   EXPECT_EQ(members[2].path, deep + "/w.bin");
   ASSERT_EQ(members[2].data.size(), big.size());
   EXPECT_EQ(std::memcmp(members[2].data.data(), big.data(), big.size()), 0);
+}
+
+// Lowers the process's file-size limit for the scope (write() then fails with EFBIG once a file
+// would grow past it, as on a full disk), with SIGXFSZ ignored.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &saved_);
+    old_handler_ = ::signal(SIGXFSZ, SIG_IGN);
+    rlimit r = saved_;
+    r.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &r);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &saved_);
+    ::signal(SIGXFSZ, old_handler_);
+  }
+
+ private:
+  rlimit saved_{};
+  sighandler_t old_handler_;
+};
+
+TEST(PackTest, AWriteErrorNamesTheTemporaryFileAndLeavesNothing) {
+  ModelFolder m;
+  for (const char* name : {"m.tar", "m.tar.zst"}) {
+    Result<PackSummary> r = InternalError("not run");
+    {
+      FileSizeLimit limit(2000);
+      r = Pack(m.dir, m.tmp.File(name), "fp16");
+    }
+    EXPECT_THAT(r, StatusIs(StatusCode::kIoError, AllOf(HasSubstr(std::string(name) + ".tmp."),
+                                                        HasSubstr("byte offset"))))
+        << name;
+    EXPECT_THAT(Leftovers(m.tmp.path(), "model"), ElementsAre()) << name;
+  }
 }
 
 }  // namespace

@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <zstd.h>
 
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -252,6 +254,28 @@ TEST(UnpackTest, TargetMustBeNewOrEmpty) {
   EXPECT_THAT(t.Unpack(File("b", "2") + End()),
               StatusIs(StatusCode::kFailedPrecondition, HasSubstr("not an empty folder")));
   EXPECT_FALSE(fs::exists(t.out + "/b"));
+}
+
+TEST(UnpackTest, AWriteErrorNamesTheFileAndLeavesNothing) {
+  Target t;
+  const std::string tar = File("a/first.bin", std::string(1000, 'a')) +
+                          File("a/second.bin", std::string(50'000, 'b')) + End();
+  testing::WriteFile(t.archive, tar);
+  rlimit saved{};
+  ::getrlimit(RLIMIT_FSIZE, &saved);
+  sighandler_t old = ::signal(SIGXFSZ, SIG_IGN);
+  rlimit low = saved;
+  low.rlim_cur = 20'000;  // below the second file, above the archive's reads
+  ::setrlimit(RLIMIT_FSIZE, &low);
+  UnpackOptions o;
+  o.archive = t.archive;
+  o.out_dir = t.out;
+  Result<UnpackSummary> r = UnpackArchive(o);
+  ::setrlimit(RLIMIT_FSIZE, &saved);
+  ::signal(SIGXFSZ, old);
+  EXPECT_THAT(r, StatusIs(StatusCode::kIoError,
+                          AllOf(HasSubstr("a/second.bin"), HasSubstr("byte offset 20000"))));
+  EXPECT_THAT(t.Leftovers(), ElementsAre());
 }
 
 }  // namespace
