@@ -261,7 +261,9 @@ TEST(PackTest, SeekableArchiveDecompressesToTheTarWithFramesAtHeaders) {
     ASSERT_THAT(step, IsOk());
     if (step->kind == format::TarStep::Kind::kEnd) break;
     ASSERT_EQ(step->kind, format::TarStep::Kind::kMember);
-    if (step->member.size > 0) EXPECT_TRUE(starts.count(step->member.data_offset));
+    if (step->member.size > 0) {
+      EXPECT_TRUE(starts.count(step->member.data_offset)) << step->member.path;
+    }
     offset = step->next_offset;
   }
 }
