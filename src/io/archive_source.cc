@@ -23,6 +23,9 @@ namespace {
 
 constexpr uint8_t kZstdMagic[4] = {0x28, 0xB5, 0x2F, 0xFD};
 constexpr uint8_t kGzipMagic[2] = {0x1F, 0x8B};
+// Frames kept in memory for the life of an open .tar.zst (PinSmallFrames()).
+constexpr uint32_t kPinnedFrameBytes = 64 << 10;
+constexpr uint64_t kPinnedTotalBytes = 16 << 20;
 
 std::string_view KindText(const ArchiveMember& m) {
   switch (m.kind) {
@@ -260,6 +263,9 @@ Result<std::shared_ptr<Archive>> OpenArchiveFromSource(std::unique_ptr<Source> r
           uri));
     }
     FL_RETURN_IF_ERROR(z.status());
+    // Tar headers and small members (configs, indexes) in their own frames, fetched in parallel
+    // now rather than one request at a time by the header walk and the layout resolution.
+    (*z)->PinSmallFrames(kPinnedFrameBytes, kPinnedTotalBytes, (*z)->caps().max_in_flight);
     content = std::shared_ptr<const Source>(std::move(z).value());
     compression = Archive::Compression::kZstdSeekable;
   }

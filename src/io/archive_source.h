@@ -5,7 +5,9 @@
 //   raw source        the archive's bytes, opened through the source registry (so a remote
 //                     archive gets the registry's retries)
 //   content           the tar bytes: the raw source itself, or its decompressing view
-//                     (SeekableZstdSource, src/io/zstd_seekable_source.h), with one frame cache
+//                     (SeekableZstdSource, src/io/zstd_seekable_source.h), with one frame cache;
+//                     its small frames (tar headers, configs, indexes: at most 64 KiB each, 16 MiB
+//                     in all) fetched in parallel at the open and kept while it is open
 //   index             member path -> data offset and size (ArchiveIndex, src/io/archive_index.h)
 //   member sources    each a Source over the byte window [data_offset, data_offset + size) of
 //                     the content; they hold the Archive (reference counted)

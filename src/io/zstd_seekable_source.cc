@@ -27,6 +27,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 namespace flashload {
 namespace {
@@ -141,8 +143,42 @@ Status SeekableZstdSource::FetchAndDecompress(size_t index, char* out) const {
   return Status::Ok();
 }
 
+void SeekableZstdSource::PinSmallFrames(uint32_t max_frame_bytes, uint64_t max_total_bytes,
+                                        uint32_t threads) {
+  std::vector<size_t> wanted;
+  uint64_t total = 0;
+  for (size_t i = 0; i < table_.frames.size(); ++i) {
+    const uint32_t n = table_.frames[i].decompressed_size;
+    if (n == 0 || n > max_frame_bytes) continue;
+    if (total + n > max_total_bytes) break;
+    total += n;
+    wanted.push_back(i);
+  }
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t k = next++; k < wanted.size(); k = next++) {
+      const size_t i = wanted[k];
+      std::shared_ptr<char[]> bytes(new char[table_.frames[i].decompressed_size]);
+      if (!FetchAndDecompress(i, bytes.get()).ok()) continue;
+      std::lock_guard lock(mu_);
+      pinned_.emplace(i, FrameBytes(std::move(bytes)));
+    }
+  };
+  std::vector<std::thread> workers;
+  const size_t n = std::min<size_t>(std::max<uint32_t>(threads, 1), wanted.size());
+  for (size_t t = 1; t < n; ++t) workers.emplace_back(work);
+  work();
+  for (std::thread& t : workers) t.join();
+}
+
+size_t SeekableZstdSource::pinned_frames() const {
+  std::lock_guard lock(mu_);
+  return pinned_.size();
+}
+
 SeekableZstdSource::FrameBytes SeekableZstdSource::Cached(size_t index) const {
   std::lock_guard lock(mu_);
+  if (auto it = pinned_.find(index); it != pinned_.end()) return it->second;
   for (auto it = cache_.begin(); it != cache_.end(); ++it) {
     if (it->first == index) {
       cache_.splice(cache_.begin(), cache_, it);
@@ -155,6 +191,7 @@ SeekableZstdSource::FrameBytes SeekableZstdSource::Cached(size_t index) const {
 Result<SeekableZstdSource::FrameBytes> SeekableZstdSource::Frame(size_t index,
                                                                  const ReadOptions& options) const {
   std::unique_lock lock(mu_);
+  if (auto it = pinned_.find(index); it != pinned_.end()) return it->second;
   for (auto it = cache_.begin(); it != cache_.end(); ++it) {
     if (it->first == index) {
       cache_.splice(cache_.begin(), cache_, it);

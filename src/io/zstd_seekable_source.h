@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "flashload/source.h"
 #include "format/zstd_seekable.h"
@@ -61,6 +62,15 @@ class SeekableZstdSource final : public io_internal::PooledSource {
                         const ReadOptions& options = {}) const override;
 
   const format::SeekTable& table() const { return table_; }
+
+  // Fetches every frame of at most `max_frame_bytes` decompressed (tar headers, small members such
+  // as configs and indexes), `threads` at a time, up to `max_total_bytes` in all, and keeps them
+  // for the life of the source: walking an archive's headers and reading its small files then costs
+  // no request each, which matters on a remote archive. Best effort: a frame that fails is not
+  // kept and is fetched again (and its error reported) when read. Blocks until done.
+  void PinSmallFrames(uint32_t max_frame_bytes, uint64_t max_total_bytes, uint32_t threads);
+  // Frames kept by PinSmallFrames().
+  size_t pinned_frames() const;
   // Frames decompressed since the open (a frame evicted and needed again counts twice).
   uint64_t frames_decompressed() const { return frames_decompressed_.load(); }
 
@@ -87,6 +97,8 @@ class SeekableZstdSource final : public io_internal::PooledSource {
   mutable std::mutex mu_;
   // Most recently used first; guarded by mu_.
   mutable std::list<std::pair<size_t, FrameBytes>> cache_;
+  // Frames PinSmallFrames() keeps; guarded by mu_.
+  mutable std::map<size_t, FrameBytes> pinned_;
   // Frames being fetched by one reader, which others wait for; guarded by mu_.
   mutable std::map<size_t, std::shared_future<Result<FrameBytes>>> pending_;
   std::once_flag pool_once_;

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -121,6 +122,40 @@ TEST(ArchiveSourceTest, ReadsThatShareAFrameDecompressItOnce) {
   }
   for (auto& t : readers) t.join();
   EXPECT_EQ(z->frames_decompressed(), 2u);
+}
+
+// Counts the reads that reach the archive's raw bytes.
+class CountingSource final : public SourceWrapper {
+ public:
+  CountingSource(std::unique_ptr<Source> target, std::atomic<int>* reads)
+      : SourceWrapper(std::move(target)), reads_(reads) {}
+  Result<size_t> ReadAt(uint64_t offset, std::span<std::byte> dst,
+                        const ReadOptions& options) const override {
+    ++*reads_;
+    return SourceWrapper::ReadAt(offset, dst, options);
+  }
+
+ private:
+  std::atomic<int>* const reads_;
+};
+
+TEST(ArchiveSourceTest, HeadersAndSmallMembersAreFetchedUpFrontInParallel) {
+  const auto members = Members();
+  const testing::TestTar tar = BuildTestTar(members);
+  const testing::TestZst zst = BuildTestZst(tar, 64 << 10);
+  std::atomic<int> reads{0};
+  FL_ASSERT_OK_AND_ASSIGN(
+      std::shared_ptr<Archive> a,
+      OpenArchiveFromSource(
+          std::make_unique<CountingSource>(Memory(zst.bytes, "p.tar.zst"), &reads), "p.tar.zst"));
+  // The magic, the footer, the table, and one read per small frame: nothing more for the walk.
+  size_t small = 0;
+  for (const auto& f : zst.frames) small += f.decompressed_size <= (64u << 10) ? 1 : 0;
+  EXPECT_EQ(reads.load(), static_cast<int>(3 + small));
+  const int before = reads.load();
+  FL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Source> s, a->OpenMember("model_index.json"));
+  EXPECT_EQ(ReadAll(*s, 0, 1000), members[0].data);
+  EXPECT_EQ(reads.load(), before) << "a small member is served from the pinned frames";
 }
 
 TEST(ArchiveSourceTest, BatchesCompleteEveryRequestOnce) {
