@@ -48,6 +48,16 @@ uint32_t ThreadsFor(const Source& compressed, const SeekableZstdOptions& options
   return std::clamp<uint32_t>(compressed.caps().max_in_flight, 4, 32);
 }
 
+// The smallest multiple of the largest frame that is at least defaults::kChunkBytes / 2.
+uint64_t PreferredChunk(const format::SeekTable& table) {
+  uint64_t largest = 1;
+  for (const format::SeekFrame& f : table.frames) {
+    largest = std::max<uint64_t>(largest, f.decompressed_size);
+  }
+  const uint64_t want = defaults::kChunkBytes / 2;
+  return std::max<uint64_t>(1, (want + largest - 1) / largest) * largest;
+}
+
 std::string FrameWhere(const std::string& name, size_t index, const format::SeekFrame& f) {
   return fmt::format(
       "{}: zstd frame {} (compressed byte offset {}, {} bytes; decompressed byte offset {}, {} "
@@ -65,6 +75,7 @@ SeekableZstdSource::SeekableZstdSource(std::shared_ptr<const Source> compressed,
       options_(options),
       threads_(ThreadsFor(*compressed_, options)),
       cache_capacity_(options.cached_frames > 0 ? options.cached_frames : threads_ + 4),
+      preferred_chunk_(PreferredChunk(table_)),
       backend_(fmt::format("zstd-seekable({})", compressed_->backend())) {}
 
 SeekableZstdSource::~SeekableZstdSource() { pool_.reset(); }
@@ -72,12 +83,7 @@ SeekableZstdSource::~SeekableZstdSource() { pool_.reset(); }
 SourceCaps SeekableZstdSource::caps() const {
   SourceCaps c;
   c.max_in_flight = threads_;
-  uint64_t largest = 1;
-  for (const format::SeekFrame& f : table_.frames) {
-    largest = std::max<uint64_t>(largest, f.decompressed_size);
-  }
-  const uint64_t want = defaults::kChunkBytes / 2;
-  c.preferred_chunk = std::max<uint64_t>(1, (want + largest - 1) / largest) * largest;
+  c.preferred_chunk = preferred_chunk_;
   return c;
 }
 

@@ -92,6 +92,7 @@ class SeekableZstdSource final : public io_internal::PooledSource {
   const SeekableZstdOptions options_;
   const uint32_t threads_;
   const size_t cache_capacity_;
+  const uint64_t preferred_chunk_;
   std::string backend_;
   mutable std::atomic<uint64_t> frames_decompressed_{0};
   mutable std::mutex mu_;
