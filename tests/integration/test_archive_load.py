@@ -1,8 +1,9 @@
-"""Loading straight out of archives through the CLI: `flashload load/inspect/validate` on a .tar made
-by GNU tar and on a zstd seekable .tar.zst made by the writer below (independent zstd frames cut at
-every tar header and every FRAME bytes, a seek table in a skippable frame), locally and over HTTP
-(tools/range_server.py) and on S3 (moto, SigV4 checked). The tensors saved from an archive (--save) equal, byte for byte, those
-saved from the unpacked folder; a plain (not seekable) .tar.zst and a damaged one are clear errors.
+"""Loading straight out of archives through the CLI: `flashload load/inspect/validate` on a .tar
+made by GNU tar, on a zstd seekable .tar.zst made by the writer below (independent zstd frames cut
+at every tar header and every FRAME bytes, a seek table in a skippable frame) and on archives made
+by `flashload pack`, locally, over HTTP (tools/range_server.py) and on S3 (moto, SigV4 checked).
+The tensors saved from an archive (--save) equal, byte for byte, those saved from the unpacked
+folder; a plain (not seekable) .tar.zst and a damaged one are clear errors.
 """
 
 import json
@@ -133,7 +134,8 @@ def test_archive_over_http_loads_the_same_tensors(models, tmp_path):
             report, got = saved(tmp_path, url, kind)
             assert got == want, kind
             assert report["files"][0]["path"].startswith("tar:http://"), report["files"][0]
-        got = json.loads(ok("inspect", srv.object_url("models", paths["zst"].name), "--json").stdout)
+        url = srv.object_url("models", paths["zst"].name)
+        got = json.loads(ok("inspect", url, "--json").stdout)
         assert got["tensors"]
 
 
