@@ -26,7 +26,8 @@
 // (endpoint, region, credentials mode, headers, TLS): the cache holds weak references, so an
 // archive lives as long as a member source or store uses it, plus the most recently opened archive
 // for up to kRecentArchiveSeconds after (so a resolution followed by a load opens it once). The
-// local backend options of the first open apply to all users.
+// performance options of the first open (remote connections and range size) apply to all users
+// of the open archive; local archives are always read with positional reads on one descriptor.
 //
 // Compression is recognized by content, not by name: zstd (the seekable format; a plain zstd
 // stream is refused with kUnimplemented, saying `flashload unpack` can extract it), gzip (refused
