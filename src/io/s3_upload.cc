@@ -6,6 +6,7 @@
 #include <chrono>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "common/strings.h"
 #include "io/s3_list.h"
@@ -131,7 +132,8 @@ Result<S3Uploader> S3Uploader::ForRemote(const RemoteOpenOptions& remote) {
 
 Result<HttpResponse> S3Uploader::Send(std::string_view method, const S3RequestTarget& target,
                                       std::string_view query, std::span<const std::byte> body,
-                                      std::string_view content_type, std::string_view what) const {
+                                      std::string_view content_type, std::string_view what,
+                                      std::string_view payload_hash) const {
   const std::string url = query.empty() ? target.url : fmt::format("{}?{}", target.url, query);
   std::vector<HttpHeader> headers;
   if (!content_type.empty()) headers.emplace_back("Content-Type", std::string(content_type));
@@ -140,7 +142,6 @@ Result<HttpResponse> S3Uploader::Send(std::string_view method, const S3RequestTa
     SigV4Options sign;
     sign.region = config_.options.region;
     sign.service = "s3";
-    const std::string payload_hash = Sha256Hex(body);
     FL_ASSIGN_OR_RETURN(SigV4Signature signature,
                         SignV4Url(method, url, headers, payload_hash, config_.credentials,
                                   std::chrono::system_clock::now(), sign));
@@ -174,12 +175,15 @@ Result<HttpResponse> S3Uploader::SendRetried(std::string_view method, const S3Re
                                              std::span<const std::byte> body,
                                              std::string_view content_type, std::string_view what,
                                              const RetryPolicy& policy, Counters& counters) const {
+  // Hashed once, whatever the attempts; unsigned (anonymous) requests carry no hash.
+  const bool anonymous = config_.options.anonymous || config_.credentials.anonymous();
+  const std::string payload_hash = anonymous ? std::string() : Sha256Hex(body);
   bool first = true;
   return RetryCalls(policy, [&]() -> Result<HttpResponse> {
     counters.requests.fetch_add(1, std::memory_order_relaxed);
     if (!first) counters.retries.fetch_add(1, std::memory_order_relaxed);
     first = false;
-    return Send(method, target, query, body, content_type, what);
+    return Send(method, target, query, body, content_type, what, payload_hash);
   });
 }
 
@@ -337,10 +341,13 @@ Result<S3UploadResult> S3Uploader::UploadMultipart(const std::string& uri,
   const std::string complete_what =
       fmt::format("CompleteMultipartUpload {} ({} parts, upload id {})", uri, parts, upload_id);
   const std::string xml = CompleteMultipartXml(etags);
+  const std::string xml_hash = Sha256Hex(xml);
+  bool first_complete = true;
   Result<std::string> etag = RetryCalls(options.retry, [&]() -> Result<std::string> {
     counters.requests.fetch_add(1);
+    if (!std::exchange(first_complete, false)) counters.retries.fetch_add(1);
     FL_ASSIGN_OR_RETURN(HttpResponse completed, Send("POST", target, id_query, AsBytes(xml),
-                                                     "application/xml", complete_what));
+                                                     "application/xml", complete_what, xml_hash));
     return ParseCompleteMultipartUploadXml(completed.body, complete_what);
   });
   if (!etag.ok()) return abort_with(etag.status());

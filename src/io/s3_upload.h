@@ -129,11 +129,13 @@ class S3Uploader {
     std::atomic<uint64_t> retries{0};
   };
 
-  // Sends one signed request and returns the answer when it is 2xx; an HTTP error as its Status.
+  // Sends one request, signed over `payload_hash` (the SHA-256 of `body`), and returns the
+  // answer when it is 2xx; an HTTP error as its Status.
   Result<HttpResponse> Send(std::string_view method, const S3RequestTarget& target,
                             std::string_view query, std::span<const std::byte> body,
-                            std::string_view content_type, std::string_view what) const;
-  // Send() retried per `policy`; counts requests and retries in `result`.
+                            std::string_view content_type, std::string_view what,
+                            std::string_view payload_hash) const;
+  // Send() retried per `policy`, the payload hashed once; counts requests and retries.
   Result<HttpResponse> SendRetried(std::string_view method, const S3RequestTarget& target,
                                    std::string_view query, std::span<const std::byte> body,
                                    std::string_view content_type, std::string_view what,
