@@ -661,6 +661,12 @@ Result<ConvertReport> Convert(const std::string& in, const std::string& out,
     if (fs::exists(out) && !fs::is_directory(out))
       return FailedPreconditionError("convert: " + in + " is a folder but " + out +
                                      " is a file; choose a folder name");
+    // Replacing a folder that holds the input, or writing into the input, would destroy it.
+    const std::string a = fs::weakly_canonical(in, ec).generic_string() + "/";
+    const std::string b = fs::weakly_canonical(out, ec).generic_string() + "/";
+    if (a.starts_with(b) || b.starts_with(a))
+      return FailedPreconditionError("convert: the output folder " + out + " and the input " + in +
+                                     " contain one another; choose an output beside the input");
     return ConvertFolder(in, out, options);
   }
   if (fs::is_directory(out))

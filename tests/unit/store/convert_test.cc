@@ -294,6 +294,19 @@ TEST(ConvertTest, FolderKeepsItsLayout) {
   EXPECT_THAT(Listing(dir.path()), UnorderedElementsAre("in", "out"));
 }
 
+TEST(ConvertTest, FolderOutputMayNotContainTheInput) {
+  testing::TempDir dir;
+  const std::string in = dir.File("in");
+  Copy(kDir + "plain_zip.pt", in + "/pytorch_model.bin");
+  ConvertOptions o;
+  o.force = true;
+  EXPECT_THAT(Convert(in, dir.path(), o),
+              StatusIs(StatusCode::kFailedPrecondition, HasSubstr("contain one another")));
+  EXPECT_THAT(Convert(in, in + "/out", o),
+              StatusIs(StatusCode::kFailedPrecondition, HasSubstr("contain one another")));
+  EXPECT_THAT(Listing(in), ElementsAre("pytorch_model.bin"));
+}
+
 TEST(ConvertTest, FolderWithOneBadFileLeavesNothing) {
   testing::TempDir dir;
   const std::string in = dir.File("in");
