@@ -37,6 +37,7 @@ struct UnpackArgs {
   uint64_t max_total_gib = 1024;
   uint64_t max_members = 100'000;
   int max_window_log = 27;
+  uint32_t threads = 0;
   bool json = false;
   bool quiet = false;
 };
@@ -102,6 +103,7 @@ int RunUnpack(const UnpackArgs& a) {
   o.limits.max_total_bytes = a.max_total_gib << 30;
   o.limits.max_members = a.max_members;
   o.limits.window_log_max = a.max_window_log;
+  o.threads = a.threads;
   auto bar = std::make_unique<ProgressBar>("unpack", a.quiet || a.json);
   o.progress = [&bar](uint64_t done, uint64_t total) { bar->Update(done, total); };
   Result<store::UnpackSummary> r = store::UnpackArchive(o);
@@ -113,11 +115,13 @@ int RunUnpack(const UnpackArgs& a) {
   const store::UnpackSummary& s = *r;
   if (a.json) {
     fmt::print(
-        "{{\"out_dir\":{},\"compressed\":{},\"members\":{},\"files\":{},\"directories\":{},"
+        "{{\"out_dir\":{},\"compressed\":{},\"seekable\":{},\"members\":{},\"files\":{},"
+        "\"directories\":{},"
         "\"bytes_in\":{},\"tar_bytes\":{},\"bytes_out\":{},\"gb_per_s\":{:.3f},\"seconds\":{:.3f}}}"
         "\n",
-        JsonString(s.out_dir), s.compressed ? "true" : "false", s.members, s.files, s.directories,
-        s.bytes_in, s.tar_bytes, s.bytes_out, s.GbPerSecond(), s.seconds);
+        JsonString(s.out_dir), s.compressed ? "true" : "false", s.seekable ? "true" : "false",
+        s.members, s.files, s.directories, s.bytes_in, s.tar_bytes, s.bytes_out, s.GbPerSecond(),
+        s.seconds);
     return 0;
   }
   if (a.quiet) return 0;
@@ -204,6 +208,11 @@ void AddPackCommands(CLI::App& app, std::vector<Command>& commands) {
                    "largest zstd window accepted, as a power of two (27: 128 MiB)")
       ->capture_default_str()
       ->check(CLI::Range(10, 31));
+  unpack
+      ->add_option("--threads", ua->threads,
+                   "threads decompressing the frames of a seekable .tar.zst ahead of "
+                   "extraction (0: one per core, at most 8)")
+      ->capture_default_str();
   unpack->add_flag("--json", ua->json, "print the summary as JSON (no progress line)");
   unpack->add_flag("--quiet", ua->quiet, "no progress line and no summary");
   commands.push_back({unpack, [ua] { return RunUnpack(*ua); }});

@@ -4,21 +4,30 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
+// ZSTD_getFrameHeader() (the window a frame asks for) is in zstd's "static linking only" section;
+// the shared libzstd exports it.
+#define ZSTD_STATIC_LINKING_ONLY
+#include <xxhash.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <set>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "format/tar.h"
+#include "format/zstd_seekable.h"
 #include "io/local_file.h"
 
 namespace flashload::store {
@@ -39,11 +48,170 @@ bool IsZstdStart(const uint8_t* p) {
 
 std::string GiB(uint64_t bytes) { return fmt::format("{:.1f} GiB", bytes / double(1 << 30)); }
 
+// The frames of a seekable archive (its seek table parsed), read and decompressed on worker
+// threads and handed out in order. Each frame is decompressed in one call into a buffer of the
+// size the table gives (a frame that decompresses to any other size, fails its checksum, or asks
+// for a window over the limit is an error), so no frame can make a worker allocate more than the
+// table says; frames of more than kMaxParallelFrame bytes are left to the streaming path.
+class SeekableFrames {
+ public:
+  SeekableFrames(int fd, std::string name, format::SeekTable table, int window_log_max,
+                 uint32_t threads)
+      : fd_(fd), name_(std::move(name)), table_(std::move(table)), window_log_max_(window_log_max) {
+    for (uint32_t i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+  }
+  ~SeekableFrames() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    for (std::thread& t : workers_) t.join();
+  }
+
+  // The next frame's bytes (borrowed until the next call), or nullptr after the last frame.
+  Result<const std::vector<std::byte>*> Next() {
+    if (!in_flight_.empty()) in_flight_.pop_front();  // the frame handed out last time
+    TopUp();
+    if (in_flight_.empty()) return static_cast<const std::vector<std::byte>*>(nullptr);
+    std::shared_ptr<Job> job = in_flight_.front();
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      done_cv_.wait(lock, [&] { return job->done; });
+    }
+    FL_RETURN_IF_ERROR(job->status);
+    consumed_ =
+        table_.frames[job->index].compressed_offset + table_.frames[job->index].compressed_size;
+    return &job->out;
+  }
+
+  uint64_t archive_bytes_read() const { return consumed_; }
+
+ private:
+  struct Job {
+    size_t index = 0;
+    std::vector<std::byte> out;
+    Status status;
+    bool done = false;
+  };
+
+  // Keeps up to 2 frames per worker, and at most kInFlightBytes, decompressing ahead.
+  void TopUp() {
+    uint64_t bytes = 0;
+    for (const auto& j : in_flight_) bytes += table_.frames[j->index].decompressed_size;
+    while (
+        next_ < table_.frames.size() && in_flight_.size() < 2 * workers_.size() &&
+        (in_flight_.empty() || bytes + table_.frames[next_].decompressed_size <= kInFlightBytes)) {
+      auto job = std::make_shared<Job>();
+      job->index = next_++;
+      bytes += table_.frames[job->index].decompressed_size;
+      in_flight_.push_back(job);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        queue_.push_back(std::move(job));
+      }
+      work_cv_.notify_one();
+    }
+  }
+
+  void Work() {
+    ZSTD_DCtx* dctx = ZSTD_createDCtx();
+    std::vector<std::byte> compressed;
+    for (;;) {
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        work_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        if (stop_) break;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      job->status =
+          dctx == nullptr
+              ? ResourceExhaustedError(fmt::format("{}: cannot create a zstd context", name_))
+              : Decompress(dctx, compressed, *job);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        job->done = true;
+      }
+      done_cv_.notify_all();
+    }
+    ZSTD_freeDCtx(dctx);
+  }
+
+  Status Decompress(ZSTD_DCtx* dctx, std::vector<std::byte>& compressed, Job& job) {
+    const format::SeekFrame& f = table_.frames[job.index];
+    auto where = [&] {
+      return fmt::format(
+          "{}: zstd frame {} (compressed byte offset {}, decompressed byte "
+          "offset {})",
+          name_, job.index, f.compressed_offset, f.decompressed_offset);
+    };
+    compressed.resize(f.compressed_size);
+    FL_ASSIGN_OR_RETURN(size_t n,
+                        io_internal::PreadFully(fd_, f.compressed_offset, compressed, 1, name_));
+    if (n != compressed.size()) {
+      return DataLossError(fmt::format(
+          "{}: the file ends before the frame does; the archive is truncated: download or copy "
+          "it again",
+          where()));
+    }
+    ZSTD_frameHeader fh{};
+    const size_t hr = ZSTD_getFrameHeader(&fh, compressed.data(), compressed.size());
+    if (hr == 0 && fh.frameType == ZSTD_frame && fh.windowSize > (uint64_t{1} << window_log_max_)) {
+      return ResourceExhaustedError(fmt::format(
+          "{} asks for a window above 2^{} bytes ({} MiB), the most flashload unpack accepts; "
+          "recompress the archive with a smaller window (flashload pack does), or raise the "
+          "limit with --max-window-log if you trust it",
+          where(), window_log_max_, (uint64_t{1} << window_log_max_) >> 20));
+    }
+    job.out.resize(f.decompressed_size);
+    const size_t r = ZSTD_decompressDCtx(dctx, job.out.data(), job.out.size(), compressed.data(),
+                                         compressed.size());
+    if (ZSTD_isError(r) || r != f.decompressed_size) {
+      return DataLossError(fmt::format(
+          "{}: {}; the archive is damaged: download or copy it again", where(),
+          ZSTD_isError(r) ? std::string(ZSTD_getErrorName(r))
+                          : fmt::format("decompresses to {} bytes, the seek table says {}", r,
+                                        f.decompressed_size)));
+    }
+    if (f.checksum &&
+        static_cast<uint32_t>(XXH64(job.out.data(), job.out.size(), 0)) != *f.checksum) {
+      return DataLossError(fmt::format(
+          "{}: the decompressed bytes do not match the seek table's checksum; the archive is "
+          "damaged: download or copy it again",
+          where()));
+    }
+    return Status::Ok();
+  }
+
+  static constexpr uint64_t kInFlightBytes = uint64_t{256} << 20;
+
+  int fd_;
+  std::string name_;
+  format::SeekTable table_;
+  int window_log_max_;
+  size_t next_ = 0;
+  uint64_t consumed_ = 0;
+  std::deque<std::shared_ptr<Job>> in_flight_;  // caller's thread only
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  bool stop_ = false;
+  std::vector<std::thread> workers_;
+};
+
 // The tar stream of an archive file: its bytes, or their decompression.
 class TarStream {
  public:
-  TarStream(int fd, std::string name, int window_log_max)
-      : fd_(fd), name_(std::move(name)), window_log_max_(window_log_max), in_(kInBuffer) {}
+  TarStream(int fd, std::string name, uint64_t file_size, int window_log_max, uint32_t threads)
+      : fd_(fd),
+        name_(std::move(name)),
+        file_size_(file_size),
+        window_log_max_(window_log_max),
+        threads_(threads),
+        in_(kInBuffer) {}
   ~TarStream() {
     if (dctx_ != nullptr) ZSTD_freeDCtx(dctx_);
   }
@@ -61,15 +229,20 @@ class TarStream {
         return InvalidArgumentError(fmt::format("{}: zstd refused a window limit of 2^{}: {}",
                                                 name_, window_log_max_, ZSTD_getErrorName(r)));
       }
+      OpenSeekable();
     }
     return Status::Ok();
   }
 
   bool compressed() const { return dctx_ != nullptr; }
-  uint64_t archive_bytes_read() const { return file_offset_ - (in_size_ - in_pos_); }
+  bool seekable() const { return frames_ != nullptr; }
+  uint64_t archive_bytes_read() const {
+    return frames_ ? frames_->archive_bytes_read() : file_offset_ - (in_size_ - in_pos_);
+  }
 
   // Fills `dst` with the next bytes of the tar stream; fewer only at its end.
   Result<size_t> Read(std::span<std::byte> dst) {
+    if (frames_) return ReadFrames(dst);
     size_t filled = 0;
     while (filled < dst.size()) {
       if (in_pos_ == in_size_ && !eof_) FL_RETURN_IF_ERROR(Refill());
@@ -104,6 +277,51 @@ class TarStream {
   }
 
  private:
+  // A seekable archive whose table parses, and whose frames are all small enough, is read by
+  // SeekableFrames; any other zstd stream (a table that is missing or does not parse included) by
+  // the streaming decoder, which does not need the table.
+  void OpenSeekable() {
+    if (file_size_ < format::kSeekTableFooterSize) return;
+    std::vector<uint8_t> footer(format::kSeekTableFooterSize);
+    Result<size_t> n = io_internal::PreadFully(fd_, file_size_ - footer.size(),
+                                               std::as_writable_bytes(std::span(footer)), 1, name_);
+    if (!n.ok() || *n != footer.size()) return;
+    Result<uint64_t> table_size = format::SeekTableSizeFromFooter(footer, name_);
+    if (!table_size.ok() || *table_size > file_size_) return;
+    std::vector<uint8_t> bytes(*table_size);
+    n = io_internal::PreadFully(fd_, file_size_ - bytes.size(),
+                                std::as_writable_bytes(std::span(bytes)), 1, name_);
+    if (!n.ok() || *n != bytes.size()) return;
+    Result<format::SeekTable> table = format::ParseSeekTable(bytes, file_size_, name_);
+    if (!table.ok()) return;
+    for (const format::SeekFrame& f : table->frames) {
+      if (f.decompressed_size > kMaxParallelFrame) return;
+    }
+    frames_ =
+        std::make_unique<SeekableFrames>(fd_, name_, *std::move(table), window_log_max_, threads_);
+  }
+
+  Result<size_t> ReadFrames(std::span<std::byte> dst) {
+    size_t filled = 0;
+    while (filled < dst.size()) {
+      if (frame_ == nullptr || frame_pos_ == frame_->size()) {
+        if (frames_done_) break;
+        FL_ASSIGN_OR_RETURN(frame_, frames_->Next());
+        frame_pos_ = 0;
+        if (frame_ == nullptr) {
+          frames_done_ = true;
+          break;
+        }
+        continue;
+      }
+      const size_t k = std::min(dst.size() - filled, frame_->size() - frame_pos_);
+      std::memcpy(dst.data() + filled, frame_->data() + frame_pos_, k);
+      frame_pos_ += k;
+      filled += k;
+    }
+    return filled;
+  }
+
   Status Refill() {
     in_pos_ = 0;
     in_size_ = 0;
@@ -139,9 +357,17 @@ class TarStream {
         name_, at, decompressed_, ZSTD_getErrorName(r)));
   }
 
+  static constexpr uint32_t kMaxParallelFrame = uint32_t{64} << 20;
+
   int fd_;
   std::string name_;
+  uint64_t file_size_;
   int window_log_max_;
+  uint32_t threads_;
+  std::unique_ptr<SeekableFrames> frames_;
+  const std::vector<std::byte>* frame_ = nullptr;
+  size_t frame_pos_ = 0;
+  bool frames_done_ = false;
   std::vector<uint8_t> in_;
   size_t in_pos_ = 0;
   size_t in_size_ = 0;
@@ -458,9 +684,12 @@ Result<UnpackSummary> UnpackArchive(const UnpackOptions& o) {
   UnpackSummary summary;
   summary.out_dir = out_dir;
   summary.bytes_in = static_cast<uint64_t>(st.st_size);
-  TarStream stream(fd, o.archive, o.limits.window_log_max);
+  const uint32_t threads =
+      o.threads != 0 ? o.threads : std::clamp<uint32_t>(std::thread::hardware_concurrency(), 1, 8);
+  TarStream stream(fd, o.archive, summary.bytes_in, o.limits.window_log_max, threads);
   FL_RETURN_IF_ERROR(stream.Open());
   summary.compressed = stream.compressed();
+  summary.seekable = stream.seekable();
 
   TempFolder temp;
   FL_RETURN_IF_ERROR(temp.Create(out_dir));

@@ -2,8 +2,12 @@
 //
 // Input: a `.tar`, or a zstd-compressed tar (the seekable format flashload pack writes, or any
 // zstd stream of one or more frames, skippable frames skipped), told apart by the first bytes, not
-// by the name. The archive is read once, front to back, with a streaming decompressor
-// (ZSTD_decompressStream) and a tar walk through ParseTarHeader(); it is never trusted.
+// by the name. The archive is read once, front to back, by a tar walk through ParseTarHeader(); it
+// is never trusted. A seekable archive (a seek table that parses, every frame at most 64 MiB) has
+// its frames read and decompressed ahead on `threads` threads, each frame in one call into a
+// buffer of the size the table gives, checked against the table's size and checksum (at most
+// 256 MiB of frames in flight); any other zstd stream goes through the streaming decoder
+// (ZSTD_decompressStream), which needs no table.
 //
 // What is extracted: folders and regular files only. Files get mode 0755 when any execute bit is
 // set in the archive, else 0644 (less the umask); owners and times are not restored.
@@ -54,6 +58,9 @@ struct UnpackOptions {
   std::string archive;  // a local file
   std::string out_dir;
   UnpackLimits limits;
+  // Threads decompressing the frames of a seekable archive ahead of the tar walk (0: one per
+  // core, at most 8). Other archives are read on the calling thread.
+  uint32_t threads = 0;
   // Called with the archive bytes read so far and the archive's size, about every 64 MiB and at
   // the end.
   std::function<void(uint64_t done, uint64_t total)> progress;
@@ -62,6 +69,7 @@ struct UnpackOptions {
 struct UnpackSummary {
   std::string out_dir;
   bool compressed = false;  // zstd
+  bool seekable = false;    // zstd with a seek table, decompressed frame by frame in parallel
   uint64_t members = 0;     // files and folders extracted
   uint64_t files = 0;
   uint64_t directories = 0;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "format/tar.h"
+#include "format/zstd_seekable.h"
 #include "store/pack.h"
 #include "support/status_matchers.h"
 #include "support/test_files.h"
@@ -131,6 +132,7 @@ TEST(UnpackTest, RoundTripsAPackedFolder) {
     o.out_dir = tmp.File(std::string("out") + ext);
     FL_ASSERT_OK_AND_ASSIGN(UnpackSummary s, UnpackArchive(o));
     EXPECT_EQ(s.members, 4u);
+    EXPECT_EQ(s.seekable, std::string(ext) == ".tar.zst");
     EXPECT_EQ(ReadAll(o.out_dir + "/unet/w.bin"), ReadAll(d + "/unet/w.bin"));
     EXPECT_EQ(ReadAll(o.out_dir + "/model_index.json"), "{}");
     EXPECT_TRUE(fs::is_directory(o.out_dir + "/empty"));
@@ -275,6 +277,75 @@ TEST(UnpackTest, AWriteErrorNamesTheFileAndLeavesNothing) {
   ::signal(SIGXFSZ, old);
   EXPECT_THAT(r, StatusIs(StatusCode::kIoError,
                           AllOf(HasSubstr("a/second.bin"), HasSubstr("byte offset 20000"))));
+  EXPECT_THAT(t.Leftovers(), ElementsAre());
+}
+
+// A packed seekable archive of one 1 MB file in frames of 64 KiB.
+struct Seekable {
+  testing::TempDir tmp;
+  std::string archive = tmp.File("m.tar.zst");
+  std::string bytes;
+  Seekable() {
+    fs::create_directories(tmp.File("m"));
+    testing::WriteFile(tmp.File("m/w.bin"), testing::PositionalBytes(1'000'000, 3));
+    PackOptions p;
+    p.input_dir = tmp.File("m");
+    p.output = archive;
+    p.frame_bytes = 64 << 10;
+    EXPECT_THAT(PackModel(p), IsOk());
+    bytes = ReadAll(archive);
+  }
+  Result<UnpackSummary> Unpack(const std::string& content, uint32_t threads = 0) {
+    testing::WriteFile(archive, content);
+    UnpackOptions o;
+    o.archive = archive;
+    o.out_dir = tmp.File(fmt::format("out{}", n++));
+    o.threads = threads;
+    return UnpackArchive(o);
+  }
+  int n = 0;
+};
+
+TEST(UnpackTest, SeekableFramesGiveTheSameFilesWhateverTheThreads) {
+  Seekable a;
+  for (uint32_t threads : {1u, 3u, 8u}) {
+    FL_ASSERT_OK_AND_ASSIGN(UnpackSummary s, a.Unpack(a.bytes, threads));
+    EXPECT_TRUE(s.seekable);
+    EXPECT_EQ(ReadAll(s.out_dir + "/w.bin"), ReadAll(a.tmp.File("m/w.bin"))) << threads;
+  }
+}
+
+TEST(UnpackTest, ADamagedFrameOfASeekableArchiveIsDataLossNamingTheFrame) {
+  Seekable a;
+  std::string bad = a.bytes;
+  bad[bad.size() / 2] ^= 0x40;  // inside a frame of w.bin's data
+  Result<UnpackSummary> r = a.Unpack(bad);
+  EXPECT_THAT(r,
+              StatusIs(StatusCode::kDataLoss, AllOf(HasSubstr(a.archive), HasSubstr("zstd frame"),
+                                                    HasSubstr("compressed byte offset"))));
+  EXPECT_FALSE(fs::exists(a.tmp.File("out0")));
+}
+
+TEST(UnpackTest, ASeekTableThatDoesNotParseFallsBackToTheStream) {
+  Seekable a;
+  std::string bad = a.bytes;
+  bad[bad.size() - 5] = static_cast<char>(0x7C);  // reserved descriptor bits set
+  FL_ASSERT_OK_AND_ASSIGN(UnpackSummary s, a.Unpack(bad));
+  EXPECT_FALSE(s.seekable);
+  EXPECT_TRUE(s.compressed);
+  EXPECT_EQ(ReadAll(s.out_dir + "/w.bin"), ReadAll(a.tmp.File("m/w.bin")));
+}
+
+TEST(UnpackTest, RefusesAHugeWindowInASeekableArchiveToo) {
+  const std::string frame("\x28\xB5\x2F\xFD\x00\xA0\x01\x00\x00", 9);
+  format::SeekFrame f;
+  f.compressed_size = 9;
+  f.decompressed_size = 0;
+  FL_ASSERT_OK_AND_ASSIGN(std::string table, format::BuildSeekTable(std::span(&f, 1)));
+  Target t;
+  EXPECT_THAT(t.Unpack(frame + table),
+              StatusIs(StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("zstd frame 0"), HasSubstr("window above 2^27"))));
   EXPECT_THAT(t.Leftovers(), ElementsAre());
 }
 
