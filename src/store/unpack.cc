@@ -391,6 +391,8 @@ class TempFolder {
     std::string templ = out_dir + ".unpack.XXXXXX";
     if (::mkdtemp(templ.data()) == nullptr) return ErrnoToStatus(errno, "create folder", templ);
     path_ = templ;
+    // mkdtemp() makes it 0700; the extracted folder is an ordinary one.
+    if (::chmod(path_.c_str(), 0755) != 0) return ErrnoToStatus(errno, "chmod", path_);
     return Status::Ok();
   }
   const std::string& path() const { return path_; }

@@ -136,6 +136,7 @@ TEST(UnpackTest, RoundTripsAPackedFolder) {
     EXPECT_EQ(ReadAll(o.out_dir + "/unet/w.bin"), ReadAll(d + "/unet/w.bin"));
     EXPECT_EQ(ReadAll(o.out_dir + "/model_index.json"), "{}");
     EXPECT_TRUE(fs::is_directory(o.out_dir + "/empty"));
+    EXPECT_EQ(fs::status(o.out_dir).permissions() & fs::perms::others_read, fs::perms::others_read);
   }
 }
 
