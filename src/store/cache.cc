@@ -135,9 +135,28 @@ std::span<const std::byte> AsBytes(std::string_view s) {
 
 Result<Manifest> ReadEntryManifest(const std::string& entry_dir) {
   const std::string path = entry_dir + "/" + std::string(kEntryManifestName);
-  FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, OpenSource(path));
-  FL_ASSIGN_OR_RETURN(std::string text, ReadTextFile(*source, kMaxManifestBytes));
-  return ParseManifest(text, path);
+  Result<Manifest> manifest = [&]() -> Result<Manifest> {
+    FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, OpenSource(path));
+    FL_ASSIGN_OR_RETURN(std::string text, ReadTextFile(*source, kMaxManifestBytes));
+    return ParseManifest(text, path);
+  }();
+  if (manifest.ok()) return manifest;
+  return Status(manifest.status().code(),
+                fmt::format("{}; the cache entry {} cannot be trusted: remove it (rm -rf) and pull "
+                            "again",
+                            manifest.status().message(), entry_dir));
+}
+
+// fsync() of every folder under `root` (root included), so that the folders a download created
+// survive a crash once the entry is renamed into place.
+Status SyncTree(const std::string& root) {
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(root, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_directory()) FL_RETURN_IF_ERROR(SyncFolder(it->path().string()));
+  }
+  if (ec) return ErrnoToStatus(ec.value(), "list folder", root);
+  return SyncFolder(root);
 }
 
 // Re-hashes every file of an entry against its manifest.
@@ -393,7 +412,7 @@ Result<PullResult> Pull(std::string_view url_or_ref, const PullOptions& options)
   TransferOptions local;
   FL_RETURN_IF_ERROR(
       PutBytes(partial.path() + "/" + std::string(kEntryManifestName), AsBytes(json), local));
-  FL_RETURN_IF_ERROR(SyncFolder(partial.path()));
+  FL_RETURN_IF_ERROR(SyncTree(partial.path()));
   if (rename(partial.path().c_str(), result.entry_dir.c_str()) != 0) {
     return ErrnoToStatus(errno, fmt::format("rename {} to", partial.path()), result.entry_dir);
   }

@@ -24,16 +24,16 @@
 // the entry of that URL.
 //
 // Pull: takes the entry's lock (flock, waiting for another process or thread that holds it; the
-// wait polls every 20 ms, so options.transfer.cancel ends it with kCancelled), and
-// if the entry exists returns it without a download (with `verify`: after re-hashing every file
-// against its manifest). Otherwise it removes what earlier pulls of this entry left in .partial
-// (an interrupted process), downloads the manifest, then every file into a fresh partial folder,
-// checks each file's size and SHA-256 against the manifest, writes .flashload-manifest.json, fsyncs,
-// and renames the folder to <entry> (one atomic rename makes it visible), then fsyncs the cache
-// folder. A process killed at any point leaves at most a partial folder, which no pull reads. An
-// object without a manifest on the server is accepted, its SHA-256 computed and recorded with
-// "verified": false, and the result says "unverified: no manifest on the server"; a folder without
-// one is refused (its file list comes from the manifest).
+// wait polls every 20 ms, so options.transfer.cancel ends it with kCancelled), and if the entry
+// exists returns it without a download (with `verify`: after re-hashing every file against its
+// manifest). Otherwise it removes what earlier pulls of this entry left in .partial (an
+// interrupted process), downloads the manifest, then every file into a fresh partial folder,
+// checks each file's size and SHA-256 against the manifest, writes .flashload-manifest.json,
+// fsyncs every file and folder, and renames the folder to <entry> (one atomic rename makes it
+// visible), then fsyncs the cache folder. A process killed at any point leaves at most a partial
+// folder, which no pull reads. An object without a manifest on the server is accepted, its SHA-256
+// computed and recorded with "verified": false, and the result says "unverified: no manifest on
+// the server"; a folder without one is refused (its file list comes from the manifest).
 //
 // Errors: kDataLoss for a size or checksum that differs from the manifest (naming the file, the
 // URL, both values; nothing is kept), or an entry whose files no longer match on --verify (the
