@@ -9,7 +9,7 @@ JOBS ?= $(shell nproc)
 VENV ?= .venv
 PYTHON ?= python3
 CMAKE_FLAGS ?=
-FUZZ_SECONDS ?= 60
+FUZZ_SECONDS ?= 90
 
 VENV_TORCH ?= .venv-torch
 VENV_FRAMEWORKS ?= .venv-frameworks
@@ -72,17 +72,19 @@ python-torch: build $(VENV_TORCH)/.installed
 # The frameworks users load with, from PyPI (torch, diffusers, transformers, accelerate; about
 # 5.7 GB, built once per clone): tiny models saved by the libraries themselves, loaded through their
 # own from_pretrained/from_single_file with flashload.patch() and without, compared bit for bit,
-# every weight file counted through flashload. The package is built in its own folder: .venv's
-# build has the same wheel tag.
+# every weight file counted through flashload; and `flashload convert` of checkpoints written by
+# that torch, compared with torch.load. The package is built in its own folder: .venv's build has
+# the same wheel tag.
 $(VENV_FRAMEWORKS)/.installed: tests/frameworks/requirements.txt
 	@$(PYTHON) -m venv $(VENV_FRAMEWORKS)
 	@$(VENV_FRAMEWORKS)/bin/pip install -q --disable-pip-version-check -r tests/frameworks/requirements.txt
 	@touch $@
 
-frameworks: deps $(VENV_FRAMEWORKS)/.installed
+frameworks: build $(VENV_FRAMEWORKS)/.installed
 	@$(VENV_FRAMEWORKS)/bin/pip install -q --disable-pip-version-check --no-build-isolation \
 		--config-settings=build-dir=build-python/frameworks .
-	@$(VENV_FRAMEWORKS)/bin/python -m pytest -q tests/frameworks
+	@FLASHLOAD_BIN=$(abspath $(BUILD))/flashload $(VENV_FRAMEWORKS)/bin/python -m pytest -q \
+		tests/frameworks tests/python/test_convert_checkpoints.py
 
 # The unit suite under ASan+UBSan; the engine, I/O and load suites under TSan.
 asan: deps
@@ -97,14 +99,15 @@ tsan: deps
 	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_engine --gtest_brief=1
 	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_load --gtest_brief=1
 
-# Every libFuzzer target for a bounded time: the header parser gets most of FUZZ_SECONDS, the AWS
-# INI and S3 XML parsers a sixth each.
-FUZZERS := header aws_ini s3_xml
+# Every libFuzzer target for a bounded time: the safetensors header parser gets a third of
+# FUZZ_SECONDS, the other parsers (AWS INI, S3 XML, the pickle reader, tar headers, zstd seek
+# tables) a ninth each.
+FUZZERS := header aws_ini s3_xml pickle tar seek_table
 fuzz: deps
 	@CC=clang CXX=clang++ cmake -S . -B $(BUILD)-fuzz -G Ninja -DFLASHLOAD_FUZZ=ON -DFLASHLOAD_TESTS=OFF -DFLASHLOAD_CUDA=OFF >/dev/null
 	@cmake --build $(BUILD)-fuzz -j $(JOBS) --target $(addsuffix _fuzz,$(FUZZERS))
 	@set -eo pipefail; for f in $(FUZZERS); do \
-		if [ $$f = header ]; then secs=$$(( $(FUZZ_SECONDS) * 2 / 3 )); else secs=$$(( $(FUZZ_SECONDS) / 6 )); fi; \
+		if [ $$f = header ]; then secs=$$(( $(FUZZ_SECONDS) / 3 )); else secs=$$(( $(FUZZ_SECONDS) / 9 )); fi; \
 		mkdir -p $(BUILD)-fuzz/corpus-$$f; \
 		echo "fuzzing $$f for $$secs s"; \
 		$(BUILD)-fuzz/$${f}_fuzz -max_total_time=$$secs -print_final_stats=1 $(BUILD)-fuzz/corpus-$$f tests/fuzz/corpus/$$f 2>&1 | tail -n 3; \
