@@ -46,10 +46,17 @@ struct TransferArgs {
   uint32_t parallel = 8;
   uint64_t part_mib = 64;
   bool verify = false;
+  bool direct = false;
   bool json = false;
   bool quiet = false;
   LoadFlags flags;  // remote
 };
+
+void AddDirectFlag(CLI::App& cmd, TransferArgs& a) {
+  cmd.add_flag("--direct", a.direct,
+               "Write local files with O_DIRECT, leaving the page cache alone (refused where the "
+               "file system does not support it)");
+}
 
 void AddCommonOptions(CLI::App& cmd, TransferArgs& a) {
   cmd.add_option("--parallel", a.parallel,
@@ -78,6 +85,7 @@ std::optional<store::TransferOptions> TransferOptionsOf(std::string_view command
   t.open.remote = options->remote;
   t.parallel = a.parallel;
   t.part_bytes = a.part_mib << 20;
+  t.direct = a.direct;
   if (options->remote.chunk_bytes > 0) t.chunk_bytes = options->remote.chunk_bytes;
   t.cancel = &g_cancel;
   return t;
@@ -208,6 +216,7 @@ void AddTransferCommands(CLI::App& app, std::vector<Command>& commands) {
   pull_cmd->add_flag("--verify", pull->verify,
                      "Re-hash an entry already in the cache against its manifest (a damaged "
                      "entry is removed)");
+  AddDirectFlag(*pull_cmd, *pull);
   AddCommonOptions(*pull_cmd, *pull);
   commands.push_back({pull_cmd, [pull] { return RunPull(*pull); }});
 
@@ -219,6 +228,7 @@ void AddTransferCommands(CLI::App& app, std::vector<Command>& commands) {
       "not at all");
   cp_cmd->add_option("src", cp->src, "Source: path, http(s):// or s3:// URL")->required();
   cp_cmd->add_option("dst", cp->dst, "Destination: path or s3:// URL")->required();
+  AddDirectFlag(*cp_cmd, *cp);
   AddCommonOptions(*cp_cmd, *cp);
   commands.push_back({cp_cmd, [cp] { return RunCp(*cp); }});
 }

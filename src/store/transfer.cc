@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -130,18 +131,24 @@ class AtomicFile {
     if (!committed_ && !temp_.empty()) unlink(temp_.c_str());
   }
 
-  Status Open() {
+  // Creates the temporary file; with `direct`, opened with O_DIRECT.
+  Status Open(bool direct) {
     static std::atomic<uint64_t> counter{0};
+    const int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (direct ? O_DIRECT : 0);
     for (int attempt = 0; attempt < 100; ++attempt) {
       temp_ = fmt::format("{}.flashload-tmp-{}-{}", dst_, getpid(), counter.fetch_add(1));
-      fd_ = open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      fd_ = open(temp_.c_str(), flags, 0644);
       if (fd_ >= 0) return Status();
-      if (errno != EEXIST) {
-        const int err = errno;
-        temp_.clear();
-        return ErrnoToStatus(err, "create (temporary file beside)", dst_)
-            .WithContext("check that the folder exists and is writable");
+      if (errno == EEXIST) continue;
+      const int err = errno;
+      temp_.clear();
+      if (direct && err == EINVAL) {
+        return FailedPreconditionError(
+            fmt::format("{}: the file system refuses O_DIRECT; copy without --direct", dst_));
       }
+      const Status s = ErrnoToStatus(err, "create (temporary file beside)", dst_);
+      return Status(s.code(),
+                    fmt::format("{}; check that the folder exists and is writable", s.message()));
     }
     temp_.clear();
     return IoError(fmt::format("{}: no free temporary name beside it", dst_));
@@ -150,7 +157,12 @@ class AtomicFile {
   int fd() const { return fd_; }
   const std::string& temp() const { return temp_; }
 
-  Status Commit() {
+  // Cuts the file to `size` bytes (direct writes end on a block boundary), fsyncs it, renames it
+  // over the destination and fsyncs the folder.
+  Status Commit(uint64_t size) {
+    if (ftruncate(fd_, static_cast<off_t>(size)) != 0) {
+      return ErrnoToStatus(errno, "ftruncate", temp_, static_cast<int64_t>(size));
+    }
     if (fsync(fd_) != 0) return ErrnoToStatus(errno, "fsync", temp_);
     if (close(fd_) != 0) {
       fd_ = -1;
@@ -171,12 +183,23 @@ class AtomicFile {
   bool committed_ = false;
 };
 
+// The alignment of buffers, offsets and lengths of O_DIRECT writes.
+constexpr uint64_t kDirectAlign = 4096;
+
+uint64_t RoundUp(uint64_t n, uint64_t align) { return (n + align - 1) / align * align; }
+
+struct FreeDeleter {
+  void operator()(std::byte* p) const { std::free(p); }
+};
+
 // Runs `parallel` workers over the chunks of an object of `size` bytes: each reads its chunk from
-// `source`, hashes it in order, and hands it to `write` (may be empty).
+// `source`, hashes it in order, and hands it to `write` (may be empty). With `align` > 1, buffers
+// and chunk sizes are multiples of `align` and `write` gets each chunk zero-padded to one (the
+// caller cuts the file to `size`).
 Result<std::string> CopyChunks(
-    const Source& source, uint64_t size, const TransferOptions& options,
+    const Source& source, uint64_t size, const TransferOptions& options, uint64_t align,
     const std::function<Status(uint64_t offset, std::span<const std::byte>)>& write) {
-  const uint64_t chunk = std::max<uint64_t>(options.chunk_bytes, 1);
+  const uint64_t chunk = RoundUp(std::max<uint64_t>(options.chunk_bytes, 1), align);
   const uint64_t chunks = (size + chunk - 1) / chunk;
   OrderedDigest digest;
   std::atomic<uint64_t> next{0};
@@ -195,7 +218,14 @@ Result<std::string> CopyChunks(
     digest.Abort();
   };
   auto worker = [&] {
-    std::vector<std::byte> buffer;
+    std::unique_ptr<std::byte, FreeDeleter> memory(
+        static_cast<std::byte*>(std::aligned_alloc(align, chunk)));
+    if (memory == nullptr) {
+      fail(ResourceExhaustedError(
+          fmt::format("{}: no memory for a {}-byte copy buffer; lower --parallel or --range-mib",
+                      source.name(), chunk)));
+      return;
+    }
     for (;;) {
       if (failed.load()) return;
       if (Cancelled(options)) {
@@ -206,10 +236,14 @@ Result<std::string> CopyChunks(
       if (c >= chunks) return;
       const uint64_t offset = c * chunk;
       const uint64_t length = std::min(chunk, size - offset);
-      buffer.resize(length);
+      const std::span<std::byte> buffer(memory.get(), length);
       Status s = ReadWhole(source, offset, buffer);
       if (s.ok()) s = digest.Add(offset, buffer, source.name());
-      if (s.ok() && write) s = write(offset, buffer);
+      if (s.ok() && write) {
+        const uint64_t padded = RoundUp(length, align);
+        std::fill(memory.get() + length, memory.get() + padded, std::byte{0});
+        s = write(offset, std::span<const std::byte>(memory.get(), padded));
+      }
       if (!s.ok()) {
         fail(std::move(s));
         return;
@@ -273,13 +307,13 @@ Result<TransferResult> CopyObject(const std::string& src, const std::string& dst
   if (to == Location::kLocal) {
     const std::string path = LocalPath(dst);
     AtomicFile file(path);
-    FL_RETURN_IF_ERROR(file.Open());
-    FL_ASSIGN_OR_RETURN(
-        result.sha256,
-        CopyChunks(*source, size, options, [&](uint64_t offset, std::span<const std::byte> bytes) {
-          return PwriteAll(file.fd(), bytes, offset, file.temp());
-        }));
-    FL_RETURN_IF_ERROR(file.Commit());
+    FL_RETURN_IF_ERROR(file.Open(options.direct));
+    FL_ASSIGN_OR_RETURN(result.sha256,
+                        CopyChunks(*source, size, options, options.direct ? kDirectAlign : 1,
+                                   [&](uint64_t offset, std::span<const std::byte> bytes) {
+                                     return PwriteAll(file.fd(), bytes, offset, file.temp());
+                                   }));
+    FL_RETURN_IF_ERROR(file.Commit(size));
     result.seconds = SecondsSince(start);
     return result;
   }
@@ -316,7 +350,7 @@ Result<TransferResult> HashObject(const std::string& src, const TransferOptions&
   FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, OpenSource(src, options.open));
   TransferResult result;
   result.bytes = source->size();
-  FL_ASSIGN_OR_RETURN(result.sha256, CopyChunks(*source, result.bytes, options, nullptr));
+  FL_ASSIGN_OR_RETURN(result.sha256, CopyChunks(*source, result.bytes, options, 1, nullptr));
   result.seconds = SecondsSince(start);
   return result;
 }
@@ -339,9 +373,9 @@ Status PutBytes(const std::string& dst, std::span<const std::byte> bytes,
     case Location::kLocal: {
       const std::string path = LocalPath(dst);
       AtomicFile file(path);
-      FL_RETURN_IF_ERROR(file.Open());
+      FL_RETURN_IF_ERROR(file.Open(/*direct=*/false));
       FL_RETURN_IF_ERROR(PwriteAll(file.fd(), bytes, 0, file.temp()));
-      return file.Commit();
+      return file.Commit(bytes.size());
     }
   }
   return InternalError("unreachable");

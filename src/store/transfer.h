@@ -15,7 +15,8 @@
 //
 // Writing:
 // - a local path: into a temporary file in the destination's folder
-//   ("<name>.flashload-tmp-<pid>-<n>"), written with pwrite at each chunk's offset, fsync'ed, then
+//   ("<name>.flashload-tmp-<pid>-<n>"), written with pwrite at each chunk's offset (with O_DIRECT
+//   when `direct` is set), fsync'ed, then
 //   renamed over the destination and the folder fsync'ed. On any error or cancellation the
 //   temporary file is removed: the destination is either the old file or the whole new one.
 // - s3://: through S3Uploader (io/s3_upload.h): one PUT up to one part, else a multipart upload
@@ -62,6 +63,10 @@ struct TransferOptions {
   // Bytes per S3 part when the destination is s3:// (each part is read from the source in one
   // read); at least 5 MiB, raised to fit the object in 10,000 parts. Memory: parallel × part_bytes.
   uint64_t part_bytes = uint64_t{64} << 20;
+  // Write a local destination with O_DIRECT (the page cache is left alone: a 20 GB model does not
+  // evict what else is cached). Buffers and chunks are then 4096-byte aligned, the last write
+  // padded and the file cut to size. kFailedPrecondition where the file system refuses O_DIRECT.
+  bool direct = false;
   // Called with (bytes done, total) as chunks complete.
   std::function<void(uint64_t done, uint64_t total)> progress;
   const std::atomic<bool>* cancel = nullptr;  // set by another thread to stop

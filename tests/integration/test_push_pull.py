@@ -295,6 +295,9 @@ def test_cp_from_http_and_refuses_http_as_a_destination(tmp_path):
                    "--parallel", 4)
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / "x.bin").read_bytes() == data
+        proc = run("cp", http.object_url("b", "x.bin"), tmp_path / "direct.bin", "--direct")
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / "direct.bin").read_bytes() == data
         proc = run("cp", tmp_path / "x.bin", http.object_url("b", "y.bin"))
         assert proc.returncode == 1 and "read only" in proc.stderr, proc.stderr
 

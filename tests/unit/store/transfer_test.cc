@@ -115,6 +115,25 @@ TEST(CopyObjectTest, LocalCopyIsBitIdenticalWithItsSha256AndProgress) {
   EXPECT_TRUE(TempFiles(dir.path()).empty());
 }
 
+TEST(CopyObjectTest, DirectWritesArePaddedThenCutToTheExactSize) {
+  TempDir dir;
+  const std::vector<std::byte> data = PositionalBytes(5 * kMiB + 4321, /*seed=*/6);
+  WriteFile(dir.File("src"), data);
+  TransferOptions options = SmallChunks();
+  options.direct = true;
+  options.chunk_bytes = kMiB + 1;  // rounded up to a multiple of 4096
+  Result<TransferResult> r = CopyObject(dir.File("src"), dir.File("dst"), options);
+  if (r.status().code() == StatusCode::kFailedPrecondition) {
+    GTEST_SKIP() << "the temporary folder's file system refuses O_DIRECT: " << r.status().message();
+  }
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->sha256, Sha256Hex(data));
+  const std::vector<std::byte> copied = ReadFile(dir.File("dst"));
+  ASSERT_EQ(copied.size(), data.size());
+  EXPECT_EQ(FirstPositionMismatch(copied, 0, 6), -1);
+  EXPECT_TRUE(TempFiles(dir.path()).empty());
+}
+
 TEST(CopyObjectTest, AnEmptyObjectCopiesToAnEmptyFile) {
   TempDir dir;
   WriteFile(dir.File("src"), std::string());
