@@ -190,6 +190,38 @@ TEST(ArchiveSourceTest, BatchesCompleteEveryRequestOnce) {
   }
 }
 
+TEST(ArchiveSourceTest, CancelCompletesEveryRequestOnce) {
+  const testing::TestTar tar = BuildTestTar({{"a.bin", PositionalText("a", 400'000)}});
+  const testing::TestZst zst = BuildTestZst(tar, 4096);
+  FL_ASSERT_OK_AND_ASSIGN(std::shared_ptr<Archive> a,
+                          OpenArchiveFromSource(Memory(zst.bytes, "x.tar.zst"), "x.tar.zst"));
+  FL_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Source> s, a->OpenMember("a.bin"));
+  std::string got(400'000, '\0');
+  std::vector<ReadRequest> reqs;
+  for (uint64_t off = 0; off < got.size(); off += 1000) {
+    reqs.push_back({off, 1000, reinterpret_cast<std::byte*>(got.data()) + off, off});
+  }
+  FL_ASSERT_OK(s->Submit(reqs));
+  s->Cancel();
+  std::vector<bool> seen(reqs.size());
+  size_t done = 0;
+  std::vector<ReadResult> out(16);
+  while (done < reqs.size()) {
+    FL_ASSERT_OK_AND_ASSIGN(size_t n, s->Reap(out, Deadline::Infinite()));
+    for (size_t i = 0; i < n; ++i) {
+      const size_t k = out[i].tag / 1000;
+      ASSERT_FALSE(seen[k]) << "request " << k << " completed twice";
+      seen[k] = true;
+      if (out[i].status.ok()) {
+        EXPECT_EQ(got.substr(out[i].tag, 1000), tar.bytes.substr(512 + out[i].tag, 1000));
+      } else {
+        EXPECT_THAT(out[i].status, StatusIs(StatusCode::kCancelled));
+      }
+    }
+    done += n;
+  }
+}
+
 TEST(ArchiveSourceTest, CorruptedFrameIsDataLossNamingTheFrame) {
   const testing::TestTar tar = BuildTestTar({{"a.bin", PositionalText("a", 50'000)}});
   testing::TestZst zst = BuildTestZst(tar, 8192, /*checksums=*/false);
