@@ -1,15 +1,21 @@
 // libFuzzer target for the tar header parser: walks any input as an archive with ParseTarHeader
 // and ApplyTarExtension, as the archive index does. Every input either fails cleanly (a non-empty
 // message) or yields members whose data lies inside the input, at increasing block-aligned
-// offsets; and every path CheckMemberPath accepts is relative, without '..', and stable.
+// offsets; and every path CheckMemberPath accepts is relative, without '..', and stable. The same
+// input opened as an archive (src/io/archive_source.h: a tar, or a zstd seekable .tar.zst when it
+// starts with a zstd magic) fails cleanly or gives members whose reads stay inside them.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "format/tar.h"
+#include "io/archive_source.h"
+#include "io/memory_source.h"
 
 namespace {
 
@@ -29,6 +35,36 @@ void CheckPath(const std::string& path) {
   Check(p != ".." && p.rfind("../", 0) != 0 && p.find("/../") == std::string::npos);
   flashload::Result<std::string> again = flashload::format::CheckMemberPath(p, "fuzz.tar");
   Check(again.ok() && *again == p);
+}
+
+// Opens the input as an archive and reads every member whole and across its end.
+void CheckArchive(const uint8_t* data, size_t size) {
+  flashload::ArchiveOptions options;
+  options.limits.max_members = 1000;
+  options.zstd.threads = 2;
+  options.zstd.limits.max_frames = 1 << 12;
+  options.zstd.limits.max_frame_decompressed = 1 << 20;
+  flashload::Result<std::shared_ptr<flashload::Archive>> archive = flashload::OpenArchiveFromSource(
+      flashload::NewMemorySourceView(std::span(reinterpret_cast<const std::byte*>(data), size)),
+      "fuzz.tar", options);
+  if (!archive.ok()) {
+    Check(!archive.status().message().empty());
+    return;
+  }
+  const flashload::Archive& a = **archive;
+  for (const auto& [path, member] : a.index().members()) {
+    Check(member.data_offset + member.size <= a.content().size());
+    flashload::Result<std::unique_ptr<flashload::Source>> source = a.OpenMember(path);
+    if (!source.ok()) {
+      Check(member.kind != flashload::format::TarMemberKind::kFile);
+      continue;
+    }
+    Check((*source)->size() == member.size);
+    if (member.size > (1 << 20)) continue;
+    std::vector<std::byte> buffer(member.size + 7);
+    flashload::Result<size_t> got = (*source)->ReadAt(0, buffer);
+    if (got.ok()) Check(*got == member.size);
+  }
 }
 
 }  // namespace
@@ -77,5 +113,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     offset = step->next_offset;
   }
+  CheckArchive(data, size);
   return 0;
 }
