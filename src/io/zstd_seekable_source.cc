@@ -74,7 +74,7 @@ SeekableZstdSource::SeekableZstdSource(std::shared_ptr<const Source> compressed,
       table_(std::move(table)),
       options_(options),
       threads_(ThreadsFor(*compressed_, options)),
-      cache_capacity_(options.cached_frames > 0 ? options.cached_frames : threads_ + 4),
+      cache_capacity_(options.cached_frames > 0 ? options.cached_frames : 2 * threads_ + 4),
       preferred_chunk_(PreferredChunk(table_)),
       backend_(fmt::format("zstd-seekable({})", compressed_->backend())) {}
 

@@ -35,7 +35,8 @@ struct SeekableZstdOptions {
   // Workers of the batch interface, and the reads worth keeping in flight (0: the compressed
   // source's max_in_flight, at least 4, at most 32).
   uint32_t threads = 0;
-  // Decompressed frames kept after use (0: threads + 4). Frames in use by a read are kept anyway.
+  // Decompressed frames kept after use (0: 2 × threads + 4: each read in flight may leave the
+  // frames at both its ends for its neighbours). Frames in use by a read are kept anyway.
   uint32_t cached_frames = 0;
   bool verify_checksums = true;
   // Against crafted tables: a frame may decompress to at most 256 MiB (the packer writes a few
