@@ -257,7 +257,7 @@ Result<S3UploadResult> S3Uploader::UploadMultipart(const std::string& uri,
       CanonicalQueryString(std::vector<QueryParam>{{"uploadId", upload_id}});
 
   // Aborts the upload; `cause` gets the abort's own failure appended when it fails too.
-  auto abort_with = [&](Status cause) -> Status {
+  auto abort_with = [&](const Status& cause) -> Status {
     const std::string what = fmt::format("AbortMultipartUpload {} (upload id {})", uri, upload_id);
     Result<HttpResponse> aborted =
         SendRetried("DELETE", target, id_query, {}, "", what, options.retry, counters);

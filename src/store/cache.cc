@@ -502,7 +502,8 @@ Result<PushResult> Push(const std::string& local, const std::string& dst,
     };
   }
   for (const auto& [path, rel] : files) {
-    const std::string key = fs::is_directory(st) ? object_base + "/" + rel : object_base;
+    const std::string key =
+        fs::is_directory(st) ? fmt::format("{}/{}", object_base, rel) : object_base;
     FL_ASSIGN_OR_RETURN(TransferResult copied, CopyObject(path, key, transfer));
     done_before += copied.bytes;
     result.bytes += copied.bytes;

@@ -296,6 +296,8 @@ def test_cp_from_http_and_refuses_http_as_a_destination(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / "x.bin").read_bytes() == data
         proc = run("cp", http.object_url("b", "x.bin"), tmp_path / "direct.bin", "--direct")
+        if "refuses O_DIRECT" in proc.stderr:
+            pytest.skip("the temporary folder's file system refuses O_DIRECT")
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / "direct.bin").read_bytes() == data
         proc = run("cp", tmp_path / "x.bin", http.object_url("b", "y.bin"))

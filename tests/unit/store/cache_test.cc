@@ -113,7 +113,7 @@ class PullTest : public ::testing::Test {
 
   // Writes root/b/<key> and, unless `manifest` is false, root/b/<key>.manifest.json.
   std::vector<std::byte> Publish(const std::string& key, uint64_t size, uint64_t seed,
-                                 bool manifest = true, std::string sha = "") {
+                                 bool manifest = true, const std::string& sha = "") {
     std::vector<std::byte> data = PositionalBytes(size, seed);
     fs::create_directories(fs::path(dir_.File("root/b/" + key)).parent_path());
     WriteFile(dir_.File("root/b/" + key), data);

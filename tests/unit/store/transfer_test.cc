@@ -60,9 +60,9 @@ void RegisterFaultScheme() {
 std::string AddObject(const std::string& name, std::vector<std::byte> bytes,
                       std::optional<FaultOptions> fault = std::nullopt) {
   RegisterFaultScheme();
-  const std::string uri = "faultmem://" + name;
+  std::string uri = "faultmem://" + name;
   std::lock_guard lock(g_objects_mu);
-  g_objects[uri] = {std::move(bytes), fault};
+  g_objects[uri] = {std::move(bytes), std::move(fault)};
   return uri;
 }
 
