@@ -145,13 +145,13 @@ class SourceRegistry {
   std::map<std::string, ModelStoreFactory> stores_;  // guarded by mu_
 };
 
-// Registers the schemes flashload builds in: "file" (OpenLocalFile()), and the remote "http",
-// "https" and "s3" (sources and model stores). Archive and other sources register the same way
-// (DefaultSourceRegistry() adds "tar", archive members).
+// Registers the schemes flashload builds in: "file" (OpenLocalFile()), the remote "http", "https"
+// and "s3" (sources and model stores), and "tar" (archive members; the archive itself is opened
+// through DefaultSourceRegistry()).
 void RegisterBuiltinSchemes(SourceRegistry& registry);
 
-// The process-wide registry, created on first use with the built-in schemes and "tar" (not by a
-// static initializer, which a static library may drop at link time). Never destroyed.
+// The process-wide registry, created on first use with the built-in schemes (not by a static
+// initializer, which a static library may drop at link time). Never destroyed.
 SourceRegistry& DefaultSourceRegistry();
 
 // DefaultSourceRegistry().Open(): any supported URI, a path, file://, http(s)://, s3://.

@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "io/archive_source.h"
 #include "io/mapping_guard.h"
 #include "io/registry.h"
 #include "sink/host_sink.h"
@@ -109,7 +110,7 @@ Result<uint64_t> HashLoaded(const std::string& path, const Header& header, const
 Result<std::map<std::string, uint64_t>> HashTensorsPlainRead(const std::string& path,
                                                              const Header& header,
                                                              const RemoteOpenOptions& remote) {
-  if (!RemoteScheme(path).empty()) {
+  if (!RemoteScheme(path).empty() || IsArchiveMemberUri(path)) {
     // A remote object: synchronous ReadAt() over one connection, not the engine's batched path.
     OpenOptions open;
     open.remote = remote;

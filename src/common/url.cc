@@ -99,6 +99,14 @@ bool IsCredentialQueryParameter(std::string_view name) {
 }
 
 std::string RedactUrl(std::string_view url) {
+  // An archive member, "tar:<archive URI>!/<member>": the archive's URI may be a presigned one.
+  if (url.size() > 4 && EqualsIgnoreCase(url.substr(0, 4), "tar:")) {
+    const size_t bang = url.find("!/", 4);
+    const std::string_view inner =
+        url.substr(4, bang == std::string_view::npos ? url.npos : bang - 4);
+    return std::string(url.substr(0, 4)) + RedactUrl(inner) +
+           std::string(bang == std::string_view::npos ? std::string_view() : url.substr(bang));
+  }
   const std::optional<UrlParts> p = SplitUrl(url);
   if (!p) return std::string(url);
   std::string out(p->scheme);

@@ -121,6 +121,9 @@ void RegisterBuiltinSchemes(SourceRegistry& registry) {
   }
   registry.Register("s3", OpenS3Uri, {.remote = true});
   registry.RegisterModelStore("s3", OpenS3UriModelStore);
+  // Archive members, "tar:<archive>!/<member>" (src/io/archive_source.h). Not remote itself: the
+  // archive underneath is opened through the default registry, with its own scheme's policy.
+  registry.Register(std::string(kArchiveScheme), OpenArchiveMemberUri);
 }
 
 SourceRegistry& DefaultSourceRegistry() {
@@ -129,9 +132,6 @@ SourceRegistry& DefaultSourceRegistry() {
   static SourceRegistry* registry = [] {
     auto* r = new SourceRegistry;
     RegisterBuiltinSchemes(*r);
-    // Archive members, "tar:<archive>!/<member>" (src/io/archive_source.h). Not remote: the
-    // archive underneath is opened through this registry, with its own scheme's policy.
-    r->Register(std::string(kArchiveScheme), OpenArchiveMemberUri);
     return r;
   }();
   return *registry;

@@ -68,6 +68,13 @@ TEST(RedactUrlTest, DropsUserInfoAndFragmentAndHidesCredentialQueryValues) {
   EXPECT_EQ(RedactUrl("/models/a:b@c/m.safetensors"), "/models/a:b@c/m.safetensors");
 }
 
+TEST(RedactUrlTest, ArchiveMemberUrisRedactTheArchiveUrl) {
+  EXPECT_EQ(RedactUrl("tar:https://u:p@h/m.tar.zst?X-Amz-Signature=S!/unet/w.safetensors"),
+            "tar:https://h/m.tar.zst?X-Amz-Signature=<redacted>!/unet/w.safetensors");
+  EXPECT_EQ(RedactUrl("tar:/models/m.tar!/a.safetensors"), "tar:/models/m.tar!/a.safetensors");
+  EXPECT_EQ(RedactUrl("tar:s3://b/m.tar.zst"), "tar:s3://b/m.tar.zst");
+}
+
 TEST(RedactUrlsInTest, RedactsEveryUrlOfAMessageAndKeepsTheSentence) {
   EXPECT_EQ(RedactUrlsIn("http://a:SECRET@h/x.safetensors: not found (HTTP 404); and "
                          "'https://b:SECRET2@g/y?token=T3', then (http://c:S4@i/z)."),

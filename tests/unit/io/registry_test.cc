@@ -182,9 +182,10 @@ TEST(SourceRegistryTest, StoresOfRemoteSchemesAreRetried) {
 TEST(SourceRegistryTest, BuiltinSchemesAndTheDefaultRegistry) {
   SourceRegistry registry;
   RegisterBuiltinSchemes(registry);
-  EXPECT_EQ(registry.Schemes(), (std::vector<std::string>{"file", "http", "https", "s3"}));
+  EXPECT_EQ(registry.Schemes(), (std::vector<std::string>{"file", "http", "https", "s3", "tar"}));
   EXPECT_EQ(&DefaultSourceRegistry(), &DefaultSourceRegistry());
-  EXPECT_THAT(RegisteredSourceSchemes(), ::testing::IsSupersetOf({"file", "http", "https", "s3"}));
+  EXPECT_THAT(RegisteredSourceSchemes(),
+              ::testing::IsSupersetOf({"file", "http", "https", "s3", "tar"}));
 }
 
 }  // namespace
