@@ -298,9 +298,30 @@ Result<PullResult> Pull(std::string_view url_or_ref, const PullOptions& options)
   FL_RETURN_IF_ERROR(MakeFolders(cache));
 
   FL_ASSIGN_OR_RETURN(const Location where, LocationOf(url));
-  const bool folder = url.ends_with('/');
-  const std::string base = StripSlashes(url);
-  const std::string entry = CacheEntryName(url);
+  // An http(s):// URL with a query (a presigned URL, typically) names its object by its path: the
+  // query changes from one signature to the next, and no manifest can be derived from it.
+  std::string identity = url;
+  bool has_query = false;
+  if (where == Location::kHttp) {
+    const std::optional<UrlParts> parts = SplitUrl(url);
+    if (parts && (parts->has_query || parts->has_fragment)) {
+      has_query = true;
+      identity =
+          url.substr(0, url.size() - parts->after_authority.size()) + std::string(parts->path);
+    }
+  }
+  const bool folder = identity.ends_with('/');
+  if (folder && has_query) {
+    return InvalidArgumentError(fmt::format(
+        "{}: a folder URL cannot carry a query string; pull the folder from its plain URL, or its "
+        "objects one by one",
+        RedactUrl(url)));
+  }
+  const std::string base = StripSlashes(identity);
+  const std::string entry = CacheEntryName(identity);
+  const std::string unverified_note =
+      has_query ? "unverified: no manifest is looked up for a URL with a query string"
+                : "unverified: no manifest on the server";
   PullResult result;
   result.url = url;
   result.entry_dir = cache + "/" + entry;
@@ -312,7 +333,7 @@ Result<PullResult> Pull(std::string_view url_or_ref, const PullOptions& options)
   if (fs::is_directory(result.entry_dir, ec)) {
     FL_ASSIGN_OR_RETURN(result.manifest, ReadEntryManifest(result.entry_dir));
     result.verified = result.manifest.verified;
-    if (!result.verified) result.note = "unverified: no manifest on the server";
+    if (!result.verified) result.note = unverified_note;
     result.path =
         folder ? result.entry_dir : result.entry_dir + "/" + result.manifest.files.front().name;
     if (options.verify) {
@@ -345,7 +366,7 @@ Result<PullResult> Pull(std::string_view url_or_ref, const PullOptions& options)
   const std::string manifest_url = base + std::string(kManifestSuffix);
   Manifest manifest;
   bool have_manifest = false;
-  {
+  if (!has_query) {
     Result<std::unique_ptr<Source>> source = OpenSource(manifest_url, options.transfer.open);
     if (source.ok()) {
       FL_ASSIGN_OR_RETURN(std::string text, ReadTextFile(**source, kMaxManifestBytes));
@@ -421,7 +442,7 @@ Result<PullResult> Pull(std::string_view url_or_ref, const PullOptions& options)
 
   result.downloaded = true;
   result.verified = have_manifest;
-  if (!have_manifest) result.note = "unverified: no manifest on the server";
+  if (!have_manifest) result.note = unverified_note;
   result.manifest = std::move(manifest);
   result.path =
       folder ? result.entry_dir : result.entry_dir + "/" + result.manifest.files.front().name;

@@ -33,7 +33,10 @@
 // visible), then fsyncs the cache folder. A process killed at any point leaves at most a partial
 // folder, which no pull reads. An object without a manifest on the server is accepted, its SHA-256
 // computed and recorded with "verified": false, and the result says "unverified: no manifest on
-// the server"; a folder without one is refused (its file list comes from the manifest).
+// the server"; a folder without one is refused (its file list comes from the manifest). An
+// http(s):// URL with a query string (a presigned URL) is named by its path (its entry is the same
+// whatever the signature), no manifest is looked up for it, and it is pulled unverified the same
+// way; a folder URL with a query is refused.
 //
 // Errors: kDataLoss for a size or checksum that differs from the manifest (naming the file, the
 // URL, both values; nothing is kept), or an entry whose files no longer match on --verify (the

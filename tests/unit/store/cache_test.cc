@@ -252,6 +252,25 @@ TEST_F(PullTest, AnObjectWithoutAManifestIsAcceptedUnverifiedWithItsChecksumReco
   EXPECT_EQ(again->note, "unverified: no manifest on the server");
 }
 
+TEST_F(PullTest, APresignedUrlIsNamedByItsPathAndPulledUnverified) {
+  const std::vector<std::byte> data = Publish("signed.bin", kMiB, 11);  // a manifest is there
+  const std::string url = server_->Url("b/signed.bin");
+  Result<PullResult> first = Pull(url + "?X-Amz-Signature=abc&X-Amz-Expires=60", Options());
+  ASSERT_THAT(first, IsOk());
+  EXPECT_TRUE(first->downloaded);
+  EXPECT_FALSE(first->verified);  // its manifest cannot be derived from a signed URL
+  EXPECT_EQ(first->note, "unverified: no manifest is looked up for a URL with a query string");
+  EXPECT_EQ(ReadFile(first->path), data);
+  EXPECT_TRUE(first->path.ends_with("/signed.bin"));
+  // Another signature of the same object finds the same entry.
+  Result<PullResult> second = Pull(url + "?X-Amz-Signature=def", Options());
+  ASSERT_THAT(second, IsOk());
+  EXPECT_FALSE(second->downloaded);
+  EXPECT_EQ(second->path, first->path);
+  EXPECT_THAT(Pull(server_->Url("b/folder/?sig=1"), Options()),
+              StatusIs(StatusCode::kInvalidArgument));
+}
+
 TEST_F(PullTest, AFolderIsPulledFromItsManifestAndRefusedWithoutOne) {
   const std::vector<std::byte> a = Publish("folder/a.bin", 100, 7, false);
   const std::vector<std::byte> b = Publish("folder/sub/b.bin", 2 * kMiB + 3, 8, false);
