@@ -330,6 +330,7 @@ Result<std::string> CheckMemberPath(std::string_view path, std::string_view arch
 namespace {
 
 void PutText(std::string& block, Field f, std::string_view text) {
+  if (text.empty()) return;  // an empty view's data() may be null, which memcpy must not get
   std::memcpy(block.data() + f.offset, text.data(), std::min(text.size(), f.width));
 }
 
