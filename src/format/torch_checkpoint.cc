@@ -1,5 +1,7 @@
 #include "format/torch_checkpoint.h"
 
+#include <fmt/format.h>
+
 #include <unordered_set>
 
 #include "format/json_text.h"
@@ -160,7 +162,7 @@ Status Reader::Walk(PickleNodeId id, const std::string& prefix, int depth) {
       } else if (key.kind == PickleKind::kInt) {
         k = std::to_string(key.integer);
       } else {
-        Skip(join("<" + std::string(PickleKindName(key.kind)) + " key>"));
+        Skip(join(fmt::format("<{} key>", PickleKindName(key.kind))));
         continue;
       }
       FL_RETURN_IF_ERROR(Walk(n.items[i + 1], join(k), depth + 1));

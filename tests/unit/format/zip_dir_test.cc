@@ -101,7 +101,7 @@ std::span<const std::byte> Bytes(const std::string& s) {
 }
 
 TEST(ZipDirTest, ReadsStoredEntriesWithPaddedLocalHeaders) {
-  std::string zip = MakeZip({{"archive/data.pkl", "PICKLE"},
+  std::string zip = MakeZip({{"archive/data.pkl", "PICKLE", 0, ""},
                              {"archive/data/0", "0123456789abcdef", 0, std::string(37, 'F')}});
   EXPECT_TRUE(LooksLikeZip(Bytes(zip)));
   FL_ASSERT_OK_AND_ASSIGN(std::vector<ZipEntry> entries, ParseZipDirectory(Bytes(zip), "m.pt"));
@@ -115,7 +115,8 @@ TEST(ZipDirTest, ReadsStoredEntriesWithPaddedLocalHeaders) {
 }
 
 TEST(ZipDirTest, ReadsZip64Records) {
-  std::string zip = MakeZip({{"a/data.pkl", "P"}, {"a/data/1", "xyz"}}, /*zip64=*/true);
+  std::string zip =
+      MakeZip({{"a/data.pkl", "P", 0, ""}, {"a/data/1", "xyz", 0, ""}}, /*zip64=*/true);
   FL_ASSERT_OK_AND_ASSIGN(std::vector<ZipEntry> entries, ParseZipDirectory(Bytes(zip), "m.pt"));
   ASSERT_EQ(entries.size(), 2u);
   EXPECT_EQ(zip.substr(entries[1].data_offset, entries[1].size), "xyz");
@@ -131,7 +132,7 @@ TEST(ZipDirTest, ReadsARealTorchZip) {
 }
 
 TEST(ZipDirTest, RefusesCompressedEntriesNamingThem) {
-  std::string zip = MakeZip({{"a/data/0", "xx", 8}});
+  std::string zip = MakeZip({{"a/data/0", "xx", 8, ""}});
   FL_ASSERT_OK_AND_ASSIGN(std::vector<ZipEntry> entries, ParseZipDirectory(Bytes(zip), "m.pt"));
   EXPECT_THAT(FindStoredEntry(entries, "a/data/0", "m.pt"),
               StatusIs(StatusCode::kUnimplemented,
@@ -141,7 +142,8 @@ TEST(ZipDirTest, RefusesCompressedEntriesNamingThem) {
 }
 
 TEST(ZipDirTest, TruncationAndCorruptionAreDataLoss) {
-  std::string zip = MakeZip({{"a/data.pkl", "PICKLE"}, {"a/data/0", std::string(100, 'x')}});
+  std::string zip =
+      MakeZip({{"a/data.pkl", "PICKLE", 0, ""}, {"a/data/0", std::string(100, 'x'), 0, ""}});
   // Every truncation fails cleanly.
   for (size_t n = 0; n < zip.size(); ++n) {
     EXPECT_THAT(ParseZipDirectory(Bytes(zip.substr(0, n)), "m.pt"), StatusIs(StatusCode::kDataLoss))
