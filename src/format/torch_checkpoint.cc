@@ -320,7 +320,7 @@ Result<TorchCheckpoint> Reader::Read() {
       if (root.items[i + 1] == start) continue;
       const PickleNode& key = tree_.node(root.items[i]);
       Skip(key.kind == PickleKind::kString ? key.text
-                                           : "<" + std::string(PickleKindName(key.kind)) + " key>");
+                                           : fmt::format("<{} key>", PickleKindName(key.kind)));
     }
   }
   FL_RETURN_IF_ERROR(Walk(start, "", 0));
