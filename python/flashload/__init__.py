@@ -203,9 +203,10 @@ def release_cached_memory() -> int:
 
 
 def _is_uri(path: str) -> bool:
-    """A URI ("s3://...", "https://...", "file://...") goes to the native layer unchanged: it
-    knows the schemes, and answers an unknown one with SafetensorError naming the URI."""
-    return "://" in path
+    """A URI ("s3://...", "https://...", "file://...", or an archive member
+    "tar:<archive>!/<member>") goes to the native layer unchanged: it knows the schemes, and
+    answers an unknown one with SafetensorError naming the URI."""
+    return "://" in path or path.startswith("tar:")
 
 
 class _Framework:
@@ -340,7 +341,9 @@ def load_model_dir(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", fr
     Args:
         path: a diffusers folder (``model_index.json`` + component folders), a folder with a
             ``*.safetensors.index.json`` sharded checkpoint or one ``.safetensors`` file, or a file;
-            or the URI string of one file ("scheme://..."), passed to the native layer unchanged.
+            a ``.tar`` or seekable ``.tar.zst`` archive holding any of these (read in place, never
+            extracted); or a URI string ("scheme://...", "tar:<archive>!/<member>"), passed to the
+            native layer unchanged.
         device, framework: as for :class:`safe_open` ("pt" by default, or "np").
         variant: diffusers variant, e.g. "fp16" for ``*.fp16.safetensors``.
         dtype: conversion on the way, as for :class:`safe_open` (tensor names in rules are
