@@ -389,14 +389,17 @@ int RunCli(int argc, char** argv) {
   InspectArgs ia;
   CLI::App* inspect = app.add_subcommand(
       "inspect",
-      "List the tensors of a file, sharded checkpoint or diffusers folder: names, dtypes, "
+      "List the tensors of a file, sharded checkpoint, diffusers folder or packed archive: "
+      "names, dtypes, "
       "shapes, bytes, offsets, totals, parameter count, metadata. Reads headers only. A sharded "
       "checkpoint whose index disagrees with its shards is shown with a warning (stderr, and "
       "\"warnings\" in --json); load and validate refuse it.");
   inspect
-      ->add_option("path", ia.path,
-                   "a .safetensors file, an index.json, or a model folder; a path or an http(s):// "
-                   "or s3:// URI")
+      ->add_option(
+          "path", ia.path,
+          "a .safetensors file, an index.json, a model folder, or a .tar / seekable .tar.zst "
+          "archive of one (read in place); a path or an http(s):// or s3:// URI, or "
+          "tar:<archive>!/<member>")
       ->required();
   inspect->add_flag("--json", ia.json, "machine-readable output");
   inspect->add_flag("--hash", ia.hash,
@@ -409,17 +412,21 @@ int RunCli(int argc, char** argv) {
       "Check files against the safetensors rules (and sharded checkpoints against their "
       "index). Prints what is wrong, where, and what the file really is. Exit 1 if any "
       "is invalid.");
-  validate->add_option("paths", va.paths, "files or model folders")->required();
+  validate->add_option("paths", va.paths, "files, model folders or packed archives")->required();
   validate->add_flag("--json", va.json, "machine-readable output");
   AddLoadFlags(*validate, va.flags, {.header_limit = true, .remote = true});
 
   LoadArgs la;
   CLI::App* load = app.add_subcommand(
       "load",
-      "Load a model into host memory and report the strategy, time, throughput and peak RSS.");
-  load->add_option("path", la.path,
-                   "a .safetensors file, an index.json, or a model folder; a path or an http(s):// "
-                   "or s3:// URI")
+      "Load a model (a file, folder, sharded checkpoint, or a .tar / seekable .tar.zst archive "
+      "read in place) into host or GPU memory and report the strategy, time, throughput and peak "
+      "RSS.");
+  load->add_option(
+          "path", la.path,
+          "a .safetensors file, an index.json, a model folder, or a .tar / seekable .tar.zst "
+          "archive of one (read in place); a path or an http(s):// or s3:// URI, or "
+          "tar:<archive>!/<member>")
       ->required();
   load->add_option("--warm-memory-mib", la.warm_memory_mib,
                    "for benchmarking only, never for real loads: touch (and free) this much fresh "
@@ -452,7 +459,7 @@ int RunCli(int argc, char** argv) {
   CLI::App* gen = app.add_subcommand(
       "gen",
       "Write a synthetic model with the tensor shapes of a real architecture, filled with "
-      "random bytes.");
+      "random bytes (or trained-weight-like values: --values weights).");
   AddGenOptions(*gen, ga);
 
   DemoArgs da;
