@@ -393,6 +393,35 @@ Result<std::string> ArchiveLocation(const std::string& path_or_uri) {
   return out;
 }
 
+Result<bool> IsPlainZstdArchive(const std::string& path_or_uri, const OpenOptions& options,
+                                const SourceOpener& opener) {
+  std::string archive = path_or_uri;
+  if (IsArchiveMemberUri(path_or_uri)) {
+    FL_ASSIGN_OR_RETURN(ArchiveMemberRef ref, ParseArchiveMemberUri(path_or_uri));
+    archive = std::move(ref.archive);
+  }
+  OpenOptions probe = options;
+  probe.local.backend = LocalBackend::kThreadPool;
+  probe.local.direct = false;
+  probe.local.threads = 1;
+  FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> raw,
+                      opener ? opener(archive, probe) : OpenSource(archive, probe));
+  const uint64_t size = raw->size();
+  if (size < 4 + format::kSeekTableFooterSize) return false;
+  uint8_t magic[4] = {};
+  FL_RETURN_IF_ERROR(ReadExact(*raw, 0, std::as_writable_bytes(std::span(magic))));
+  const bool zstd = std::memcmp(magic, kZstdMagic, 4) == 0 ||
+                    (magic[3] == 0x18 && magic[2] == 0x4D && magic[1] == 0x2A &&
+                     (magic[0] & 0xF0) == 0x50);  // a skippable frame first
+  if (!zstd) return false;
+  uint8_t footer[format::kSeekTableFooterSize] = {};
+  FL_RETURN_IF_ERROR(
+      ReadExact(*raw, size - sizeof(footer), std::as_writable_bytes(std::span(footer))));
+  const uint32_t footer_magic = uint32_t{footer[5]} | uint32_t{footer[6]} << 8 |
+                                uint32_t{footer[7]} << 16 | uint32_t{footer[8]} << 24;
+  return footer_magic != format::kSeekableMagic;
+}
+
 Result<std::unique_ptr<Source>> OpenArchiveMemberUri(const std::string& uri,
                                                      const OpenOptions& options) {
   FL_ASSIGN_OR_RETURN(ArchiveMemberRef ref, ParseArchiveMemberUri(uri));

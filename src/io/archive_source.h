@@ -125,6 +125,14 @@ bool LooksLikeArchive(std::string_view path_or_uri);
 // local path or file:// URI; other URIs unchanged.
 Result<std::string> ArchiveLocation(const std::string& path_or_uri);
 
+// Whether the archive at `path_or_uri` (an archive path or URI, or a "tar:" URI inside one) is a
+// plain zstd stream: zstd frames with no seek table at the end (what `tar -I zstd -cf` writes),
+// which OpenArchive() refuses with kUnimplemented and which can only be read front to back
+// (LoadStreamedArchive(), src/load/stream_load.h). Reads the first 4 and the last 9 bytes through
+// the registry (`opener` when set). Errors: those of opening and reading the archive.
+Result<bool> IsPlainZstdArchive(const std::string& path_or_uri, const OpenOptions& options,
+                                const SourceOpener& opener = {});
+
 // The registry's factory for "tar:" URIs: the member source, from the cached archive.
 Result<std::unique_ptr<Source>> OpenArchiveMemberUri(const std::string& uri,
                                                      const OpenOptions& options);

@@ -16,6 +16,7 @@
 #include "io/archive_source.h"
 #include "io/cufile.h"
 #include "io/registry.h"
+#include "load/stream_load.h"
 #include "plan/plan.h"
 #include "sink/cpu_copy_engine.h"
 #include "sink/cuda_copy_engine.h"
@@ -187,8 +188,9 @@ Result<engine::FileRead> OpenFile(const std::string& file, const LoadOptions& op
   return f;
 }
 
-// Every shard of a sharded checkpoint holds exactly the tensors its index assigns it.
-Status CheckWeightMaps(const LoadedModel& model) {
+}  // namespace
+
+Status load_internal::CheckWeightMaps(const LoadedModel& model) {
   for (const auto& [component, weight_map] : model.layout.weight_maps) {
     std::map<std::string, std::vector<std::string>> shard_tensors;
     for (const ModelFile& f : model.layout.files) {
@@ -201,6 +203,20 @@ Status CheckWeightMaps(const LoadedModel& model) {
     FL_RETURN_IF_ERROR(CheckWeightMap(index, weight_map, shard_tensors));
   }
   return Status::Ok();
+}
+
+namespace {
+
+// Whether a load that failed with `failure` names a plain zstd .tar.zst (no seek table), which
+// the random-access path refuses with kUnimplemented and LoadStreamedArchive() reads front to
+// back. Only such refusals pay for the probe; when it cannot tell, the refusal stands.
+bool IsStreamedArchive(const std::string& path, const LoadOptions& options, const Status& failure) {
+  if (failure.code() != StatusCode::kUnimplemented) return false;
+  if (!IsArchiveMemberUri(path) && !LooksLikeArchive(path)) return false;
+  OpenOptions open;
+  open.remote = options.remote;
+  Result<bool> plain = IsPlainZstdArchive(path, open, options.opener);
+  return plain.ok() && *plain;
 }
 
 // Resolves the layout, opens every file with its strategy, reads and checks the headers through
@@ -227,7 +243,7 @@ Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& req
     p.model.headers.emplace(file.path, std::move(h));
     p.files.push_back(std::move(f));
   }
-  FL_RETURN_IF_ERROR(CheckWeightMaps(p.model));
+  FL_RETURN_IF_ERROR(load_internal::CheckWeightMaps(p.model));
   FL_ASSIGN_OR_RETURN(p.plan, plan::BuildPlan(p.model.layout, p.model.headers, {}));
   for (uint32_t i = 0; i < p.files.size(); ++i) {
     const engine::FileStrategy& s = p.files[i].strategy;
@@ -243,7 +259,16 @@ Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& req
 }  // namespace
 
 Result<std::string> DescribeLoadPlan(const std::string& path, const LoadOptions& options) {
-  FL_ASSIGN_OR_RETURN(PreparedLoad p, PrepareLoad(path, options));
+  Result<PreparedLoad> prepared = PrepareLoad(path, options);
+  if (!prepared.ok() && IsStreamedArchive(path, options, prepared.status())) {
+    return fmt::format(
+        "{}: a plain zstd archive (no seek table): loaded as a {}; which files and bytes it "
+        "holds is known only once it has been read, so there is no plan to print (repack it "
+        "with `flashload pack` for a seekable archive with a plan)\n",
+        RedactUrl(path), kStreamStrategy);
+  }
+  if (!prepared.ok()) return prepared.status();
+  const PreparedLoad& p = *prepared;
   std::string out = plan::DescribePlan(p.plan);
   for (size_t i = 0; i < p.plan.files.size(); ++i) {
     const engine::FileRead& f = p.files[i];
@@ -420,7 +445,13 @@ void Report(const LoadOptions& options, const PreparedLoad& p, const Output& out
 Result<LoadedModel> Load(const std::string& path, const LoadOptions& options) {
   const auto start = Clock::now();
   FL_ASSIGN_OR_RETURN(std::unique_ptr<Output> out, OpenOutput(options));
-  FL_ASSIGN_OR_RETURN(PreparedLoad p, PrepareLoad(path, options));
+  Result<PreparedLoad> prepared = PrepareLoad(path, options);
+  if (!prepared.ok() && IsStreamedArchive(path, options, prepared.status())) {
+    out.reset();
+    return LoadStreamedArchive(path, options);
+  }
+  if (!prepared.ok()) return prepared.status();
+  PreparedLoad& p = *prepared;
   p.model.report.header_seconds = SecondsSince(start) - out->copy_engine_seconds;
   FL_RETURN_IF_ERROR(PrepareOutput(options, p, *out));
   engine::EngineStats stats;
