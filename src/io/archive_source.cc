@@ -257,8 +257,9 @@ Result<std::shared_ptr<Archive>> OpenArchiveFromSource(std::unique_ptr<Source> r
     if (!z.ok() && z.status().code() == StatusCode::kNotFound) {
       return UnimplementedError(fmt::format(
           "{}: a zstd stream that is not in the zstd seekable format (no seek table at its end), "
-          "so it cannot be read without decompressing all of it: extract it with `flashload "
-          "unpack` (or `tar --zstd -xf`) and load the folder, or pack it again with `flashload "
+          "so it cannot be read without decompressing all of it: `flashload load` streams it "
+          "into host memory front to back; for anything else extract it with `flashload "
+          "unpack` (or `tar --zstd -xf`) and use the folder, or pack it again with `flashload "
           "pack`, which writes seekable archives",
           uri));
     }
