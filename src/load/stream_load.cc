@@ -13,6 +13,7 @@
 #include "format/tar.h"
 #include "io/archive_source.h"
 #include "sink/host_arena.h"
+#include "sink/host_memory.h"
 #include "sink/host_sink.h"
 
 namespace flashload {
@@ -52,6 +53,10 @@ struct StreamedWeights {
   std::shared_ptr<sink::HostArena> arena;
   uint64_t lead = 0;  // arena offset of the data section (the file offset modulo 4096)
   double seconds = 0;
+  uint64_t reused_bytes = 0;  // arena bytes already populated (memory of an earlier load)
+  uint64_t populated_ahead = 0;
+  uint64_t populated_on_demand = 0;
+  std::string page_size;  // the populator's choice, when it populated anything
 };
 
 // What the walk saw of one member (not folders).
@@ -181,8 +186,11 @@ class StreamWalk {
   const std::string& name() const { return reader_.source().name(); }
   // Reads exactly dst.size() bytes of member data; `what` and the member's own offsets name the
   // place when the archive ends first.
+  // When `populator` is set, dst is its region 0 from `arena_offset`, and each piece is populated
+  // (by its worker ahead of the stream, or here) before it is written.
   Status ReadMember(std::span<std::byte> dst, const std::string& member_uri, uint64_t member_offset,
-                    uint64_t member_size);
+                    uint64_t member_size, sink::MemoryPopulator* populator = nullptr,
+                    uint64_t arena_offset = 0);
   Status SkipTo(uint64_t tar_offset, const std::string& what);
   Status Tick();
   Result<StreamedWeights> ReadWeights(const format::TarMember& m, const std::string& uri);
@@ -222,12 +230,14 @@ Status StreamWalk::Tick() {
 }
 
 Status StreamWalk::ReadMember(std::span<std::byte> dst, const std::string& member_uri,
-                              uint64_t member_offset, uint64_t member_size) {
+                              uint64_t member_offset, uint64_t member_size,
+                              sink::MemoryPopulator* populator, uint64_t arena_offset) {
   uint64_t done = 0;
   while (done < dst.size()) {
     FL_RETURN_IF_ERROR(Tick());
     const size_t piece =
         static_cast<size_t>(std::min<uint64_t>(dst.size() - done, kCopyPieceBytes));
+    if (populator != nullptr) populator->Ensure(0, arena_offset + done, piece);
     const uint64_t at = reader_.position();
     Result<size_t> got = reader_.Read(dst.subspan(done, piece));
     if (!got.ok()) {
@@ -286,8 +296,18 @@ Result<StreamedWeights> StreamWalk::ReadWeights(const format::TarMember& m,
   if (!arena.ok()) return arena.status().WithContext(RedactUrl(uri));
   w.arena = *std::move(arena);
   if (data_size > 0) {
-    FL_RETURN_IF_ERROR(
-        ReadMember(std::span(w.arena->data() + w.lead, data_size), uri, data_offset, size));
+    // The first touch of fresh pages costs about as much as decompressing into them: a worker
+    // populates the arena ahead of the stream, on another core.
+    const sink::HostArena& a = *w.arena;
+    const bool ahead = a.size() - a.populated() >= 4 * sink::MemoryPopulator::kStep;
+    sink::MemoryPopulator populator({{a.data(), a.size(), a.populated()}}, ahead ? 1 : 0);
+    FL_RETURN_IF_ERROR(ReadMember(std::span(a.data() + w.lead, data_size), uri, data_offset, size,
+                                  &populator, w.lead));
+    populator.Stop();
+    w.reused_bytes = a.populated();
+    w.populated_ahead = populator.populated_by_workers();
+    w.populated_on_demand = populator.populated_by_callers();
+    if (w.populated_ahead + w.populated_on_demand > 0) w.page_size = populator.page_size().reason;
   }
   w.seconds = SecondsSince(start);
   return w;
@@ -509,11 +529,15 @@ Result<LoadedModel> LoadStreamedArchive(const std::string& path_or_uri, const Lo
     r.seconds = w.seconds;
     report.bytes += r.bytes;
     report.output_bytes += r.bytes;
+    report.memory_reused_bytes += w.reused_bytes;
+    report.memory_populated_ahead += w.populated_ahead;
+    report.memory_populated_on_demand += w.populated_on_demand;
+    if (!w.page_size.empty()) report.page_size = w.page_size;
     report.files.push_back(std::move(r));
   }
   weights.clear();  // the memory of members outside the layout goes now
   report.device = DeviceString(options.device);
-  report.page_size = "streamed: pages populated as the stream writes them";
+  if (report.page_size.empty()) report.page_size = "no fresh memory (reused)";
   report.seconds = SecondsSince(start);
   if (options.progress) {
     const auto n = static_cast<uint32_t>(model.layout.files.size());
