@@ -118,3 +118,30 @@ def test_truncated_and_damaged_archives_are_data_loss(models, tmp_path):
     proc = run("load", bad)
     assert proc.returncode == 1
     assert "DATA_LOSS" in proc.stderr and str(bad) in proc.stderr, proc.stderr
+
+
+AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+            "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+            "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_NO_SIGN_REQUEST")
+
+
+def test_plain_archive_on_s3_loads_the_same_tensors(models, tmp_path):
+    _, paths = models
+    _, want = saved(tmp_path, paths["folder"], "folder")
+    with servers.moto_server() as srv:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="weights")
+        s3.upload_file(str(paths["plain"]), "weights", "archives/tiny.tar.zst")
+        env = {k: v for k, v in os.environ.items() if k not in AWS_VARS}
+        env.update({"AWS_ACCESS_KEY_ID": srv.access_key, "AWS_SECRET_ACCESS_KEY": srv.secret_key,
+                    "AWS_ENDPOINT_URL": srv.url, "AWS_REGION": srv.region,
+                    "HOME": str(tmp_path)})
+        out = tmp_path / "s3.safetensors"
+        proc = subprocess.run([FLASHLOAD, "load", "s3://weights/archives/tiny.tar.zst", "--json",
+                               "--save", str(out)], capture_output=True, text=True, timeout=300,
+                              env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert out.read_bytes() == want
+        files = json.loads(proc.stdout)["files"]
+        assert files[0]["path"].startswith("tar:s3://weights/archives/"), files[0]
+        assert files[0]["strategy"] == STREAM, files[0]
