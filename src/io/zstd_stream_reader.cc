@@ -52,6 +52,7 @@ ZstdStreamReader::~ZstdStreamReader() {
 Status ZstdStreamReader::Start() {
   const SourceCaps caps = source_->caps();
   if (caps.direct_io) alignment_ = std::max<uint32_t>(caps.alignment, 1);
+  read_bytes_ = AlignUp(options_.read_bytes, alignment_);  // reads start on aligned offsets
   dctx_ = ZSTD_createDCtx();
   if (dctx_ == nullptr) {
     return ResourceExhaustedError(
@@ -63,9 +64,8 @@ Status ZstdStreamReader::Start() {
     return InternalError(fmt::format("{}: zstd window log limit {}: {}", source_->name(),
                                      options_.window_log_max, ZSTD_getErrorName(set)));
   }
-  const uint64_t buffer_bytes =
-      std::max(AlignUp(options_.read_bytes, std::max<uint64_t>(alignment_, kBufferAlignment)),
-               kBufferAlignment);
+  const uint64_t buffer_bytes = std::max(
+      AlignUp(read_bytes_, std::max<uint64_t>(alignment_, kBufferAlignment)), kBufferAlignment);
   slots_.resize(options_.reads_in_flight + 1);
   for (Slot& s : slots_) {
     s.buffer = static_cast<std::byte*>(std::aligned_alloc(kBufferAlignment, buffer_bytes));
@@ -87,7 +87,7 @@ Status ZstdStreamReader::SubmitNext(size_t slot) {
   const uint64_t size = source_->size();
   if (next_read_offset_ >= size) return Status::Ok();
   s.offset = next_read_offset_;
-  s.length = std::min(options_.read_bytes, size - s.offset);
+  s.length = std::min(read_bytes_, size - s.offset);
   s.done = false;
   s.result = ReadResult{};
   ReadRequest r;

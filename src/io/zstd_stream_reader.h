@@ -98,6 +98,7 @@ class ZstdStreamReader {
   const std::unique_ptr<Source> source_;
   const ZstdStreamOptions options_;
   uint32_t alignment_ = 1;
+  uint64_t read_bytes_ = 0;  // options_.read_bytes, a multiple of alignment_
   ZSTD_DCtx_s* dctx_ = nullptr;
   std::vector<Slot> slots_;
   size_t next_slot_ = 0;           // the slot whose bytes the decoder takes next
@@ -107,7 +108,8 @@ class ZstdStreamReader {
   uint64_t input_offset_ = 0;      // compressed offset of input_.data[0]
   Input input_;
   bool input_done_ = false;
-  bool frame_open_ = false;  // the decoder is inside a frame (or holds output to flush)
+  bool frame_open_ =
+      true;  // (an empty source is not a stream: it must hold a frame)  // the decoder is inside a frame (or holds output to flush)
   uint64_t position_ = 0;
   Status error_;
   std::vector<std::byte> scratch_;  // Skip()'s destination
