@@ -165,9 +165,11 @@ def test_archive_on_s3_loads_the_same_tensors(models, tmp_path):
         assert files[0]["path"].startswith("tar:s3://weights/archives/"), files[0]
 
 
-def test_plain_zstd_archive_is_refused_with_what_to_do(models):
+def test_plain_zstd_archive_is_refused_in_place_with_what_to_do(models):
+    """inspect needs random access, which a plain zstd stream has not: refused, saying what to do
+    (`load` streams such an archive instead: test_stream_load.py)."""
     _, paths = models
-    proc = run("load", paths["plain"])
+    proc = run("inspect", paths["plain"])
     assert proc.returncode == 1
     assert "not in the zstd seekable format" in proc.stderr and "flashload unpack" in proc.stderr
 
