@@ -327,6 +327,31 @@ Result<std::string> CheckMemberPath(std::string_view path, std::string_view arch
   return out;
 }
 
+std::string_view TarMemberKindText(TarMemberKind kind, char type_flag) {
+  switch (kind) {
+    case TarMemberKind::kFile:
+      return "a regular file";
+    case TarMemberKind::kDirectory:
+      return "a folder";
+    case TarMemberKind::kSymlink:
+      return "a symbolic link";
+    case TarMemberKind::kHardlink:
+      return "a hard link";
+    case TarMemberKind::kOther:
+      break;
+  }
+  switch (type_flag) {
+    case '3':
+      return "a character device";
+    case '4':
+      return "a block device";
+    case '6':
+      return "a FIFO";
+    default:
+      return "a member of an unknown type";
+  }
+}
+
 namespace {
 
 void PutText(std::string& block, Field f, std::string_view text) {

@@ -103,6 +103,11 @@ Result<TarStep> ParseTarHeader(std::span<const uint8_t> block, uint64_t offset,
 Status ApplyTarExtension(const TarStep& step, std::string_view payload, uint64_t header_offset,
                          std::string_view archive_name, TarPending& pending);
 
+// What a member is, for messages: "a regular file", "a folder", "a symbolic link", "a hard link",
+// "a character device", "a block device", "a FIFO", or "a member of an unknown type" (the raw
+// type flag tells devices and FIFOs apart).
+std::string_view TarMemberKindText(TarMemberKind kind, char type_flag);
+
 // Checks a member path before it is used as a path inside a folder: kInvalidArgument naming the
 // archive and member when it is empty, absolute, has a ".." segment, a NUL or backslash, or a
 // Windows drive prefix. Returns the normalized relative path ("./a//b" -> "a/b").

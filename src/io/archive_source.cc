@@ -27,22 +27,6 @@ constexpr uint8_t kGzipMagic[2] = {0x1F, 0x8B};
 constexpr uint32_t kPinnedFrameBytes = 64 << 10;
 constexpr uint64_t kPinnedTotalBytes = 16 << 20;
 
-std::string_view KindText(const ArchiveMember& m) {
-  switch (m.kind) {
-    case format::TarMemberKind::kFile:
-      return "a regular file";
-    case format::TarMemberKind::kDirectory:
-      return "a folder";
-    case format::TarMemberKind::kSymlink:
-      return "a symbolic link";
-    case format::TarMemberKind::kHardlink:
-      return "a hard link";
-    case format::TarMemberKind::kOther:
-      break;
-  }
-  return "a device, FIFO or member of an unknown type";
-}
-
 // The byte window [data_offset, data_offset + size) of an archive's content. Holds the archive,
 // so the content, index and frame cache live as long as any member source does.
 class MemberSource final : public io_internal::PooledSource {
@@ -123,7 +107,7 @@ class ArchiveModelStore final : public ModelStore {
       return InvalidArgumentError(fmt::format(
           "{}: is {} in the archive, not a regular file; links inside archives are not followed "
           "(pack the archive with the files themselves)",
-          path, KindText(*m)));
+          path, format::TarMemberKindText(m->kind, m->type_flag)));
     }
     return archive_->index().IsFolder(member) ? EntryKind::kFolder : EntryKind::kMissing;
   }
@@ -230,7 +214,8 @@ Result<std::unique_ptr<Source>> Archive::OpenMember(std::string_view path) const
     return InvalidArgumentError(fmt::format(
         "{}: member '{}' (type flag '{}', header at byte offset {}) is {}, not a regular file; "
         "flashload reads regular files only (pack the archive with the files themselves)",
-        uri_, member, m->type_flag, m->header_offset, KindText(*m)));
+        uri_, member, m->type_flag, m->header_offset,
+        format::TarMemberKindText(m->kind, m->type_flag)));
   }
   return std::unique_ptr<Source>(std::make_unique<MemberSource>(shared_from_this(), *m));
 }

@@ -31,22 +31,6 @@ constexpr uint64_t kProgressEveryBytes = 64ull << 20;
 bool IsWeightsName(std::string_view path) { return path.ends_with(".safetensors"); }
 bool IsJsonName(std::string_view path) { return path.ends_with(".json"); }
 
-std::string_view KindText(format::TarMemberKind kind) {
-  switch (kind) {
-    case format::TarMemberKind::kFile:
-      return "a regular file";
-    case format::TarMemberKind::kDirectory:
-      return "a folder";
-    case format::TarMemberKind::kSymlink:
-      return "a symbolic link";
-    case format::TarMemberKind::kHardlink:
-      return "a hard link";
-    case format::TarMemberKind::kOther:
-      break;
-  }
-  return "a device, FIFO or member of an unknown type";
-}
-
 // A safetensors member whose data section was decompressed into its own memory.
 struct StreamedWeights {
   Header header;
@@ -88,7 +72,8 @@ class StreamedStore final : public ModelStore {
           "{}: is {} in the archive (type flag '{}', header at byte offset {}), not a regular "
           "file; links inside archives are not followed (pack the archive with the files "
           "themselves)",
-          path, KindText(it->second.kind), it->second.type_flag, it->second.header_offset));
+          path, format::TarMemberKindText(it->second.kind, it->second.type_flag),
+          it->second.type_flag, it->second.header_offset));
     }
     return IsFolder(member) ? EntryKind::kFolder : EntryKind::kMissing;
   }

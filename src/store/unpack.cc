@@ -421,27 +421,6 @@ class TempFolder {
   bool committed_ = false;
 };
 
-const char* KindName(const format::TarMember& m) {
-  switch (m.kind) {
-    case format::TarMemberKind::kSymlink:
-      return "a symbolic link";
-    case format::TarMemberKind::kHardlink:
-      return "a hard link";
-    default:
-      break;
-  }
-  switch (m.type_flag) {
-    case '3':
-      return "a character device";
-    case '4':
-      return "a block device";
-    case '6':
-      return "a FIFO";
-    default:
-      return "a member of an unknown type";
-  }
-}
-
 // Whether a path names only the archive's root ("." and "/" segments).
 bool IsRootPath(std::string_view p) {
   return !p.empty() && p.find_first_not_of("./") == std::string_view::npos &&
@@ -527,7 +506,7 @@ class Extractor {
           "{} is {}{}: flashload unpack extracts regular files and folders only, and refuses "
           "every link and device (a link could send later members outside the target folder); "
           "repack the model with its files in place of links (flashload pack does)",
-          Where(m), KindName(m), target));
+          Where(m), format::TarMemberKindText(m.kind, m.type_flag), target));
     }
     if (is_dir && IsRootPath(m.path)) return Status::Ok();  // "./": the target folder itself
     if (++summary_.members > o_.limits.max_members) {

@@ -410,3 +410,20 @@ TEST(TarToolsTest, ListAndExtractWhatWeWrote) {
 
 }  // namespace
 }  // namespace flashload::format
+
+namespace flashload::format {
+namespace {
+
+TEST(TarMemberKindTextTest, NamesEveryKindAndTellsDevicesApart) {
+  EXPECT_EQ(TarMemberKindText(TarMemberKind::kFile, '0'), "a regular file");
+  EXPECT_EQ(TarMemberKindText(TarMemberKind::kDirectory, '5'), "a folder");
+  EXPECT_EQ(TarMemberKindText(TarMemberKind::kSymlink, '2'), "a symbolic link");
+  EXPECT_EQ(TarMemberKindText(TarMemberKind::kHardlink, '1'), "a hard link");
+  EXPECT_EQ(TarMemberKindText(TarMemberKind::kOther, '3'), "a character device");
+  EXPECT_EQ(TarMemberKindText(TarMemberKind::kOther, '4'), "a block device");
+  EXPECT_EQ(TarMemberKindText(TarMemberKind::kOther, '6'), "a FIFO");
+  EXPECT_EQ(TarMemberKindText(TarMemberKind::kOther, 'Z'), "a member of an unknown type");
+}
+
+}  // namespace
+}  // namespace flashload::format
