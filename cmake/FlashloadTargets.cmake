@@ -1,12 +1,16 @@
 include(GoogleTest)
 
-# fl_layer(name "dir1;dir2" deps...): a static library from every .cc under the folders.
+# fl_layer(name "dir1;dir2" deps...): a static library from every .cc under the folders (but those
+# matching the regex in FL_LAYER_EXCLUDE, when set).
 function(fl_layer name dirs)
   set(srcs "")
   foreach(d ${dirs})
     file(GLOB_RECURSE s CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/${d}/*.cc)
     list(APPEND srcs ${s})
   endforeach()
+  if(FL_LAYER_EXCLUDE)
+    list(FILTER srcs EXCLUDE REGEX "${FL_LAYER_EXCLUDE}")
+  endif()
   if(NOT srcs)
     add_library(${name} INTERFACE)
     target_include_directories(${name} INTERFACE ${PROJECT_SOURCE_DIR}/include)

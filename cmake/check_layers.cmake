@@ -19,7 +19,9 @@ set(FL_ALLOWED_sink "common;format;plan;sink")
 set(FL_ALLOWED_engine "common;format;plan;io;sink;engine")
 set(FL_ALLOWED_load "common;format;plan;io;sink;engine;load")
 set(FL_ALLOWED_store "common;format;plan;io;sink;engine;load;store")
-set(FL_ALLOWED_cli "common;format;plan;io;sink;engine;load;store;cli")
+# Tensor-parallel loading (rank plans, communicators): above load, beside store.
+set(FL_ALLOWED_dist "common;format;plan;io;sink;engine;load;dist")
+set(FL_ALLOWED_cli "common;format;plan;io;sink;engine;load;store;dist;cli")
 
 # The layer that implements each public header (include/flashload/<name>.h).
 set(FL_PUBLIC_status common)
@@ -36,7 +38,10 @@ set(FL_PUBLIC_model_store io)
 set(FL_PUBLIC_convert sink)
 set(FL_PUBLIC_load_options engine)
 set(FL_PUBLIC_loader load)
-set(FL_LAYERS common format io plan sink engine load cli)
+set(FL_PUBLIC_selection common)
+set(FL_PUBLIC_communicator common)
+set(FL_PUBLIC_dist dist)
+set(FL_LAYERS common format io plan sink engine load store dist cli)
 
 if(NOT ROOT)
   message(FATAL_ERROR "check_layers: pass -DROOT=<source tree>")

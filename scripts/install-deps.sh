@@ -7,7 +7,7 @@ set -euo pipefail
 pkgs=(cmake ninja-build g++ clang pkg-config liburing-dev libsimdjson-dev libcli11-dev libfmt-dev
       libxxhash-dev libdlpack-dev libgtest-dev libgmock-dev fio python3-venv python3-dev
       libcurl4-openssl-dev libssl-dev libfuse3-dev fuse3 curl libzstd-dev zstd tar
-      libarchive-tools)
+      libarchive-tools openmpi-bin libopenmpi-dev)
 [ "${1:-}" = "torch" ] && pkgs+=(python3-torch python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do
