@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,6 +19,7 @@
 #include "flashload/defaults.h"
 #include "flashload/header.h"
 #include "flashload/registry.h"
+#include "flashload/selection.h"
 #include "flashload/status.h"
 #include "flashload/tensor.h"
 
@@ -82,6 +84,10 @@ struct LoadOptions {
   // GPU loads: GPUDirect Storage (per file; every file it is not used for is staged, and its
   // FileReport says why).
   GpuDirect gpu_direct = GpuDirect::kAuto;
+  // Which tensors to load, and which part of each (flashload/selection.h): only those bytes are
+  // read, in ranges merged where a gap costs less than another request (LoadReport::bytes says
+  // how many were read). Null: every tensor, whole.
+  std::shared_ptr<const TensorSelection> selection;
   // Called about every 64 MiB and at the end; returning false cancels the load (kCancelled).
   std::function<bool(const Progress&)> progress;
   // Opens every source of the load (empty: OpenSource, through the built-in schemes). Wrap

@@ -60,8 +60,12 @@ struct FileReport {
   std::string strategy;  // what was used, e.g. "direct (io_uring)"
   std::string reason;    // why, e.g. "3% resident in page cache"
   double resident_fraction = 0;
-  uint64_t bytes = 0;  // bytes read from the file
+  uint64_t bytes = 0;  // bytes of the file's data read (with a selection: the ranges read)
   uint32_t tensors = 0;
+  // Stored bytes of the tensors (or parts) loaded from the file: `bytes` without the gaps a
+  // partial load read between them.
+  uint64_t selected_bytes = 0;
+  uint32_t ranges = 0;  // byte ranges read
   double seconds = 0;
   uint32_t tensors_converted = 0;  // tensors whose dtype changed on the way
   uint64_t bytes_converted = 0;    // their stored bytes
@@ -72,8 +76,9 @@ struct FileReport {
 
 struct LoadReport {
   std::vector<FileReport> files;
-  uint64_t bytes = 0;
-  double seconds = 0;  // wall time of the whole load, headers included
+  uint64_t bytes = 0;           // bytes of data read
+  uint64_t selected_bytes = 0;  // stored bytes of the tensors (or parts) loaded
+  double seconds = 0;           // wall time of the whole load, headers included
   double header_seconds = 0;
   // Staged loads (GPU, conversion), both included in `seconds`: opening the copy engine (for a
   // GPU: the CUDA context when the process had none yet, and its streams), and allocating the

@@ -12,10 +12,12 @@ namespace {
 // Why `f` cannot be read directly because of a converted tensor, or "".
 Result<std::string> CutElementReason(const plan::FilePlan& f, const ConvertSpec& spec) {
   if (spec.empty()) return std::string();
-  for (const TensorInfo& t : f.header.tensors) {
+  for (const plan::PlannedTensor& pt : f.tensors) {
+    const TensorInfo& t = f.info(pt);
     FL_ASSIGN_OR_RETURN(Dtype to,
                         TargetDtype(sink::QualifiedTensorName(f.component, t.name), t.dtype, spec));
-    if (to == t.dtype) continue;
+    if (to == t.dtype || pt.segments.empty()) continue;
+    // Every run of a part starts a whole number of elements after the tensor's first byte.
     const uint64_t begin = f.header.data_offset() + t.data_begin;
     const uint64_t size = DtypeBits(t.dtype) / 8;
     if (size > 1 && begin % size != 0) {

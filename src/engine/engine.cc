@@ -21,9 +21,9 @@ class RunState {
  public:
   RunState(const plan::LoadPlan& plan, const EngineOptions& options)
       : plan_(plan), options_(options), budget_(std::max<uint64_t>(options.memory_budget, 1)) {
-    // Bytes that will be read: each file from its aligned read start to its end.
+    // Bytes that will be read: each file's ranges, up to its end.
     for (const plan::FilePlan& f : plan.files) {
-      if (!f.chunks.empty()) total_bytes_ += f.header.file_size - f.read_begin;
+      if (!f.chunks.empty()) total_bytes_ += f.bytes_to_read();
     }
   }
 

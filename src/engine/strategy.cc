@@ -7,6 +7,7 @@
 
 #include "io/archive_source.h"
 #include "io/page_cache.h"
+#include "io/registry.h"
 
 namespace flashload::engine {
 
@@ -152,6 +153,18 @@ FileStrategy ChooseStrategy(const std::string& path, const LoadOptions& options)
   SetDirect(s, options);
   s.reason = fmt::format("{:.0f}% in page cache", s.resident_fraction * 100);
   return s;
+}
+
+uint64_t MergeGapBytes(const std::string& path, const FileStrategy& strategy,
+                       const SourceCaps& caps) {
+  constexpr uint64_t kMiB = 1 << 20;
+  if (RemoteScheme(path).empty() && !IsArchiveMemberUri(path)) {
+    return strategy.strategy == Strategy::kNetwork ? kMiB : 256 << 10;
+  }
+  if (caps.first_byte_ns == 0 || caps.request_bytes_per_second == 0) return 4 * kMiB;
+  const double gap = static_cast<double>(caps.first_byte_ns) * 1e-9 *
+                     static_cast<double>(caps.request_bytes_per_second);
+  return std::clamp<uint64_t>(static_cast<uint64_t>(gap), kMiB, 64 * kMiB);
 }
 
 uint64_t LinkChunkBytes(const SourceCaps& caps) {

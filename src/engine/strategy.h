@@ -72,6 +72,15 @@ uint64_t LinkChunkBytes(const SourceCaps& caps);
 // Staged loads (GPU, conversion): every chunk in flight holds a staging slot, so each of the
 // `parallel_files` files gets at most its share of the `slots` (never one that only its own unread
 // chunks hold). `requested` 0 means the default depth.
+// Partial loads (a tensor selection, a rank's shard): two runs of wanted bytes closer than this are
+// read as one range, because reading the gap costs less than another request. On a local disk a
+// request is cheap (256 KiB; 1 MiB on a network file system, whose requests are round trips);
+// for a remote object it is the bytes the link delivers while a request waits for its first byte
+// (measured at open; 4 MiB when not measured), between 1 MiB and 64 MiB; an archive member:
+// the same as a remote object (frames are decompressed whole).
+uint64_t MergeGapBytes(const std::string& path, const FileStrategy& strategy,
+                       const SourceCaps& caps);
+
 uint32_t StagedQueueDepth(uint32_t requested, uint32_t slots, uint32_t parallel_files);
 
 // GPUDirect Storage reads: bytes per cuFileRead, so that device scratch (slots x chunk) stays

@@ -244,11 +244,23 @@ Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& req
     p.files.push_back(std::move(f));
   }
   FL_RETURN_IF_ERROR(load_internal::CheckWeightMaps(p.model));
-  FL_ASSIGN_OR_RETURN(p.plan, plan::BuildPlan(p.model.layout, p.model.headers, {}));
+  plan::PlanOptions po;
+  po.selection = options.selection.get();
+  FL_ASSIGN_OR_RETURN(p.plan, plan::BuildPlan(p.model.layout, p.model.headers, po));
   for (uint32_t i = 0; i < p.files.size(); ++i) {
-    const engine::FileStrategy& s = p.files[i].strategy;
-    plan::RechunkFile(p.plan.files[i], i, s.chunk_bytes);
-    if (s.strategy == Strategy::kMapped) {
+    engine::FileStrategy& s = p.files[i].strategy;
+    plan::FilePlan& fp = p.plan.files[i];
+    if (fp.selective) {
+      const uint64_t gap = engine::MergeGapBytes(fp.path, s, p.files[i].source->caps());
+      plan::MergeRanges(fp, i, gap, po.alignment, s.chunk_bytes);
+    } else {
+      plan::RechunkFile(fp, i, s.chunk_bytes);
+    }
+    if (s.strategy == Strategy::kMapped && fp.selective) {
+      // A mapping would hand out views of the whole file; a partial load reads its ranges.
+      s.strategy = Strategy::kBuffered;
+      s.reason += "; a partial load reads its ranges instead of mapping the file";
+    } else if (s.strategy == Strategy::kMapped) {
       p.plan.files[i].mapped = true;
       p.plan.files[i].chunks.clear();
     }
@@ -403,10 +415,12 @@ void Report(const LoadOptions& options, const PreparedLoad& p, const Output& out
     r.strategy = engine::DescribeStrategy(fr.strategy, backends[i]);
     r.reason = fr.strategy.reason;
     r.resident_fraction = fr.strategy.resident_fraction;
-    r.bytes = f.data_bytes();
-    r.tensors = static_cast<uint32_t>(f.header.tensors.size());
+    r.bytes = f.read_bytes();
+    r.selected_bytes = f.data_bytes();
+    r.ranges = static_cast<uint32_t>(f.ranges.size());
+    r.tensors = static_cast<uint32_t>(f.tensors.size());
     r.seconds = stats.files[i].seconds;
-    r.output_bytes = r.bytes;
+    r.output_bytes = r.selected_bytes;
     r.gpu_direct_storage = fr.device_reads;
     if (out.device) {
       const sink::FileConversion& fc = out.device->stats().files[i];
@@ -418,6 +432,7 @@ void Report(const LoadOptions& options, const PreparedLoad& p, const Output& out
     report.bytes_converted += r.bytes_converted;
     report.output_bytes += r.output_bytes;
     report.bytes += r.bytes;
+    report.selected_bytes += r.selected_bytes;
     report.files.push_back(std::move(r));
   }
   report.device = DeviceString(options.device);

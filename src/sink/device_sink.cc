@@ -39,6 +39,7 @@ Status DeviceSink::Prepare(const plan::LoadPlan& plan) {
   Reset();
   plan_ = &plan;
   placements_.assign(plan.files.size(), {});
+  outputs_.assign(plan.files.size(), {});
   stats_ = DeviceSinkStats();
   stats_.files.resize(plan.files.size());
   uint64_t total = 0;
@@ -58,35 +59,49 @@ Status DeviceSink::Prepare(const plan::LoadPlan& plan) {
     for (const plan::Chunk& c : f.chunks) max_chunk = std::max(max_chunk, c.length);
     chunks += f.chunks.size();
     FileConversion& fc = stats_.files[i];
-    for (size_t k = 0; k < f.header.tensors.size(); ++k) {
-      const TensorInfo& t = f.header.tensors[k];
-      Placement p;
-      p.tensor = static_cast<uint32_t>(k);
-      p.file_begin = f.header.data_offset() + t.data_begin;
-      p.file_end = f.header.data_offset() + t.data_end;
-      p.from = t.dtype;
+    for (size_t k = 0; k < f.tensors.size(); ++k) {
+      const plan::PlannedTensor& pt = f.tensors[k];
+      const TensorInfo& t = f.info(pt);
       Result<Dtype> to =
           TargetDtype(QualifiedTensorName(f.component, t.name), t.dtype, options_.convert);
       if (!to.ok()) return to.status().WithContext(f.path);
-      p.to = *to;
-      p.out_bytes = p.converted() ? t.element_count() * (DtypeBits(p.to) / 8) : t.byte_size();
-      p.out_offset = AlignUp(total, kDeviceTensorAlignment);
-      total = p.out_offset + p.out_bytes;
-      if (p.converted() && f.device_reads && p.file_begin % (DtypeBits(p.from) / 8) != 0) {
-        // Chunks of device reads start at multiples of 4096: only elements cut by them could
-        // need the host-side assembly below, and device reads keep no host copy.
-        return InternalError(fmt::format(
-            "{}: tensor '{}' starts at byte offset {}, not a multiple of its element size; its "
-            "conversion cannot be read straight into device memory",
-            f.path, t.name, p.file_begin));
+      const uint64_t s = DtypeBits(t.dtype);
+      const bool converted = *to != t.dtype;
+      Output o;
+      o.planned = static_cast<uint32_t>(k);
+      o.dtype = *to;
+      o.offset = AlignUp(total, kDeviceTensorAlignment);
+      uint64_t at = o.offset;
+      for (const plan::Segment& seg : pt.segments) {
+        Placement p;
+        p.tensor = pt.index;
+        p.id = static_cast<uint32_t>(placements_[i].size());
+        p.file_begin = seg.offset;
+        p.file_end = seg.offset + seg.bytes;
+        p.from = t.dtype;
+        p.to = *to;
+        p.out_bytes = converted ? seg.bytes * 8 / s * (DtypeBits(p.to) / 8) : seg.bytes;
+        p.out_offset = at;
+        at += p.out_bytes;
+        if (converted && f.device_reads && p.file_begin % (s / 8) != 0) {
+          // Chunks of device reads start at multiples of 4096: only elements cut by them could
+          // need the host-side assembly below, and device reads keep no host copy.
+          return InternalError(fmt::format(
+              "{}: tensor '{}' starts at byte offset {}, not a multiple of its element size; its "
+              "conversion cannot be read straight into device memory",
+              f.path, t.name, p.file_begin));
+        }
+        placements_[i].push_back(p);
       }
-      if (p.converted()) {
+      o.bytes = at - o.offset;
+      total = at;
+      if (converted) {
         any_converted = true;
         ++fc.tensors_converted;
-        fc.bytes_converted += t.byte_size();
+        fc.bytes_converted += pt.bytes();
       }
-      fc.output_bytes += p.out_bytes;
-      placements_[i].push_back(p);
+      fc.output_bytes += o.bytes;
+      outputs_[i].push_back(o);
     }
   }
   Result<std::shared_ptr<void>> alloc = engine_->AllocateDevice(std::max<uint64_t>(total, 1));
@@ -237,12 +252,12 @@ Status DeviceSink::AddPiece(uint32_t file, const Placement& p, uint64_t element,
   std::byte whole[8];
   {
     std::lock_guard lock(mu_);
-    PendingElement& pe = pending_[{{file, p.tensor}, element}];
+    PendingElement& pe = pending_[{{file, p.id}, element}];
     std::memcpy(pe.bytes + within, src, n);
     pe.have += static_cast<uint32_t>(n);
     if (pe.have < s) return Status();  // the rest comes with another chunk
     std::memcpy(whole, pe.bytes, s);
-    pending_.erase({{file, p.tensor}, element});
+    pending_.erase({{file, p.id}, element});
   }
   if (patch_used + os > StagingRing::kPatchBytes) {
     return InternalError(
@@ -268,9 +283,9 @@ Result<TensorMap> DeviceSink::Finish() {
     if (!pending_.empty()) {
       const auto& [key, pe] = *pending_.begin();
       const plan::FilePlan& f = plan_->files[key.first.first];
-      st = InternalError(
-          fmt::format("{}: element {} of tensor '{}' was only partly loaded ({} bytes)", f.path,
-                      key.second, f.header.tensors[key.first.second].name, pe.have));
+      st = InternalError(fmt::format(
+          "{}: element {} of tensor '{}' was only partly loaded ({} bytes)", f.path, key.second,
+          f.header.tensors[placements_[key.first.first][key.first.second].tensor].name, pe.have));
     }
   }
   if (!st.ok()) {
@@ -281,10 +296,12 @@ Result<TensorMap> DeviceSink::Finish() {
   const Device device = engine_->device();
   for (size_t i = 0; i < plan_->files.size(); ++i) {
     const plan::FilePlan& f = plan_->files[i];
-    for (const Placement& p : placements_[i]) {
-      const TensorInfo& t = f.header.tensors[p.tensor];
+    for (const Output& o : outputs_[i]) {
+      const plan::PlannedTensor& pt = f.tensors[o.planned];
+      const TensorInfo& t = f.info(pt);
       std::string name = QualifiedTensorName(f.component, t.name);
-      Tensor tensor(name, p.to, t.shape, device, Out(p), p.out_bytes, allocation_);
+      std::byte* data = static_cast<std::byte*>(allocation_.get()) + o.offset;
+      Tensor tensor(name, o.dtype, pt.shape, device, data, o.bytes, allocation_);
       if (!out.emplace(name, std::move(tensor)).second) {
         Abort();
         return DataLossError(fmt::format(

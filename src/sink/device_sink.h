@@ -116,8 +116,10 @@ class DeviceSink final : public Sink {
   const DeviceSinkStats& stats() const { return stats_; }
 
  private:
+  // One segment of a planned tensor (a whole tensor is one segment).
   struct Placement {
     uint32_t tensor = 0;      // index into the file's header.tensors
+    uint32_t id = 0;          // index into the file's placements
     uint64_t file_begin = 0;  // absolute file offsets of the stored bytes
     uint64_t file_end = 0;
     Dtype from = Dtype::kU8;
@@ -131,7 +133,15 @@ class DeviceSink final : public Sink {
     std::byte bytes[8] = {};
     uint32_t have = 0;
   };
-  using ElementKey = std::pair<std::pair<uint32_t, uint32_t>, uint64_t>;  // file, tensor, element
+  // A tensor as handed out: its planned tensor and where it is in the model allocation.
+  struct Output {
+    uint32_t planned = 0;  // index into the file's plan tensors
+    Dtype dtype = Dtype::kU8;
+    uint64_t offset = 0;
+    uint64_t bytes = 0;
+  };
+  using ElementKey =
+      std::pair<std::pair<uint32_t, uint32_t>, uint64_t>;  // file, placement, element
 
   Status EnqueueChunk(const plan::Chunk& chunk, StagingSlot& slot);
   Status AddPiece(uint32_t file, const Placement& p, uint64_t element, uint64_t within,
@@ -143,6 +153,7 @@ class DeviceSink final : public Sink {
   const DeviceSinkOptions options_;
   const plan::LoadPlan* plan_ = nullptr;
   std::vector<std::vector<Placement>> placements_;  // per file, in file order
+  std::vector<std::vector<Output>> outputs_;        // per file, in plan order
   std::shared_ptr<void> allocation_;
   std::unique_ptr<StagingRing> ring_;
   DeviceSinkStats stats_;

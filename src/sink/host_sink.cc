@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstring>
 #include <thread>
 
 namespace flashload::sink {
@@ -32,7 +33,7 @@ Status HostSink::Prepare(const plan::LoadPlan& plan) {
   arenas_.reserve(plan.files.size());
   for (const plan::FilePlan& f : plan.files) {
     Result<std::shared_ptr<HostArena>> arena =
-        f.mapped ? HostArena::MapFile(f.path, f.read_begin, f.header.file_size - f.read_begin)
+        f.mapped ? HostArena::MapFile(f.path, f.read_begin(), f.header.file_size - f.read_begin())
                  : HostArena::Allocate(f.arena_size());
     if (!arena.ok()) {
       arenas_.clear();
@@ -74,11 +75,26 @@ Result<TensorMap> HostSink::Finish() {
   for (size_t i = 0; i < plan_->files.size(); ++i) {
     const plan::FilePlan& f = plan_->files[i];
     const std::shared_ptr<HostArena>& arena = arenas_[i];
-    for (const TensorInfo& t : f.header.tensors) {
-      std::byte* data =
-          arena->data() == nullptr ? nullptr : arena->data() + f.tensor_arena_offset(t);
+    for (const plan::PlannedTensor& pt : f.tensors) {
+      const TensorInfo& t = f.info(pt);
+      std::byte* data = nullptr;
+      if (arena->data() != nullptr && !pt.segments.empty()) {
+        FL_ASSIGN_OR_RETURN(uint64_t at, f.ArenaOffset(pt.segments.front().offset));
+        data = arena->data() + at;
+        // A part made of several runs (a column slice) is gathered in place: every run moves to
+        // an arena offset at or below its own, in order, so no run is overwritten before it moved.
+        uint64_t filled = pt.segments.front().bytes;
+        for (size_t k = 1; k < pt.segments.size(); ++k) {
+          const plan::Segment& seg = pt.segments[k];
+          FL_ASSIGN_OR_RETURN(uint64_t from, f.ArenaOffset(seg.offset));
+          std::memmove(data + filled, arena->data() + from, seg.bytes);
+          filled += seg.bytes;
+        }
+      } else if (arena->data() != nullptr) {
+        data = arena->data();  // an empty tensor
+      }
       std::string name = QualifiedTensorName(f.component, t.name);
-      Tensor tensor(name, t.dtype, t.shape, Device{}, data, t.byte_size(), arena);
+      Tensor tensor(name, t.dtype, pt.shape, Device{}, data, pt.bytes(), arena);
       if (!out.emplace(name, std::move(tensor)).second) {
         return DataLossError(fmt::format(
             "tensor '{}' appears twice in the model ({} and another file)", name, f.path));

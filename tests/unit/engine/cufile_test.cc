@@ -83,9 +83,9 @@ class CuFileTest : public ::testing::Test {
     plan::FilePlan f;
     f.path = path;
     f.header = *h;
-    f.read_begin = f.header.data_offset() / 4096 * 4096;
-    f.read_end = (f.header.file_size + 4095) / 4096 * 4096;
-    plan::RechunkFile(f, 0, 1 << 20);
+    plan::PlanOptions po;
+    po.chunk_bytes = 1 << 20;
+    EXPECT_TRUE(plan::PlanFile(f, 0, po).ok());
     return f;
   }
 

@@ -55,9 +55,9 @@ TestFile MakeFile(const std::vector<Spec>& specs, uint64_t header_length, uint64
     f.plan.header.tensors.push_back(t);
   }
   f.plan.header.file_size = f.plan.header.data_offset() + at;
-  f.plan.read_begin = f.plan.header.data_offset() / 4096 * 4096;
-  f.plan.read_end = (f.plan.header.file_size + 4095) / 4096 * 4096;
-  plan::RechunkFile(f.plan, index, chunk);
+  plan::PlanOptions po;
+  po.chunk_bytes = chunk;
+  EXPECT_TRUE(plan::PlanFile(f.plan, index, po).ok());
   f.bytes = testing::PositionalBytes(f.plan.header.file_size, seed);
   return f;
 }
@@ -214,7 +214,7 @@ TEST(DeviceSinkTest, ChunksSmallerThanAnElementStillConvert) {
   std::vector<TestFile> files = {
       MakeFile({{"a", Dtype::kU8, 3}, {"b", Dtype::kF32, 40}}, 8 * 2 + 1, 4096, 0, 5)};
   plan::FilePlan& fp = files[0].plan;
-  fp.chunks = plan::SplitRange(0, fp.read_begin, fp.read_end, 3);
+  plan::RechunkFile(fp, 0, 3);
   plan::LoadPlan plan = PlanOf(files);
   FL_ASSERT_OK_AND_ASSIGN(ConvertSpec spec, ParseConvertSpec("bf16"));
   DeviceSinkOptions o;

@@ -20,9 +20,9 @@ plan::LoadPlan TwoFilePlan() {
     f.header.header_length = 100 - 8;  // data at byte 100
     f.header.tensors = {{"a", Dtype::kU8, {10}, 0, 10}, {"b", Dtype::kF16, {2, 3}, 10, 22}};
     f.header.file_size = 122;
-    f.read_begin = 0;
-    f.read_end = 4096;
-    f.chunks = plan::SplitRange(i, 0, 4096, 4096);
+    plan::PlanOptions po;
+    po.chunk_bytes = 4096;
+    EXPECT_TRUE(plan::PlanFile(f, i, po).ok());
     plan.files.push_back(f);
   }
   return plan;
