@@ -28,6 +28,7 @@ struct PackArgs {
   bool json = false;
   bool quiet = false;
   bool force = false;
+  bool no_compile_cache = false;
 };
 
 struct UnpackArgs {
@@ -60,6 +61,7 @@ int RunPack(const PackArgs& a) {
   o.frame_bytes = a.frame_mib << 20;
   o.threads = a.threads;
   o.force = a.force;
+  o.compile_cache = !a.no_compile_cache;
   auto bar = std::make_unique<ProgressBar>("pack", a.quiet || a.json);
   o.progress = [&bar](uint64_t done, uint64_t total) { bar->Update(done, total); };
   Result<store::PackSummary> r = store::PackModel(o);
@@ -73,11 +75,13 @@ int RunPack(const PackArgs& a) {
     fmt::print(
         "{{\"archive\":{},\"format\":\"{}\",\"precision\":{},\"members\":{},\"files\":{},"
         "\"directories\":{},\"converted_files\":{},\"converted_tensors\":{},\"bytes_in\":{},"
-        "\"tar_bytes\":{},\"bytes_out\":{},\"frames\":{},\"ratio\":{:.4f},\"gb_per_s\":{:.3f},"
-        "\"seconds\":{:.3f}}}\n",
+        "\"compile_cache_files\":{},\"compile_cache_left_out\":{},\"tar_bytes\":{},"
+        "\"bytes_out\":{},\"frames\":{},\"ratio\":{:.4f},\"gb_per_s\":{:.3f},\"seconds\":{:.3f}}}"
+        "\n",
         JsonString(s.archive), store::ArchiveFormatName(s.format), JsonString(s.precision),
         s.members, s.files, s.directories, s.converted_files, s.converted_tensors, s.bytes_in,
-        s.tar_bytes, s.bytes_out, s.frames, s.Ratio(), s.GbPerSecond(), s.seconds);
+        s.compile_cache_files, s.compile_cache_left_out ? "true" : "false", s.tar_bytes,
+        s.bytes_out, s.frames, s.Ratio(), s.GbPerSecond(), s.seconds);
     return 0;
   }
   if (a.quiet) return 0;
@@ -86,8 +90,14 @@ int RunPack(const PackArgs& a) {
     converted = fmt::format("; {} tensors in {} files converted to {}", s.converted_tensors,
                             s.converted_files, s.precision);
   }
-  fmt::print("packed {} members ({} files, {} folders{}) into {}\n", s.members, s.files,
-             s.directories, converted, s.archive);
+  std::string compile_cache;
+  if (s.compile_cache_files > 0) {
+    compile_cache = fmt::format("; the compile cache's {} files included", s.compile_cache_files);
+  } else if (s.compile_cache_left_out) {
+    compile_cache = "; the compile cache left out";
+  }
+  fmt::print("packed {} members ({} files, {} folders{}{}) into {}\n", s.members, s.files,
+             s.directories, converted, compile_cache, s.archive);
   fmt::print("  in {} -> out {} (tar {}, ratio {:.3f}{}), {:.2f} GB/s, {:.2f} s\n",
              HumanBytes(s.bytes_in), HumanBytes(s.bytes_out), HumanBytes(s.tar_bytes), s.Ratio(),
              s.frames ? fmt::format(", {} zstd frames", s.frames) : std::string(), s.GbPerSecond(),
@@ -180,6 +190,10 @@ void AddPackCommands(CLI::App& app, std::vector<Command>& commands) {
   pack->add_flag("--json", pa->json, "print the summary as JSON (no progress line)");
   pack->add_flag("--quiet", pa->quiet, "no progress line and no summary");
   pack->add_flag("--force", pa->force, "replace the archive if it exists");
+  pack->add_flag("--no-compile-cache", pa->no_compile_cache,
+                 "leave out .flashload/compile-cache/, the torch.compile cache saved with the "
+                 "model (flashload.torch.save_compile_cache), which is packed by default so that "
+                 "a server loading the archive skips the compile");
   commands.push_back({pack, [pa] { return RunPack(*pa); }});
 
   auto ua = std::make_shared<UnpackArgs>();

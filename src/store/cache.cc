@@ -45,9 +45,14 @@ bool IsHex64(std::string_view s) {
          });
 }
 
-// A relative, '/'-separated name with no empty, "." or ".." component, not ours.
+// A relative, '/'-separated name with no empty, "." or ".." component, not ours: names starting
+// with ".flashload" are reserved (the entry's manifest, temporaries), except what the model's
+// compile cache folder holds, which travels with the model.
 bool IsSafeName(std::string_view name) {
-  if (name.empty() || name.front() == '/' || name.starts_with(".flashload")) return false;
+  if (name.empty() || name.front() == '/') return false;
+  if (name.starts_with(".flashload") && !name.starts_with(".flashload/compile-cache/")) {
+    return false;
+  }
   size_t start = 0;
   while (start <= name.size()) {
     const size_t end = std::min(name.find('/', start), name.size());
@@ -500,7 +505,8 @@ Result<PushResult> Push(const std::string& local, const std::string& dst,
       if (!IsSafeName(rel)) {
         return InvalidArgumentError(
             fmt::format("{}: the name '{}' cannot be listed in a manifest (names starting with "
-                        "'.flashload' are reserved); rename it",
+                        "'.flashload' are reserved, except the compile cache's, under "
+                        "'.flashload/compile-cache/'); rename it",
                         path, rel));
       }
     }

@@ -9,7 +9,8 @@
 // file under it, named by its path relative to the folder ('/'-separated). The manifest is uploaded
 // last, so a manifest on the server means everything it lists was stored. Readers refuse another
 // "format", a name that is empty, absolute, holds "." or ".." components or starts with
-// ".flashload", a size that is not an unsigned integer, a sha256 that is not 64 hex digits, and a
+// ".flashload" (except the compile cache's files, under ".flashload/compile-cache/", which travel
+// with the model: docs/compile-cache.md), a size that is not an unsigned integer, a sha256 that is not 64 hex digits, and a
 // name listed twice (kDataLoss naming the manifest and the entry).
 //
 // The cache (FLASHLOAD_CACHE, default ~/.cache/flashload; CacheDirFromEnv(), store/model_ref.h):

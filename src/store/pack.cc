@@ -461,6 +461,27 @@ Result<std::vector<PackEntry>> ListPackEntries(const std::string& dir) {
   return entries;
 }
 
+bool IsCompileCachePath(std::string_view path) {
+  if (!path.starts_with(kCompileCacheFolder)) return false;
+  return path.size() == kCompileCacheFolder.size() || path[kCompileCacheFolder.size()] == '/';
+}
+
+bool RemoveCompileCache(std::vector<PackEntry>& entries) {
+  const size_t before = entries.size();
+  std::erase_if(entries, [](const PackEntry& e) { return IsCompileCachePath(e.path); });
+  if (entries.size() == before) return false;
+  const std::string_view parent = kCompileCacheFolder.substr(0, kCompileCacheFolder.find('/'));
+  const bool parent_holds_more =
+      std::any_of(entries.begin(), entries.end(), [&](const PackEntry& e) {
+        return e.path.size() > parent.size() && e.path.starts_with(parent) &&
+               e.path[parent.size()] == '/';
+      });
+  if (!parent_holds_more) {
+    std::erase_if(entries, [&](const PackEntry& e) { return e.directory && e.path == parent; });
+  }
+  return true;
+}
+
 Result<PackSummary> PackModel(const PackOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   std::optional<Dtype> target;
@@ -468,6 +489,7 @@ Result<PackSummary> PackModel(const PackOptions& o) {
     FL_ASSIGN_OR_RETURN(target, PrecisionDtype(o.precision));
   }
   FL_ASSIGN_OR_RETURN(std::vector<PackEntry> entries, ListPackEntries(o.input_dir));
+  const bool compile_cache_left_out = !o.compile_cache && RemoveCompileCache(entries);
   FL_ASSIGN_OR_RETURN(OutputPlan out, PlanOutput(o, entries));
   if (IsInside(out.path, o.input_dir)) {
     return InvalidArgumentError(fmt::format(
@@ -483,6 +505,7 @@ Result<PackSummary> PackModel(const PackOptions& o) {
   summary.archive = out.path;
   summary.format = out.format;
   summary.precision = out.precision;
+  summary.compile_cache_left_out = compile_cache_left_out;
   uint64_t total = 0;
   for (const PackEntry& e : entries) total += e.size;
   summary.bytes_in = total;
@@ -511,6 +534,7 @@ Result<PackSummary> PackModel(const PackOptions& o) {
     } else {
       FL_RETURN_IF_ERROR(packer.AddFile(e, target));
       ++summary.files;
+      if (IsCompileCachePath(e.path)) ++summary.compile_cache_files;
     }
   }
   FL_RETURN_IF_ERROR(tar.Finish());

@@ -6,6 +6,11 @@
 // folders and 0644 for files, ustar with a pax record only where a path or size needs one. The
 // same folder packed twice with the same options gives the same bytes.
 //
+// The compile cache: `.flashload/compile-cache/` (the torch.compile cache the Python package's
+// flashload.torch.save_compile_cache() stores beside the weights, docs/compile-cache.md) is packed
+// like any folder, so loading or pulling the archive brings it with the weights. With
+// `compile_cache` false it is left out, and so is `.flashload/` when nothing else is in it.
+//
 // What is refused (kInvalidArgument naming the path, nothing written): symbolic links (flashload
 // follows no link, inside the folder or not: copy the target in place of the link), devices,
 // FIFOs and sockets; an output path inside the input folder.
@@ -54,6 +59,9 @@ std::string_view ArchiveExtension(ArchiveFormat format);
 // Parses "tar" or "tar.zst" (also "tzst"); kInvalidArgument otherwise.
 Result<ArchiveFormat> ParseArchiveFormat(std::string_view text);
 
+// The folder, relative to the model folder, where the compile cache lives.
+inline constexpr std::string_view kCompileCacheFolder = ".flashload/compile-cache";
+
 struct PackOptions {
   std::string input_dir;
   // A file path ("x.tar" / "x.tar.zst": the extension decides the format), or an existing folder
@@ -64,8 +72,9 @@ struct PackOptions {
   std::optional<ArchiveFormat> format;  // must agree with the output's extension when both are set
   int level = 3;                        // zstd level
   uint64_t frame_bytes = uint64_t{4} << 20;
-  uint32_t threads = 0;  // compressing threads; 0: min(cores, 8)
-  bool force = false;    // replace an existing archive
+  uint32_t threads = 0;       // compressing threads; 0: min(cores, 8)
+  bool force = false;         // replace an existing archive
+  bool compile_cache = true;  // pack kCompileCacheFolder when present (see the header comment)
   // Called with the input bytes packed so far and their total, about every 64 MiB and at the end.
   std::function<void(uint64_t done, uint64_t total)> progress;
 };
@@ -79,10 +88,12 @@ struct PackSummary {
   uint64_t directories = 0;
   uint64_t converted_files = 0;
   uint64_t converted_tensors = 0;
-  uint64_t bytes_in = 0;   // sizes of the input files
-  uint64_t tar_bytes = 0;  // the uncompressed tar stream
-  uint64_t bytes_out = 0;  // the archive file
-  uint64_t frames = 0;     // zstd frames (.tar.zst), seek table not counted
+  uint64_t compile_cache_files = 0;     // files packed from kCompileCacheFolder
+  bool compile_cache_left_out = false;  // the folder was present and left out (!compile_cache)
+  uint64_t bytes_in = 0;                // sizes of the input files
+  uint64_t tar_bytes = 0;               // the uncompressed tar stream
+  uint64_t bytes_out = 0;               // the archive file
+  uint64_t frames = 0;                  // zstd frames (.tar.zst), seek table not counted
   double seconds = 0;
   // Uncompressed tar bytes per archive byte (1 for .tar).
   double Ratio() const { return bytes_out ? static_cast<double>(tar_bytes) / bytes_out : 0; }
@@ -105,6 +116,12 @@ struct PackEntry {
 };
 // The members of `dir` in archive order, with the refusals described above.
 Result<std::vector<PackEntry>> ListPackEntries(const std::string& dir);
+
+// Whether `path` (relative, '/'-separated) is kCompileCacheFolder or inside it.
+bool IsCompileCachePath(std::string_view path);
+// `entries` without kCompileCacheFolder and what it holds, and without `.flashload` when nothing
+// else is left in it. Order is kept. Returns whether anything was removed.
+bool RemoveCompileCache(std::vector<PackEntry>& entries);
 
 }  // namespace flashload::store
 

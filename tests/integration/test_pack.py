@@ -230,3 +230,47 @@ def test_unpack_refuses_escapes_and_writes_nothing(kind, compress, tmp_path):
     assert "byte offset" in proc.stderr
     assert os.listdir(work) == [archive.name]
     assert not os.path.exists(tmp_path / "evil") and not os.path.exists("/tmp/evil")
+
+
+def add_compile_cache(model):
+    """The layout flashload.torch.save_compile_cache() writes (contents stand-ins)."""
+    entry = model / ".flashload" / "compile-cache" / "torch2.15.0-cpython-3.11-x86_64-avx2-opt1"
+    entry.mkdir(parents=True)
+    (entry / "manifest.json").write_text('{"format": 1}\n')
+    (entry / "inductor.tar").write_bytes(bytes(range(256)) * 40)
+    (entry.parent / "index.json").write_text('{"format": 1, "entries": []}\n')
+    return entry
+
+
+def test_the_compile_cache_travels_in_the_archive_and_unpacks(model, tmp_path):
+    entry = add_compile_cache(model)
+    archive = tmp_path / "m.tar.zst"
+    out = json.loads(flashload("pack", model, "-o", archive, "--json").stdout)
+    assert out["compile_cache_files"] == 3 and out["compile_cache_left_out"] is False
+    text = flashload("pack", model, "-o", tmp_path / "m2.tar", "--force").stdout
+    assert "the compile cache's 3 files included" in text
+    flashload("unpack", archive, "-o", tmp_path / "out", "--quiet")
+    assert tree(tmp_path / "out") == tree(model)
+    rel = entry.relative_to(model).as_posix()
+    with tarfile.open(tmp_path / "m2.tar") as t:
+        assert t.extractfile(f"{rel}/inductor.tar").read() == (entry / "inductor.tar").read_bytes()
+    # the model in the archive loads as it did without the cache folder beside it
+    loaded = flashload("load", archive)
+    assert loaded.returncode == 0
+
+
+def test_no_compile_cache_leaves_it_out(model, tmp_path):
+    add_compile_cache(model)
+    without = tmp_path / "without.tar.zst"
+    out = json.loads(flashload("pack", model, "-o", without, "--json",
+                               "--no-compile-cache").stdout)
+    assert out["compile_cache_files"] == 0 and out["compile_cache_left_out"] is True
+    text = flashload("pack", model, "-o", tmp_path / "w2.tar", "--no-compile-cache").stdout
+    assert "the compile cache left out" in text
+    flashload("unpack", without, "-o", tmp_path / "out", "--quiet")
+    expected = {k: v for k, v in tree(model).items() if not k.startswith(".flashload")}
+    assert tree(tmp_path / "out") == expected
+    # byte for byte the archive of the folder without it
+    shutil.rmtree(model / ".flashload")
+    flashload("pack", model, "-o", tmp_path / "plain.tar.zst", "--quiet")
+    assert (tmp_path / "plain.tar.zst").read_bytes() == without.read_bytes()

@@ -56,7 +56,9 @@ TEST(ManifestTest, RefusesUnsafeNamesBadFieldsAndOtherFormats) {
         R"({{"format": 1, "files": [{{"name": "{}", "size": {}, "sha256": "{}"}}]}})", name, size,
         sha);
   };
-  for (std::string_view bad : {"../x", "/abs", "a//b", "a/./b", "", ".flashload-manifest.json"}) {
+  for (std::string_view bad :
+       {"../x", "/abs", "a//b", "a/./b", "", ".flashload-manifest.json", ".flashload/other",
+        ".flashload/compile-cache", ".flashload/compile-cache/../x", ".flashload-tmp-1"}) {
     EXPECT_THAT(ParseManifest(manifest_with(bad, "1", kSha), "m.json"),
                 StatusIs(StatusCode::kDataLoss))
         << bad;
@@ -75,6 +77,17 @@ TEST(ManifestTest, RefusesUnsafeNamesBadFieldsAndOtherFormats) {
       "s3://b/m.json");
   EXPECT_THAT(twice, StatusIs(StatusCode::kDataLoss));
   EXPECT_THAT(twice.status().message(), HasSubstr("s3://b/m.json: files[1]: 'a' is listed twice"));
+}
+
+TEST(ManifestTest, TheCompileCacheFolderTravelsWithTheModel) {
+  const std::string json = fmt::format(
+      R"({{"format": 1, "files": [{{"name": "unet/w.safetensors", "size": 1, "sha256": "{0}"}},
+      {{"name": ".flashload/compile-cache/k/manifest.json", "size": 1, "sha256": "{0}"}}]}})",
+      kSha);
+  Result<Manifest> m = ParseManifest(json, "m.json");
+  ASSERT_THAT(m, IsOk());
+  ASSERT_EQ(m->files.size(), 2u);
+  EXPECT_EQ(m->files[1].name, ".flashload/compile-cache/k/manifest.json");
 }
 
 TEST(CacheEntryNameTest, IsStableSanitizedAndDiffersBetweenStores) {

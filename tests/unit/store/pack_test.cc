@@ -428,5 +428,90 @@ TEST(PackTest, AWriteErrorNamesTheTemporaryFileAndLeavesNothing) {
   }
 }
 
+// A model folder with a saved compile cache (flashload.torch.save_compile_cache's layout).
+void AddCompileCache(const std::string& dir) {
+  const std::string entry = dir + "/.flashload/compile-cache/torch2.15-cpython-3.11-avx2-opt1";
+  fs::create_directories(entry);
+  testing::WriteFile(entry + "/manifest.json", std::string("{\"format\": 1}\n"));
+  testing::WriteFile(entry + "/inductor.tar", std::string(1536, 'k'));
+  testing::WriteFile(dir + "/.flashload/compile-cache/index.json", std::string("{}"));
+}
+
+std::vector<std::string> MemberPaths(const std::string& tar_path) {
+  std::vector<std::string> paths;
+  for (const Member& mm : WalkTar(ReadAll(tar_path))) paths.push_back(mm.path);
+  return paths;
+}
+
+TEST(PackTest, TheCompileCacheIsPackedByDefault) {
+  ModelFolder m;
+  AddCompileCache(m.dir);
+  const std::string out = m.tmp.File("m.tar");
+  FL_ASSERT_OK_AND_ASSIGN(PackSummary s, Pack(m.dir, out));
+  EXPECT_EQ(s.compile_cache_files, 3u);
+  EXPECT_FALSE(s.compile_cache_left_out);
+  const std::vector<std::string> paths = MemberPaths(out);
+  const std::string entry = ".flashload/compile-cache/torch2.15-cpython-3.11-avx2-opt1";
+  EXPECT_THAT(paths,
+              ::testing::IsSupersetOf(std::vector<std::string>{
+                  ".flashload/", ".flashload/compile-cache/", ".flashload/compile-cache/index.json",
+                  entry + "/", entry + "/inductor.tar", entry + "/manifest.json"}));
+  for (const Member& mm : WalkTar(ReadAll(out))) {
+    if (mm.path == entry + "/inductor.tar") EXPECT_EQ(mm.data, std::string(1536, 'k'));
+  }
+}
+
+TEST(PackTest, NoCompileCacheLeavesItOutAndTheEmptyDotFolderToo) {
+  ModelFolder m;
+  AddCompileCache(m.dir);
+  const std::string with = m.tmp.File("with.tar");
+  const std::string without = m.tmp.File("without.tar");
+  const std::string plain = m.tmp.File("plain.tar");
+  FL_ASSERT_OK(Pack(m.dir, with).status());
+  PackOptions o;
+  o.input_dir = m.dir;
+  o.output = without;
+  o.compile_cache = false;
+  FL_ASSERT_OK_AND_ASSIGN(PackSummary s, PackModel(o));
+  EXPECT_EQ(s.compile_cache_files, 0u);
+  EXPECT_TRUE(s.compile_cache_left_out);
+  EXPECT_EQ(s.members, 8u);
+  // Left out, the archive is the one of the folder without a compile cache, byte for byte.
+  fs::remove_all(m.dir + "/.flashload");
+  FL_ASSERT_OK(Pack(m.dir, plain).status());
+  EXPECT_EQ(ReadAll(without), ReadAll(plain));
+  EXPECT_NE(ReadAll(with), ReadAll(plain));
+}
+
+TEST(PackTest, NoCompileCacheKeepsTheRestOfTheDotFolder) {
+  ModelFolder m;
+  AddCompileCache(m.dir);
+  testing::WriteFile(m.dir + "/.flashload/notes.txt", std::string("kept"));
+  // A name that only starts like the cache folder is not the cache.
+  testing::WriteFile(m.dir + "/.flashload/compile-cache-notes", std::string("kept too"));
+  PackOptions o;
+  o.input_dir = m.dir;
+  o.output = m.tmp.File("m.tar");
+  o.compile_cache = false;
+  FL_ASSERT_OK(PackModel(o).status());
+  std::vector<std::string> dot;
+  for (const std::string& p : MemberPaths(o.output)) {
+    if (p.starts_with(".flashload")) dot.push_back(p);
+  }
+  EXPECT_THAT(dot,
+              ElementsAre(".flashload/", ".flashload/compile-cache-notes", ".flashload/notes.txt"));
+}
+
+TEST(PackTest, CompileCachePathsAreTheFolderAndWhatItHolds) {
+  EXPECT_TRUE(IsCompileCachePath(".flashload/compile-cache"));
+  EXPECT_TRUE(IsCompileCachePath(".flashload/compile-cache/k/manifest.json"));
+  EXPECT_FALSE(IsCompileCachePath(".flashload/compile-cache-notes"));
+  EXPECT_FALSE(IsCompileCachePath(".flashload"));
+  EXPECT_FALSE(IsCompileCachePath("unet/.flashload/compile-cache/x"));
+  std::vector<PackEntry> none = {{"a", false, 1}};
+  EXPECT_FALSE(RemoveCompileCache(none));
+  EXPECT_EQ(none.size(), 1u);
+}
+
 }  // namespace
 }  // namespace flashload::store
