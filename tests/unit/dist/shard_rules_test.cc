@@ -109,6 +109,9 @@ TEST(GlobTest, EdgeCases) {
       {"[]x]", "]", true},  // ']' first in a class is a member
       {"[]x]", "x", true},
       {"[a-]", "-", true},  // '-' last in a class is a member
+      {"[-a]", "-", true},  // and first
+      {"[-a]", "b", false},
+      {"a#b", "a#b", true},
       {"\\*.weight", "*.weight", true},
       {"\\*.weight", "a.weight", false},
       {"a\\[1]", "a[1]", true},
@@ -173,6 +176,13 @@ TEST(ShardRulesParseTest, EmptyAndCommentOnlyTextsHaveNoRules) {
     FL_ASSERT_OK_AND_ASSIGN(ShardRules rules, ShardRules::Parse(text, "empty.rules"));
     EXPECT_TRUE(rules.rules().empty()) << text;
   }
+}
+
+TEST(ShardRulesParseTest, HashStartsACommentOnlyAfterWhiteSpace) {
+  FL_ASSERT_OK_AND_ASSIGN(ShardRules rules,
+                          ShardRules::Parse("a#b split 0 # a comment\n#c split 1\n", "hash.rules"));
+  ASSERT_EQ(rules.rules().size(), 1u);
+  EXPECT_EQ(rules.rules()[0].glob, "a#b");
 }
 
 TEST(ShardRulesParseTest, CrlfLinesParse) {
@@ -486,6 +496,10 @@ TEST(LlamaPresetTest, FusedQkvBlocksFromGqaConfig) {
                                        IndexRange{5120 + r * 256ull, 5120 + (r + 1) * 256ull}))
         << "rank " << r;
   }
+  FL_ASSERT_OK_AND_ASSIGN(TensorShard bias,
+                          llama.ShardFor("model.layers.3.self_attn.qkv_proj.bias", Shape{6144}));
+  EXPECT_THAT(bias.blocks, ElementsAre(4096, 1024, 1024));
+  EXPECT_THAT(llama.ToText(), HasSubstr("split 0 blocks 4096,1024,1024\n"));
   // The same config against a qkv of another model: the error names the config.
   EXPECT_THAT(
       llama.ShardFor(name, Shape{12288, 4096}),
