@@ -6,6 +6,8 @@
 //                                       that every collective returns kDeadlineExceeded promptly
 //                                       and that later calls fail at once, then rank 0 ends the
 //                                       job with MPI_Abort: exit 3 when all of that held, 1 if not
+//   mpirun -n N mpi_check bench [MiB]   rank 0 prints the time and bytes per second of AllToAll
+//                                       (MiB per pair, 64 by default), Agree and AllGather
 //
 // tests/integration/mpi/run.sh runs both for 2 and 4 ranks.
 #include <fmt/format.h>
@@ -14,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -312,10 +315,48 @@ int RunDeadline(MpiSession& session) {
   MpiCommunicator::AbortJob(failures == 0 ? kExitDeadlineChecked : 1);
 }
 
+int RunBench(MpiSession& session, size_t mib) {
+  Result<std::unique_ptr<MpiCommunicator>> made = MpiCommunicator::Create();
+  if (!made.ok()) {
+    Fail("Create: " + made.status().ToString());
+    return 1;
+  }
+  MpiCommunicator& c = **made;
+  const int n = c.size();
+  const size_t per_pair = mib << 20;
+  std::vector<std::vector<std::byte>> out(n, std::vector<std::byte>(per_pair, std::byte{1}));
+  std::vector<std::vector<std::byte>> in(n, std::vector<std::byte>(per_pair));
+  std::vector<std::span<const std::byte>> send(out.begin(), out.end());
+  std::vector<std::span<std::byte>> recv(in.begin(), in.end());
+  auto seconds_of = [&](auto&& call, int times) {
+    const Deadline d = Deadline::In(std::chrono::seconds(120));
+    (void)call(d);  // warm up
+    MPI_Barrier(c.comm());
+    const auto t0 = Clock::now();
+    for (int i = 0; i < times; ++i) {
+      Status s = call(d);
+      if (!s.ok()) Fail(s.ToString());
+    }
+    return std::chrono::duration<double>(Clock::now() - t0).count() / times;
+  };
+  const double all_to_all = seconds_of([&](Deadline d) { return c.AllToAll(send, recv, d); }, 5);
+  const double agree = seconds_of([&](Deadline d) { return c.Agree(Status::Ok(), d); }, 1000);
+  const double gather =
+      seconds_of([&](Deadline d) { return c.AllGather("a rank report", d).status(); }, 1000);
+  if (session.world_rank() == 0) {
+    std::printf(
+        "mpi_check bench, %d ranks: AllToAll of %zu MiB per pair %.1f ms (%.2f GB/s received per "
+        "rank, from the others); Agree %.1f us; AllGather %.1f us\n",
+        n, mib, all_to_all * 1e3, double(per_pair) * (n - 1) / all_to_all / 1e9, agree * 1e6,
+        gather * 1e6);
+  }
+  return g_failures == 0 ? 0 : 1;
+}
+
 int Main(int argc, char** argv) {
   const std::string_view scenario = argc > 1 ? argv[1] : "collectives";
-  if (scenario != "collectives" && scenario != "deadline") {
-    std::fprintf(stderr, "usage: mpi_check [collectives|deadline]\n");
+  if (scenario != "collectives" && scenario != "deadline" && scenario != "bench") {
+    std::fprintf(stderr, "usage: mpi_check [collectives|deadline|bench [MiB]]\n");
     return 2;
   }
   Result<std::unique_ptr<MpiSession>> session = MpiSession::Start();
@@ -324,6 +365,8 @@ int Main(int argc, char** argv) {
     return 1;
   }
   g_rank = (*session)->world_rank();
+  if (scenario == "bench")
+    return RunBench(**session, argc > 2 ? std::strtoul(argv[2], nullptr, 10) : 64);
   return scenario == "collectives" ? RunCollectives(**session) : RunDeadline(**session);
 }
 
