@@ -330,3 +330,7 @@ def load_model(model: Any, filename: Union[str, os.PathLike], strict: bool = Tru
                       + ", ".join(f'"{k}"' for k in sorted(unexpected)))
         raise RuntimeError(error)
     return missing, unexpected
+
+
+from flashload.compile_cache import (CompileCacheWarning, restore_compile_cache,  # noqa: E402
+                                     save_compile_cache)

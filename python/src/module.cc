@@ -742,4 +742,41 @@ NB_MODULE(_core, m) {
   m.def("serialize_file", &flashload::python::SerializeFile, nb::arg("tensors"), nb::arg("path"),
         nb::arg("metadata") = nb::none(),
         "Writes [(name, dtype, shape, buffer)] to `path` atomically.");
+  m.def(
+      "read_object",
+      [](const std::string& uri, uint64_t max_bytes) {
+        // ThrowStatus sets the Python error: it runs with the GIL held, after each release.
+        flashload::Result<std::unique_ptr<flashload::Source>> opened =
+            flashload::InternalError("not opened");
+        {
+          nb::gil_scoped_release release;
+          opened = flashload::OpenSource(uri);
+        }
+        if (!opened.ok()) flashload::python::ThrowStatus(opened.status());
+        std::unique_ptr<flashload::Source> source = std::move(*opened);
+        const uint64_t size = source->size();
+        if (size > max_bytes) {
+          flashload::python::ThrowStatus(flashload::ResourceExhaustedError(
+              flashload::RedactUrl(uri) + ": " + std::to_string(size) + " bytes, more than the " +
+              std::to_string(max_bytes) +
+              " this read allows; raise max_bytes if the object is expected to be that large"));
+        }
+        nb::bytes data =
+            nb::steal<nb::bytes>(PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(size)));
+        if (!data.is_valid()) throw nb::python_error();
+        std::byte* dst = reinterpret_cast<std::byte*>(PyBytes_AS_STRING(data.ptr()));
+        flashload::Status status;
+        {
+          // The bytes object is not shared yet: filling it needs no GIL.
+          nb::gil_scoped_release release;
+          status = flashload::ReadExact(*source, 0, std::span<std::byte>(dst, size));
+        }
+        if (!status.ok()) flashload::python::ThrowStatus(status);
+        return data;
+      },
+      nb::arg("uri"), nb::arg("max_bytes") = uint64_t{1} << 32,
+      "The whole object `uri` names (a path, file://, http(s)://, s3:// or an archive member "
+      "tar:<archive>!/<member>) as bytes, read through the source registry. FileNotFoundError "
+      "when it does not exist; SafetensorError for other errors and for an object larger than "
+      "max_bytes.");
 }
