@@ -66,6 +66,12 @@ struct FileReport {
   // partial load read between them.
   uint64_t selected_bytes = 0;
   uint32_t ranges = 0;  // byte ranges read
+  // Parts made of several runs of bytes (a column slice of a row-major matrix), and of those the
+  // ones read whole from their first to their last run (the rows covering them) because the gaps
+  // cost less to read than to skip, with the bytes that took.
+  uint32_t strided_parts = 0;
+  uint32_t strided_parts_covered = 0;
+  uint64_t strided_covered_bytes = 0;
   double seconds = 0;
   uint32_t tensors_converted = 0;  // tensors whose dtype changed on the way
   uint64_t bytes_converted = 0;    // their stored bytes

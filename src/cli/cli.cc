@@ -18,12 +18,15 @@
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "cli/output.h"
+#include "cli/tp_load.h"
 #include "cli/verify.h"
 #include "common/url.h"
 #include "flashload/loader.h"
 #include "flashload/model.h"
 #include "flashload/source.h"
 #include "flashload/writer.h"
+#include "io/fault_source.h"
+#include "io/registry.h"
 
 namespace flashload::cli {
 
@@ -220,16 +223,6 @@ int Validate(const ValidateArgs& a) {
 
 // ---- load ----
 
-// Writes host tensors as a safetensors file.
-Status SaveTensors(const std::string& path, const TensorMap& tensors) {
-  std::vector<TensorToWrite> out;
-  out.reserve(tensors.size());
-  for (const auto& [name, t] : tensors) {
-    out.push_back(TensorToWrite{name, t.dtype(), t.shape(), t.bytes(), {}});
-  }
-  return WriteSafetensors(path, out);
-}
-
 struct LoadArgs {
   std::string path;
   bool verify = false;
@@ -237,7 +230,9 @@ struct LoadArgs {
   bool dry_run = false;
   uint64_t warm_memory_mib = 0;
   std::string save;
+  uint64_t inject_read_fault_after = 0;
   LoadFlags flags;
+  TpArgs tp;
 };
 
 int LoadCommand(const LoadArgs& a) {
@@ -255,6 +250,33 @@ int LoadCommand(const LoadArgs& a) {
     return 2;
   }
   o.cancel = &g_interrupted;
+  if (a.inject_read_fault_after > 0) {
+    // Tests only: every read of every file after its first N fails with EIO.
+    const uint64_t after = a.inject_read_fault_after;
+    o.opener = [after](const std::string& uri,
+                       const OpenOptions& open) -> Result<std::unique_ptr<Source>> {
+      FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> src, OpenSource(uri, open));
+      FaultOptions faults;
+      faults.after_requests = after;
+      return std::unique_ptr<Source>(NewFaultSource(std::move(src), faults));
+    };
+  }
+  if (a.tp.tp > 0) {
+    if (a.verify || a.dry_run) {
+      fmt::print(stderr, "flashload load: --tp cannot be combined with --verify or --dry-run\n");
+      return 2;
+    }
+    if (!a.save.empty() && a.save.find("{rank}") == std::string::npos) {
+      fmt::print(stderr,
+                 "flashload load: with --tp, --save needs {{rank}} in its path (each rank writes "
+                 "its own shards), e.g. --save 'shards/rank{{rank}}.safetensors'\n");
+      return 2;
+    }
+    TpArgs tp = a.tp;
+    tp.json = a.json;
+    tp.save = a.save;
+    return TensorParallelLoad(a.path, o, tp);
+  }
   if (a.dry_run) {
     Result<std::string> plan = DescribeLoadPlan(a.path, o);
     if (!plan.ok()) {
@@ -444,6 +466,30 @@ int RunCli(int argc, char** argv) {
   AddLoadFlags(
       *load, la.flags,
       {.reads = true, .header_limit = true, .variant = true, .device = true, .remote = true});
+  load->add_option("--inject-read-fault-after", la.inject_read_fault_after,
+                   "tests only: every read of each file after its first N fails with EIO")
+      ->group("");  // hidden
+  load->add_option("--tp", la.tp.tp,
+                   "tensor-parallel load over N ranks: run under `mpirun -n N`; each rank ends "
+                   "with its shard of every tensor (torch.tensor_split semantics) and rank 0 "
+                   "prints every rank's report (docs/tensor-parallel.md)")
+      ->check(CLI::Range(1u, 65536u));
+  load->add_option("--shard", la.tp.shard,
+                   "with --tp: shard rules, a preset (llama, none) or a rules file "
+                   "(docs/shard-rules.md)")
+      ->capture_default_str();
+  load->add_option("--shard-mode", la.tp.mode,
+                   "with --tp: local (each rank reads only its shards: fast local disks), share "
+                   "(each byte read once across the ranks, then exchanged: S3, HTTP, network "
+                   "file systems) or auto (share for remote or network files)")
+      ->capture_default_str();
+  load->add_option("--share-window-mib", la.tp.window_mib,
+                   "with --tp and share: MiB of the model read per round across the ranks "
+                   "(default: the memory budget)");
+  load->add_option("--tp-timeout", la.tp.timeout_seconds,
+                   "with --tp: seconds a rank waits for the others at each step before the job "
+                   "is aborted")
+      ->capture_default_str();
 
   BenchArgs ba;
   CLI::App* bench = app.add_subcommand(

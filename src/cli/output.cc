@@ -6,6 +6,7 @@
 
 #include <cstdio>
 
+#include "flashload/writer.h"
 #include "format/json_text.h"
 
 namespace flashload::cli {
@@ -71,6 +72,15 @@ void ProgressBar::Finish() {
     std::fflush(stderr);
     drawn_ = false;
   }
+}
+
+Status SaveTensors(const std::string& path, const TensorMap& tensors) {
+  std::vector<TensorToWrite> out;
+  out.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) {
+    out.push_back(TensorToWrite{name, t.dtype(), t.shape(), t.bytes(), {}});
+  }
+  return WriteSafetensors(path, out);
 }
 
 }  // namespace flashload::cli

@@ -10,6 +10,9 @@
 #include <string>
 #include <string_view>
 
+#include "flashload/status.h"
+#include "flashload/tensor.h"
+
 namespace flashload::cli {
 
 // `s` as a JSON string literal, quotes included.
@@ -18,6 +21,9 @@ std::string JsonString(std::string_view s);
 std::string HumanBytes(uint64_t bytes);
 // Peak resident set size of this process, in bytes.
 uint64_t PeakRssBytes();
+
+// Writes host tensors as a safetensors file (atomically, as WriteSafetensors()).
+Status SaveTensors(const std::string& path, const TensorMap& tensors);
 
 // A one-line progress bar on stderr (bytes done and total, GB/s, ETA), shown only when stderr is
 // a terminal, `quiet` is false, and the work has run for more than a second. Thread-compatible

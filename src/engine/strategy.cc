@@ -8,6 +8,7 @@
 #include "io/archive_source.h"
 #include "io/page_cache.h"
 #include "io/registry.h"
+#include "plan/plan.h"
 
 namespace flashload::engine {
 
@@ -159,7 +160,7 @@ uint64_t MergeGapBytes(const std::string& path, const FileStrategy& strategy,
                        const SourceCaps& caps) {
   constexpr uint64_t kMiB = 1 << 20;
   if (RemoteScheme(path).empty() && !IsArchiveMemberUri(path)) {
-    return strategy.strategy == Strategy::kNetwork ? kMiB : 256 << 10;
+    return strategy.strategy == Strategy::kNetwork ? kMiB : plan::PlanOptions::kLocalMergeGapBytes;
   }
   if (caps.first_byte_ns == 0 || caps.request_bytes_per_second == 0) return 4 * kMiB;
   const double gap = static_cast<double>(caps.first_byte_ns) * 1e-9 *

@@ -74,7 +74,7 @@ uint64_t LinkChunkBytes(const SourceCaps& caps);
 // chunks hold). `requested` 0 means the default depth.
 // Partial loads (a tensor selection, a rank's shard): two runs of wanted bytes closer than this are
 // read as one range, because reading the gap costs less than another request. On a local disk a
-// request is cheap (256 KiB; 1 MiB on a network file system, whose requests are round trips);
+// request is cheap (16 KiB; 1 MiB on a network file system, whose requests are round trips);
 // for a remote object it is the bytes the link delivers while a request waits for its first byte
 // (measured at open; 4 MiB when not measured), between 1 MiB and 64 MiB; an archive member:
 // the same as a remote object (frames are decompressed whole).

@@ -16,6 +16,7 @@
 #include "io/archive_source.h"
 #include "io/cufile.h"
 #include "io/registry.h"
+#include "load/open_model.h"
 #include "load/stream_load.h"
 #include "plan/plan.h"
 #include "sink/cpu_copy_engine.h"
@@ -205,6 +206,24 @@ Status load_internal::CheckWeightMaps(const LoadedModel& model) {
   return Status::Ok();
 }
 
+Result<load_internal::OpenedModel> load_internal::OpenModel(const std::string& path,
+                                                            const LoadOptions& options) {
+  OpenedModel m;
+  ResolveOptions resolve;
+  resolve.variant = options.variant;
+  FL_ASSIGN_OR_RETURN(m.model.layout, ResolveModelAt(path, resolve, options.remote));
+  ParseOptions parse;
+  parse.header_limit = options.header_limit;
+  for (const ModelFile& file : m.model.layout.files) {
+    FL_ASSIGN_OR_RETURN(engine::FileRead f, OpenFile(file.path, options));
+    FL_ASSIGN_OR_RETURN(Header h, ReadHeaderFrom(*f.source, parse));
+    m.model.headers.emplace(file.path, std::move(h));
+    m.files.push_back(std::move(f));
+  }
+  FL_RETURN_IF_ERROR(CheckWeightMaps(m.model));
+  return m;
+}
+
 namespace {
 
 // Whether a load that failed with `failure` names a plain zstd .tar.zst (no seek table), which
@@ -232,18 +251,9 @@ Result<PreparedLoad> PrepareLoad(const std::string& path, const LoadOptions& req
   }
   if (staged) options.zero_copy_hot = false;
   PreparedLoad p;
-  ResolveOptions resolve;
-  resolve.variant = options.variant;
-  FL_ASSIGN_OR_RETURN(p.model.layout, ResolveModelAt(path, resolve, options.remote));
-  ParseOptions parse;
-  parse.header_limit = options.header_limit;
-  for (const ModelFile& file : p.model.layout.files) {
-    FL_ASSIGN_OR_RETURN(engine::FileRead f, OpenFile(file.path, options));
-    FL_ASSIGN_OR_RETURN(Header h, ReadHeaderFrom(*f.source, parse));
-    p.model.headers.emplace(file.path, std::move(h));
-    p.files.push_back(std::move(f));
-  }
-  FL_RETURN_IF_ERROR(load_internal::CheckWeightMaps(p.model));
+  FL_ASSIGN_OR_RETURN(load_internal::OpenedModel opened, load_internal::OpenModel(path, options));
+  p.model = std::move(opened.model);
+  p.files = std::move(opened.files);
   plan::PlanOptions po;
   po.selection = options.selection.get();
   FL_ASSIGN_OR_RETURN(p.plan, plan::BuildPlan(p.model.layout, p.model.headers, po));
@@ -419,6 +429,19 @@ void Report(const LoadOptions& options, const PreparedLoad& p, const Output& out
     r.selected_bytes = f.data_bytes();
     r.ranges = static_cast<uint32_t>(f.ranges.size());
     r.tensors = static_cast<uint32_t>(f.tensors.size());
+    for (const plan::PlannedTensor& t : f.tensors) {
+      if (t.segments.size() < 2) continue;
+      ++r.strided_parts;
+      const uint64_t first = t.segments.front().offset;
+      const uint64_t last = t.segments.back().offset + t.segments.back().bytes;
+      auto holds = [&](const plan::ReadRange& range) {
+        return range.begin <= first && last <= range.end;
+      };
+      if (std::any_of(f.ranges.begin(), f.ranges.end(), holds)) {
+        ++r.strided_parts_covered;
+        r.strided_covered_bytes += last - first;
+      }
+    }
     r.seconds = stats.files[i].seconds;
     r.output_bytes = r.selected_bytes;
     r.gpu_direct_storage = fr.device_reads;

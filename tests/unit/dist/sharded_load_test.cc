@@ -1,0 +1,256 @@
+// LoadSharded() with ranks as threads: in both modes every rank's tensors equal
+// torch.tensor_split of the full tensor (rows, columns, uneven, fused, replicated), the bytes read
+// match the mode, and a read fault on one rank fails every rank naming the rank and the file.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "dist/shard_rules.h"
+#include "dist/share_plan.h"
+#include "dist/thread_communicator.h"
+#include "flashload/dist.h"
+#include "flashload/loader.h"
+#include "flashload/writer.h"
+#include "io/fault_source.h"
+#include "io/registry.h"
+#include "support/status_matchers.h"
+#include "support/test_files.h"
+
+namespace flashload {
+namespace {
+
+// A small Llama-style model: 2 layers, uneven sizes so that splits are uneven too.
+struct Spec {
+  std::string name;
+  Dtype dtype;
+  std::vector<uint64_t> shape;
+};
+std::vector<Spec> LlamaSpecs() {
+  std::vector<Spec> s = {{"model.embed_tokens.weight", Dtype::kBF16, {101, 24}},
+                         {"model.norm.weight", Dtype::kF32, {24}},
+                         {"lm_head.weight", Dtype::kBF16, {101, 24}}};
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    s.push_back({p + "self_attn.q_proj.weight", Dtype::kBF16, {24, 24}});
+    s.push_back({p + "self_attn.k_proj.weight", Dtype::kBF16, {10, 24}});
+    s.push_back({p + "self_attn.v_proj.weight", Dtype::kBF16, {10, 24}});
+    s.push_back({p + "self_attn.o_proj.weight", Dtype::kBF16, {24, 24}});
+    s.push_back({p + "mlp.gate_up_proj.weight", Dtype::kF32, {2 * 66, 24}});
+    s.push_back({p + "mlp.down_proj.weight", Dtype::kF32, {24, 66}});
+    s.push_back({p + "input_layernorm.weight", Dtype::kF32, {24}});
+  }
+  return s;
+}
+
+std::vector<std::byte> SliceOf(std::span<const std::byte> whole, const std::vector<uint64_t>& shape,
+                               uint64_t elem, const TensorPart& part) {
+  const size_t rank = shape.size();
+  std::vector<std::vector<uint64_t>> kept(rank);
+  for (size_t d = 0; d < rank; ++d) {
+    if (d < part.dims.size() && !part.dims[d].empty()) {
+      for (const IndexRange& r : part.dims[d])
+        for (uint64_t i = r.start; i < r.stop; ++i) kept[d].push_back(i);
+    } else {
+      for (uint64_t i = 0; i < shape[d]; ++i) kept[d].push_back(i);
+    }
+  }
+  std::vector<std::byte> out;
+  for (const auto& k : kept)
+    if (k.empty()) return out;
+  std::vector<size_t> at(rank, 0);
+  while (true) {
+    uint64_t flat = 0;
+    for (size_t d = 0; d < rank; ++d) flat = flat * shape[d] + kept[d][at[d]];
+    out.insert(out.end(), whole.begin() + flat * elem, whole.begin() + (flat + 1) * elem);
+    size_t d = rank;
+    while (d > 0) {
+      --d;
+      if (++at[d] < kept[d].size()) break;
+      at[d] = 0;
+      if (d == 0) return out;
+    }
+  }
+}
+
+class ShardedLoadTest : public ::testing::TestWithParam<ShardMode> {
+ protected:
+  void SetUp() override {
+    // Two shards with an index, as transformers writes them.
+    const std::vector<Spec> specs = LlamaSpecs();
+    std::string weight_map;
+    for (int shard = 0; shard < 2; ++shard) {
+      std::vector<TensorToWrite> ts;
+      const std::string file = "model-0000" + std::to_string(shard + 1) + "-of-00002.safetensors";
+      for (size_t i = shard; i < specs.size(); i += 2) {
+        TensorToWrite t;
+        t.name = specs[i].name;
+        t.dtype = specs[i].dtype;
+        t.shape = specs[i].shape;
+        const uint64_t key = 500 + i;
+        t.fill = [key](std::span<std::byte> dst, uint64_t off) {
+          testing::FillPositional(dst, off, key);
+        };
+        ts.push_back(std::move(t));
+        weight_map +=
+            (weight_map.empty() ? "" : ",") + ("\"" + specs[i].name + "\":\"" + file + "\"");
+      }
+      FL_ASSERT_OK(WriteSafetensors(dir_.File(file), ts));
+    }
+    testing::WriteFile(dir_.File("model.safetensors.index.json"),
+                       "{\"metadata\":{},\"weight_map\":{" + weight_map + "}}");
+    FL_ASSERT_OK_AND_ASSIGN(LoadedModel whole, Load(dir_.path()));
+    for (auto& [name, t] : whole.tensors) {
+      const auto* p = static_cast<const std::byte*>(t.data());
+      whole_[name] = std::vector<std::byte>(p, p + t.byte_size());
+      shapes_[name] = t.shape();
+      elem_[name] = DtypeBits(t.dtype()) / 8;
+    }
+  }
+
+  // Every rank's result, run as threads.
+  std::vector<Result<ShardedModel>> RunRanks(int world, TensorParallelOptions o) {
+    auto comms = dist::ThreadWorld::CreateCommunicators(world);
+    EXPECT_TRUE(comms.ok());
+    std::vector<Result<ShardedModel>> out(world, InternalError("not run"));
+    std::vector<std::thread> threads;
+    for (int r = 0; r < world; ++r) {
+      threads.emplace_back([&, r] { out[r] = LoadSharded(dir_.path(), *(*comms)[r], o); });
+    }
+    for (auto& t : threads) t.join();
+    return out;
+  }
+
+  void ExpectShards(int world, const std::vector<Result<ShardedModel>>& results) {
+    FL_ASSERT_OK_AND_ASSIGN(dist::ShardRules rules, dist::ShardRules::Preset("llama"));
+    for (int r = 0; r < world; ++r) {
+      ASSERT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].status().ToString();
+      const ShardedModel& m = *results[r];
+      ASSERT_EQ(m.tensors.size(), whole_.size());
+      for (const auto& [name, bytes] : whole_) {
+        SCOPED_TRACE(name + " rank " + std::to_string(r));
+        FL_ASSERT_OK_AND_ASSIGN(
+            TensorPart part, rules.PartFor(name, shapes_[name], world, static_cast<uint32_t>(r)));
+        const Tensor& t = m.tensors.at(name);
+        const auto* p = static_cast<const std::byte*>(t.data());
+        EXPECT_EQ(std::vector<std::byte>(p, p + t.byte_size()),
+                  SliceOf(bytes, shapes_[name], elem_[name], part));
+      }
+      EXPECT_EQ(m.reports.size(), static_cast<size_t>(world));
+    }
+  }
+
+  uint64_t ModelBytes() const {
+    uint64_t n = 0;
+    for (const auto& [name, b] : whole_) n += b.size();
+    return n;
+  }
+
+  testing::TempDir dir_;
+  std::map<std::string, std::vector<std::byte>> whole_;
+  std::map<std::string, std::vector<uint64_t>> shapes_;
+  std::map<std::string, uint64_t> elem_;
+};
+
+TEST_P(ShardedLoadTest, EveryRankHoldsItsTensorSplitSlices) {
+  for (int world : {1, 2, 3, 4}) {
+    SCOPED_TRACE("world " + std::to_string(world));
+    TensorParallelOptions o;
+    o.mode = GetParam();
+    o.share_window_bytes = 8192;  // many rounds, windows cutting tensors anywhere
+    auto results = RunRanks(world, o);
+    ExpectShards(world, results);
+    if (!results[0].ok()) return;
+    uint64_t read = 0;
+    uint64_t shards = 0;
+    for (const RankReport& rr : results[0]->reports) {
+      read += rr.bytes_read;
+      shards += rr.shard_bytes;
+      EXPECT_EQ(rr.mode, ShardModeName(GetParam()));
+    }
+    if (GetParam() == ShardMode::kReadOnceShare) {
+      // Each byte once across the job (plus alignment at the edges of each rank's pieces).
+      EXPECT_GE(read, ModelBytes());
+      EXPECT_LE(read, ModelBytes() + results[0]->report.rounds * world * 2 * 4096 + 8 * 4096);
+    } else {
+      // Each rank its shards: the small test tensors sit in a few pages, so bound by pages.
+      EXPECT_GE(read, shards);
+    }
+  }
+}
+
+TEST_P(ShardedLoadTest, AReadFaultOnOneRankFailsEveryRankNamingRankAndFile) {
+  const int world = 3;
+  TensorParallelOptions o;
+  o.mode = GetParam();
+  o.share_window_bytes = 8192;
+  o.timeout = std::chrono::seconds(20);
+  auto comms = dist::ThreadWorld::CreateCommunicators(world);
+  ASSERT_TRUE(comms.ok());
+  std::vector<Result<ShardedModel>> out(world, InternalError("not run"));
+  std::vector<std::thread> threads;
+  const auto start = std::chrono::steady_clock::now();
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      TensorParallelOptions mine = o;
+      if (r == 1) {
+        // Rank 1's reads of tensor data fail with EIO (its first read, the header, succeeds).
+        mine.load.opener = [](const std::string& uri,
+                              const OpenOptions& open) -> Result<std::unique_ptr<Source>> {
+          FL_ASSIGN_OR_RETURN(std::unique_ptr<Source> src, OpenSource(uri, open));
+          FaultOptions faults;
+          faults.after_requests = 1;  // the header read goes through
+          return std::unique_ptr<Source>(NewFaultSource(std::move(src), faults));
+        };
+      }
+      out[r] = LoadSharded(dir_.path(), *(*comms)[r], mine);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(15));
+  for (int r = 0; r < world; ++r) {
+    ASSERT_FALSE(out[r].ok()) << "rank " << r << " succeeded";
+    const std::string msg(out[r].status().message());
+    if (r != 1) EXPECT_NE(msg.find("rank 1: "), std::string::npos) << msg;
+    EXPECT_NE(msg.find("safetensors"), std::string::npos) << msg;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, ShardedLoadTest,
+                         ::testing::Values(ShardMode::kShardLocal, ShardMode::kReadOnceShare),
+                         [](const auto& info) {
+                           return info.param == ShardMode::kShardLocal ? "ShardLocal" : "Share";
+                         });
+
+TEST(SharePlanTest, ReadsPartitionTheNeededBytesAndTransfersCoverEveryNeed) {
+  // Rank 0 needs [0, 100) and [300, 400) of file 0; rank 1 needs [50, 350) of file 0 and [0, 10)
+  // of file 1.
+  std::vector<std::vector<std::vector<dist::Destination>>> needs = {
+      {{{0, 100, 0}, {300, 100, 100}}, {}},
+      {{{50, 300, 0}}, {{0, 10, 300}}},
+  };
+  dist::SharePlan plan(needs, 64);
+  EXPECT_EQ(plan.needed_bytes(), 410u);
+  EXPECT_EQ(plan.rounds(), 7u);
+  std::map<std::pair<uint32_t, uint64_t>, int> read_count;
+  std::vector<std::vector<int>> got(2, std::vector<int>(400, 0));
+  for (uint32_t k = 0; k < plan.rounds(); ++k) {
+    for (uint32_t r = 0; r < 2; ++r) {
+      for (const auto& b : plan.Reads(k, r))
+        for (uint64_t i = 0; i < b.bytes; ++i) ++read_count[{b.file, b.offset + i}];
+      for (uint32_t q = 0; q < 2; ++q)
+        for (const auto& t : plan.Transfers(k, r, q))
+          for (uint64_t i = 0; i < t.bytes; ++i) ++got[q][t.out + i];
+    }
+  }
+  EXPECT_EQ(read_count.size(), 410u);
+  for (const auto& [at, n] : read_count) EXPECT_EQ(n, 1) << at.first << ":" << at.second;
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(got[0][i], 1) << i;
+  for (int i = 0; i < 310; ++i) EXPECT_EQ(got[1][i], 1) << i;
+}
+
+}  // namespace
+}  // namespace flashload
