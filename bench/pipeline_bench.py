@@ -2,6 +2,10 @@
 """Framework pipelines: ready-to-serve time of diffusers/transformers `from_pretrained`, with and
 without flashload, cold and hot.
 
+The compiled variant (regional torch.compile of the UNet; ready to serve = weights + compile + first
+forward, with an empty compiler cache and with the cache restored from the packed archive) is
+bench/compile_bench.py.
+
 Usage (as root, for dropping the page cache; with the frameworks venv):
   .venv-frameworks/bin/python bench/pipeline_bench.py [--models DIR] [--runs 5] [--phases cold,hot]
       [--which sd,llama] [--variants unpatched,patched,env] [--breakdown-runs 1] [--json OUT]
