@@ -238,6 +238,12 @@ class _Framework:
         _prefetch.note_use(file.name)  # a whole file in use: read the model's next files ahead
         return self._module._from_file(file, name, self.device)
 
+    def convert_array(self, array: Any) -> Any:
+        """A native array (one tensor already in memory) in this framework, zero-copy on the
+        host."""
+        return self._module._from_array(lambda raw: array.as_raw() if raw else array, array.dtype,
+                                        self.device)
+
     def convert_rows(self, file: _File, name: str, dtype: str, start: int, stop: int) -> Any:
         """Rows [start, stop) of tensor ``name`` (checks the dtype before reading anything)."""
         self._module._check_dtype(dtype)
@@ -263,6 +269,19 @@ class safe_open:  # noqa: N801 (the reference's name)
             "fp16", "fp32", or rules such as "F32=BF16,lm_head.*:keep"; None (default) keeps the
             stored dtypes. Conversion rounds to nearest even, on the GPU for a CUDA device.
         strategy, threads, budget_mib: engine options (keyword only); the defaults need no tuning.
+        process_group: a torch.distributed process group (keyword only; None: no tensor
+            parallelism). With a group, every rank of it opens the same file, and get_tensor()
+            returns this rank's shard of the tensor: ``torch.tensor_split(full, world, dim)[rank]``
+            along the dimension the ``shard`` rules name, or the whole tensor where they replicate
+            it (see flashload.distributed). keys() and metadata() still describe the whole file.
+            The first get_tensor()/get_tensors()/get_slice() loads all of this rank's shards in
+            one tensor-parallel load, a collective: every rank must make such a call. A failure
+            on any rank raises on every rank, naming the rank; a rank that does not arrive within
+            ``timeout_s`` makes the others raise TimeoutError.
+        shard, shard_mode, share_window_mib, timeout_s: the tensor-parallel load's rules ("llama",
+            "none" or a rules file), mode ("auto", "local", "share"), read window and per-step
+            timeout, as flashload.distributed.load_sharded takes them (keyword only; only with
+            ``process_group``).
 
     Opening reads and validates the header only (a malformed file raises here, as in the
     reference). The first get_tensor()/get_tensors() loads the whole file once through the engine
@@ -277,14 +296,26 @@ class safe_open:  # noqa: N801 (the reference's name)
     def __init__(self, filename: Union[str, "os.PathLike[str]"], framework: str,
                  device: Any = "cpu", *, backend: str = "mmap", dtype: Any = None,
                  strategy: str = "auto", threads: int = 0,
-                 budget_mib: int = _DEFAULT_BUDGET_MIB) -> None:
+                 budget_mib: int = _DEFAULT_BUDGET_MIB, process_group: Any = None,
+                 shard: str = "llama", shard_mode: str = "auto", share_window_mib: int = 0,
+                 timeout_s: Optional[float] = None) -> None:
         self._framework = _Framework(framework, device)
         _check_backend(backend)  # after the framework and device, as the reference checks them
         self._file: Optional[_File] = _open_file(filename, strategy, threads, budget_mib,
                                                  lazy=True,
                                                  device=self._framework.native_device,
                                                  dtype=dtype)
-        _prefetch.note_lazy_open(self._file.name, self._file)
+        # Tensor-parallel: the arguments of the one sharded load made on first use, and its result.
+        self._sharded: Optional[Dict[str, Any]] = None
+        self._shards: Optional[Dict[str, Any]] = None
+        if process_group is not None:
+            self._sharded = {"process_group": process_group, "framework": framework,
+                             "device": device, "shard": shard, "shard_mode": shard_mode,
+                             "share_window_mib": share_window_mib, "timeout_s": timeout_s,
+                             "dtype": dtype, "strategy": strategy, "threads": threads,
+                             "budget_mib": budget_mib}
+        else:
+            _prefetch.note_lazy_open(self._file.name, self._file)
 
     def __enter__(self) -> "safe_open":
         return self
@@ -310,26 +341,56 @@ class safe_open:  # noqa: N801 (the reference's name)
         return self._opened().metadata()
 
     def get_tensor(self, name: str) -> Any:
-        """The tensor ``name`` in the chosen framework (zero-copy on the host).
+        """The tensor ``name`` in the chosen framework (zero-copy on the host); with a
+        process_group, this rank's shard of it.
 
         Raises SafetensorError when the file has no tensor of that name.
         """
+        if self._sharded is not None:
+            return self._shard(name)
         return self._framework.convert(self._opened(), name)
 
     def get_tensors(self) -> Dict[str, Any]:
-        """Every tensor, keyed by name, in file order (one engine load of the whole file)."""
+        """Every tensor, keyed by name, in file order (one engine load of the whole file); with a
+        process_group, this rank's shards."""
         file = self._opened()
+        if self._sharded is not None:
+            return dict(self._load_shards())
         _prefetch.note_use(file.name)
         file.load_all()
         return {name: self._framework.convert(file, name) for name in file.offset_keys()}
 
-    def get_slice(self, name: str) -> "_SafeSlice":
-        """A sliceable handle on tensor ``name``: get_shape(), get_dtype(), and indexing."""
+    def get_slice(self, name: str) -> Any:
+        """A sliceable handle on tensor ``name``: get_shape(), get_dtype(), and indexing; with a
+        process_group, on this rank's shard of it."""
         file = self._opened()
         if name not in file:
             raise SafetensorError(
                 f"File {_core.redact_url(file.name)} does not contain tensor {name}")
+        if self._sharded is not None:
+            return _ShardSlice(self._shard(name), file.info(name)[0])
         return _SafeSlice(file, name, self._framework)
+
+    def _load_shards(self) -> Dict[str, Any]:
+        """This rank's shards, loaded by one tensor-parallel load on first use."""
+        if self._shards is None:
+            from flashload.distributed import load_sharded
+            options = dict(self._sharded or {})
+            group = options.pop("process_group")
+            self._shards = load_sharded(self._opened().name, group, **options).tensors
+        return self._shards
+
+    def _shard(self, name: str) -> Any:
+        file = self._opened()
+        if name not in file:
+            raise SafetensorError(
+                f"File {_core.redact_url(file.name)} does not contain tensor {name}")
+        shards = self._load_shards()
+        if name not in shards:
+            raise SafetensorError(
+                f"File {_core.redact_url(file.name)}: this rank holds no part of tensor {name} "
+                "(it has fewer indices along its split dimension than the group has ranks)")
+        return shards[name]
 
 
 def load_model_dir(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", framework: str = "pt",
@@ -414,6 +475,26 @@ class _SafeSlice:
         start, stop, rest = _leading_rows(key, self._shape)
         rows = self._framework.convert_rows(self._file, self._name, self._dtype, start, stop)
         return rows[rest]
+
+
+class _ShardSlice:
+    """get_slice() of a tensor-parallel safe_open: this rank's shard, already in memory, indexed
+    as the framework indexes it."""
+
+    def __init__(self, tensor: Any, dtype: str) -> None:
+        self._tensor = tensor
+        self._dtype = dtype
+
+    def get_shape(self) -> List[int]:
+        """The shape of this rank's shard."""
+        return [int(d) for d in self._tensor.shape]
+
+    def get_dtype(self) -> str:
+        """The safetensors dtype name, e.g. "F32"."""
+        return self._dtype
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._tensor[index]
 
 
 def _basic_key(index: Any, shape: Sequence[int]) -> Optional[Tuple[Any, ...]]:

@@ -188,7 +188,9 @@ def load(data: bytes) -> Dict[str, Any]:
 
 def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *,
               backend: str = "mmap", dtype: Any = None, strategy: str = "auto", threads: int = 0,
-              budget_mib: int = _DEFAULT_BUDGET_MIB) -> Dict[str, Any]:
+              budget_mib: int = _DEFAULT_BUDGET_MIB, process_group: Any = None,
+              shard: str = "llama", shard_mode: str = "auto", share_window_mib: int = 0,
+              timeout_s: Optional[float] = None) -> Dict[str, Any]:
     """Every tensor of `filename`, in file order, on `device`, loaded by flashload's engine.
 
     A CUDA `device` ("cuda", "cuda:N", N, torch.device) loads straight into that GPU. `dtype`
@@ -196,7 +198,27 @@ def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu"
     a CUDA device), as flashload.safe_open describes.
     `backend` ("mmap" or "pread") is checked as safetensors checks it, then ignored: `strategy`
     chooses how the file is read.
+
+    Tensor parallelism: with a torch.distributed `process_group`, every rank of the group calls
+    load_file with the same arguments and gets only its shard of each tensor:
+    ``torch.tensor_split(full, world, dim)[rank]`` along the dimension the `shard` rules name
+    ("llama": q/k/v/gate/up/embeddings/lm_head by rows, o_proj/down_proj by columns, norms whole;
+    "none": everything whole; or a rules file, docs/shard-rules.md), the whole tensor where they
+    replicate it. `filename` may then also be a sharded checkpoint or a model folder.
+    `shard_mode`: "local" (each rank reads its own ranges), "share" (the job reads the model once
+    and the ranks exchange over the group: for S3, HTTP, network file systems) or "auto".
+    `timeout_s` (default 300): how long a rank waits for the others at each step. A failure on any
+    rank raises on every rank, naming the rank (FileNotFoundError or SafetensorError); a rank that
+    does not arrive in time makes the others raise TimeoutError. flashload.distributed.load_sharded
+    returns the same tensors with every rank's report (bytes read, mode).
     """
+    if process_group is not None:
+        from flashload.distributed import load_sharded
+        _check_backend(backend)
+        return load_sharded(filename, process_group, framework="pt", device=device, shard=shard,
+                            shard_mode=shard_mode, share_window_mib=share_window_mib,
+                            timeout_s=timeout_s, dtype=dtype, strategy=strategy, threads=threads,
+                            budget_mib=budget_mib).tensors
     native_device = _native_device(device)
     _check_backend(backend)  # after the device, as the reference checks them
     file = _open_file(filename, strategy, threads, budget_mib, device=native_device, dtype=dtype)

@@ -41,13 +41,17 @@
 #include <mutex>
 #include <new>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "flashload/communicator.h"
 #include "flashload/convert.h"
+#include "flashload/deadline.h"
+#include "flashload/dist.h"
 #include "flashload/dtype.h"
 #include "flashload/header.h"
 #include "flashload/loader.h"
@@ -95,6 +99,8 @@ class Array {
   std::string dtype() const { return std::string(DtypeName(tensor_.dtype())); }
   std::vector<uint64_t> shape() const { return tensor_.shape(); }
   uint64_t nbytes() const { return tensor_.byte_size(); }
+  // The same tensor, exported as raw storage (see above).
+  Array AsRaw() const { return Array(tensor_, true); }
 
   nb::object Dlpack() const {
     DLManagedTensor* managed = tensor_.ToDlpack();
@@ -585,6 +591,247 @@ void SerializeFile(nb::list items, const std::string& path,
   if (!status.ok()) ThrowStatus(status);
 }
 
+// ---- tensor-parallel loading through a Python communicator ----------------------------------------
+
+// A Communicator whose collectives are methods of a Python object (flashload.distributed's
+// TorchDistributedCommunicator, or any object with the same shape):
+//   rank, size, name                                   attributes, read once at construction
+//   agree(code: int, message: str, timeout_s) -> (code, message)
+//   all_gather(data: bytes, timeout_s) -> list[bytes]   (one per rank, by rank)
+//   all_to_all(send: list[memoryview], recv: list[memoryview], timeout_s) -> None
+// LoadSharded() runs with the GIL released; each collective takes the GIL for its call. A Python
+// exception becomes a Status: TimeoutError kDeadlineExceeded, KeyboardInterrupt and SystemExit
+// kCancelled (kept, and raised again by the caller once LoadSharded() has returned), anything else
+// kUnavailable, the message naming the communicator, the rank, the collective and the exception.
+// The memoryviews of all_to_all borrow the loader's buffers for the call only: they are released
+// when the call returns (an array still holding one makes the release fail silently; its memory
+// must not be used after the call).
+// Thread-safety: as Communicator; construct and destroy with the GIL held.
+class PyCommunicator final : public Communicator {
+ public:
+  // Requires the GIL. Raises TypeError/AttributeError (as Python does) for a malformed object.
+  explicit PyCommunicator(nb::handle object)
+      : object_(nb::borrow(object)),
+        rank_(nb::cast<int>(object.attr("rank"))),
+        size_(nb::cast<int>(object.attr("size"))),
+        name_(nb::cast<std::string>(nb::str(object.attr("name")))) {}
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return name_; }
+
+  Status Agree(const Status& local, Deadline deadline) override {
+    nb::gil_scoped_acquire gil;
+    try {
+      nb::object out = object_.attr("agree")(static_cast<int>(local.code()),
+                                             std::string(local.message()), Seconds(deadline));
+      nb::tuple t = nb::cast<nb::tuple>(out);
+      if (t.size() != 2) throw nb::type_error("agree() must return (code, message)");
+      const int code = nb::cast<int>(t[0]);
+      if (code < 0 || code > static_cast<int>(StatusCode::kInternal)) {
+        return InternalError(Where("agree") + " returned the unknown status code " +
+                             std::to_string(code));
+      }
+      return Status(static_cast<StatusCode>(code), nb::cast<std::string>(t[1]));
+    } catch (nb::python_error& e) {
+      return FromPython(e, "agree");
+    } catch (const nb::cast_error&) {
+      return InternalError(Where("agree") + " returned something other than (int, str)");
+    } catch (const nb::builtin_exception& e) {
+      return InternalError(Where("agree") + ": " + e.what());
+    }
+  }
+
+  Result<std::vector<std::string>> AllGather(std::string_view mine, Deadline deadline) override {
+    nb::gil_scoped_acquire gil;
+    try {
+      nb::object out =
+          object_.attr("all_gather")(nb::bytes(mine.data(), mine.size()), Seconds(deadline));
+      std::vector<std::string> all;
+      for (nb::handle item : out) {
+        nb::bytes b = nb::cast<nb::bytes>(item);
+        all.emplace_back(b.c_str(), b.size());
+      }
+      if (all.size() != static_cast<size_t>(size_)) {
+        return InternalError(Where("all_gather") + " returned " + std::to_string(all.size()) +
+                             " items for " + std::to_string(size_) + " ranks");
+      }
+      return all;
+    } catch (nb::python_error& e) {
+      return FromPython(e, "all_gather");
+    } catch (const nb::cast_error&) {
+      return InternalError(Where("all_gather") + " returned something other than a list of bytes");
+    }
+  }
+
+  Status AllToAll(std::span<const std::span<const std::byte>> send,
+                  std::span<const std::span<std::byte>> recv, Deadline deadline) override {
+    nb::gil_scoped_acquire gil;
+    if (send.size() != static_cast<size_t>(size_) || recv.size() != static_cast<size_t>(size_)) {
+      return InvalidArgumentError(Where("all_to_all") + ": " + std::to_string(send.size()) +
+                                  " send and " + std::to_string(recv.size()) +
+                                  " receive buffers for " + std::to_string(size_) + " ranks");
+    }
+    static char empty = 0;  // a memoryview needs an address even for no bytes
+    nb::list send_views;
+    nb::list recv_views;
+    for (const std::span<const std::byte>& s : send) {
+      char* p = s.empty() ? &empty : const_cast<char*>(reinterpret_cast<const char*>(s.data()));
+      send_views.append(nb::steal(
+          Check(PyMemoryView_FromMemory(p, static_cast<Py_ssize_t>(s.size()), PyBUF_READ))));
+    }
+    for (const std::span<std::byte>& r : recv) {
+      char* p = r.empty() ? &empty : reinterpret_cast<char*>(r.data());
+      recv_views.append(nb::steal(
+          Check(PyMemoryView_FromMemory(p, static_cast<Py_ssize_t>(r.size()), PyBUF_WRITE))));
+    }
+    Status status;
+    try {
+      object_.attr("all_to_all")(send_views, recv_views, Seconds(deadline));
+    } catch (nb::python_error& e) {
+      status = FromPython(e, "all_to_all");
+    }
+    // The buffers are the loader's: no view of them may outlive the call.
+    for (nb::handle views : {nb::handle(send_views), nb::handle(recv_views)}) {
+      for (nb::handle v : nb::borrow<nb::list>(views)) {
+        PyObject* released = PyObject_CallMethod(v.ptr(), "release", nullptr);
+        if (released == nullptr) PyErr_Clear();
+        Py_XDECREF(released);
+      }
+    }
+    return status;
+  }
+
+  // KeyboardInterrupt or SystemExit raised inside a collective, to raise again once LoadSharded()
+  // has returned (requires the GIL). False when there is none.
+  bool RestoreInterrupt() {
+    if (!interrupt_type_.is_valid()) return false;
+    PyErr_Restore(interrupt_type_.release().ptr(), interrupt_value_.release().ptr(),
+                  interrupt_traceback_.release().ptr());
+    return true;
+  }
+
+ private:
+  static PyObject* Check(PyObject* o) {
+    if (o == nullptr) throw nb::python_error();
+    return o;
+  }
+
+  // Seconds left until `deadline` (at least 0); a large number for an infinite one.
+  static double Seconds(Deadline deadline) {
+    if (deadline.infinite()) return 365.0 * 24 * 3600;
+    const auto left = deadline.when() - Deadline::Clock::now();
+    return std::max(0.0, std::chrono::duration<double>(left).count());
+  }
+
+  std::string Where(const char* collective) const {
+    return "communicator " + name_ + ", rank " + std::to_string(rank_) + ": " + collective + "()";
+  }
+
+  // Requires the GIL; consumes the Python error held by `e`.
+  Status FromPython(nb::python_error& e, const char* collective) {
+    const std::string what = Where(collective) + " raised " +
+                             nb::cast<std::string>(nb::str(e.type().attr("__name__"))) + ": " +
+                             nb::cast<std::string>(nb::str(e.value()));
+    if (e.matches(PyExc_KeyboardInterrupt) || e.matches(PyExc_SystemExit)) {
+      if (!interrupt_type_.is_valid()) {
+        interrupt_type_ = nb::borrow(e.type());
+        interrupt_value_ = nb::borrow(e.value());
+        interrupt_traceback_ = nb::borrow(e.traceback());
+      }
+      return CancelledError(what);
+    }
+    if (e.matches(PyExc_TimeoutError)) {
+      return DeadlineExceededError(what +
+                                   " (a rank did not reach the collective in time: see the other "
+                                   "ranks' errors, or raise timeout_s)");
+    }
+    return UnavailableError(what);
+  }
+
+  nb::object object_;
+  const int rank_;
+  const int size_;
+  const std::string name_;
+  nb::object interrupt_type_;
+  nb::object interrupt_value_;
+  nb::object interrupt_traceback_;
+};
+
+// A rank's report as a dict (the fields of RankReport, without the nested LoadReport).
+nb::dict RankReportDict(const RankReport& r) {
+  nb::dict d;
+  d["rank"] = r.rank;
+  d["world"] = r.world;
+  d["communicator"] = r.communicator;
+  d["mode"] = r.mode;
+  d["mode_reason"] = r.mode_reason;
+  d["rules"] = r.rules;
+  d["tensors"] = r.tensors;
+  d["split"] = r.split;
+  d["shard_bytes"] = r.shard_bytes;
+  d["bytes_read"] = r.bytes_read;
+  d["bytes_sent"] = r.bytes_sent;
+  d["bytes_received"] = r.bytes_received;
+  d["rounds"] = r.rounds;
+  d["seconds"] = r.seconds;
+  d["read_seconds"] = r.read_seconds;
+  d["share_seconds"] = r.share_seconds;
+  d["covering_reads"] = r.covering_reads;
+  d["covering_bytes"] = r.covering_bytes;
+  d["summary"] = DescribeRankReport(r);
+  return d;
+}
+
+// LoadSharded() on a Python communicator: ([(name, Array)] in file order, [report dict per rank]).
+// Runs with the GIL released (the communicator takes it for each collective).
+nb::tuple LoadShardedPy(const std::string& path, nb::handle communicator, const std::string& shard,
+                        const std::string& mode, uint64_t share_window_mib, double timeout_s,
+                        const std::string& strategy, uint32_t threads, uint64_t budget_mib,
+                        const std::string& variant, const std::string& device,
+                        const std::string& dtype) {
+  TensorParallelOptions o;
+  o.load = MakeLoadOptions(strategy, threads, budget_mib, device, dtype, variant);
+  o.shard = shard;
+  Result<ShardMode> parsed = ParseShardMode(mode);
+  if (!parsed.ok()) throw nb::value_error(std::string(parsed.status().message()).c_str());
+  o.mode = *parsed;
+  o.share_window_bytes = share_window_mib << 20;
+  if (!(timeout_s > 0)) throw nb::value_error("timeout_s must be positive");
+  o.timeout = std::chrono::milliseconds(static_cast<int64_t>(std::min(timeout_s, 1e9) * 1000));
+  PyCommunicator comm(communicator);
+  Result<ShardedModel> model = InternalError("not loaded");
+  {
+    nb::gil_scoped_release release;
+    model = LoadSharded(path, comm, o);
+  }
+  if (!model.ok()) {
+    if (comm.RestoreInterrupt()) throw nb::python_error();
+    if (model.status().code() == StatusCode::kDeadlineExceeded) {
+      PyErr_SetString(PyExc_TimeoutError, std::string(model.status().message()).c_str());
+      throw nb::python_error();
+    }
+    ThrowStatus(model.status());
+  }
+  // File order: the headers' tensors, file by file; names Load() qualifies (a diffusers
+  // component's "<component>/<name>") after those, in name order.
+  nb::list tensors;
+  std::set<std::string> listed;
+  for (const auto& [file, header] : model->headers) {
+    for (const TensorInfo& t : header.tensors) {
+      auto it = model->tensors.find(t.name);
+      if (it == model->tensors.end() || !listed.insert(t.name).second) continue;
+      tensors.append(nb::make_tuple(t.name, Array(it->second, false)));
+    }
+  }
+  for (const auto& [name, tensor] : model->tensors) {
+    if (!listed.contains(name)) tensors.append(nb::make_tuple(name, Array(tensor, false)));
+  }
+  nb::list reports;
+  for (const RankReport& r : model->reports) reports.append(RankReportDict(r));
+  return nb::make_tuple(tensors, reports);
+}
+
 }  // namespace
 }  // namespace flashload::python
 
@@ -630,6 +877,9 @@ NB_MODULE(_core, m) {
       .def_prop_ro("dtype", &Array::dtype, "safetensors dtype name, e.g. 'BF16'")
       .def_prop_ro("shape", &Array::shape)
       .def_prop_ro("nbytes", &Array::nbytes)
+      .def("as_raw", &Array::AsRaw,
+           "The same tensor exported as unsigned storage of the element width (sub-byte types: "
+           "the packed bytes); no copy.")
       .def(
           "__dlpack__",
           [](const Array& a, nb::args, nb::kwargs kwargs) {
@@ -705,6 +955,27 @@ NB_MODULE(_core, m) {
         nb::arg("budget_mib") = defaults.budget_mib, nb::arg("variant") = defaults.variant,
         nb::arg("device") = defaults.device, nb::arg("dtype") = defaults.dtype,
         nb::arg("_test_delay_ms") = 0, load_model_doc.c_str());
+  static const std::string load_sharded_doc =
+      "Tensor-parallel load of a file, sharded checkpoint or folder: every rank of `communicator` "
+      "calls it with the same arguments and gets its shard of each tensor "
+      "(torch.tensor_split(t, world, dim)[rank] along the dimension the `shard` rules name, or the "
+      "whole tensor when replicated). `communicator`: an object with rank, size, name and the "
+      "methods agree(code, message, timeout_s) -> (code, message), all_gather(bytes, timeout_s) "
+      "-> [bytes], all_to_all(send views, recv views, timeout_s) (flashload.distributed). "
+      "`shard`: 'llama', 'none' or a rules file; `mode`: 'auto', 'local' (each rank reads its "
+      "shards) or 'share' (the job reads the model once and the ranks exchange); "
+      "`share_window_mib`: bytes read per round of 'share' (0: budget_mib); `timeout_s`: how long "
+      "a rank waits for the others at each step. Returns ([(name, Array)] in file order, [report "
+      "dict per rank]). A failure on any rank raises on every rank (SafetensorError, or "
+      "FileNotFoundError, naming the rank); a rank that does not arrive in time makes the others "
+      "raise TimeoutError. GIL released while loading. " +
+      engine_options;
+  m.def("load_sharded", &flashload::python::LoadShardedPy, nb::arg("path"), nb::arg("communicator"),
+        nb::arg("shard") = "llama", nb::arg("mode") = "auto", nb::arg("share_window_mib") = 0,
+        nb::arg("timeout_s") = 300.0, nb::arg("strategy") = defaults.strategy,
+        nb::arg("threads") = defaults.threads, nb::arg("budget_mib") = defaults.budget_mib,
+        nb::arg("variant") = defaults.variant, nb::arg("device") = defaults.device,
+        nb::arg("dtype") = defaults.dtype, load_sharded_doc.c_str());
   m.def(
       "redact_url", [](const std::string& uri) { return flashload::RedactUrl(uri); },
       nb::arg("uri"),
