@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 90
 VENV_TORCH ?= .venv-torch
 VENV_FRAMEWORKS ?= .venv-frameworks
 
-.PHONY: all deps build venv demo test unit integration storage python python-torch frameworks asan tsan fuzz gpu-test gpu-kit format clean
+.PHONY: all deps build venv demo test unit mpi integration storage python python-torch frameworks asan tsan fuzz gpu-test gpu-kit format clean
 
 all: build
 
@@ -47,6 +47,12 @@ storage: build venv
 	@FLASHLOAD_BIN=$(abspath $(BUILD))/flashload \
 		FLASHLOAD_SLOWFS=$(abspath $(BUILD))/tools/slowfs/flashload_slowfs \
 		$(VENV)/bin/python -m pytest -q tests/tools tests/integration
+
+# The MPI communicator under mpirun: collectives on 2 and 4 ranks, and a rank past its deadline
+# (`flashload load --tp` itself is tested by tests/integration/test_tp_load.py in `storage`).
+mpi: build
+	@test -x $(BUILD)/mpi_check || { echo "mpi_check not built (MPI not found: scripts/install-deps.sh installs Open MPI)"; exit 1; }
+	@bash tests/integration/mpi/run.sh $(BUILD)/mpi_check
 
 # Builds and installs the Python package (scikit-build-core + nanobind) into the venv, then runs the
 # differential suites against the reference safetensors package.
@@ -86,23 +92,24 @@ frameworks: build $(VENV_FRAMEWORKS)/.installed
 	@FLASHLOAD_BIN=$(abspath $(BUILD))/flashload $(VENV_FRAMEWORKS)/bin/python -m pytest -q \
 		tests/frameworks tests/python/test_convert_checkpoints.py
 
-# The unit suite under ASan+UBSan; the engine, I/O and load suites under TSan.
+# The unit suite under ASan+UBSan; the engine, I/O, load and dist suites under TSan.
 asan: deps
 	@cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFLASHLOAD_SANITIZE=address,undefined >/dev/null
-	@cmake --build $(BUILD)-asan -j $(JOBS) --target unit_common unit_format unit_io unit_plan unit_sink unit_engine unit_load unit_store unit_cli
+	@cmake --build $(BUILD)-asan -j $(JOBS) --target unit_common unit_format unit_io unit_plan unit_sink unit_engine unit_load unit_store unit_dist unit_cli
 	@cd $(BUILD)-asan && ctest --output-on-failure -j $(JOBS)
 
 tsan: deps
 	@cmake -S . -B $(BUILD)-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLASHLOAD_SANITIZE=thread >/dev/null
-	@cmake --build $(BUILD)-tsan -j $(JOBS) --target unit_io unit_engine unit_load
+	@cmake --build $(BUILD)-tsan -j $(JOBS) --target unit_io unit_engine unit_load unit_dist
 	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_io --gtest_brief=1
 	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_engine --gtest_brief=1
 	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_load --gtest_brief=1
+	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_dist --gtest_brief=1
 
 # Every libFuzzer target for a bounded time: the safetensors header parser gets a third of
 # FUZZ_SECONDS, the other parsers (AWS INI, S3 XML, the pickle reader, tar headers, zstd seek
-# tables) a ninth each.
-FUZZERS := header aws_ini s3_xml pickle tar seek_table
+# tables, shard rules and config.json) a ninth each.
+FUZZERS := header aws_ini s3_xml pickle tar seek_table shard_rules
 fuzz: deps
 	@CC=clang CXX=clang++ cmake -S . -B $(BUILD)-fuzz -G Ninja -DFLASHLOAD_FUZZ=ON -DFLASHLOAD_TESTS=OFF -DFLASHLOAD_CUDA=OFF >/dev/null
 	@cmake --build $(BUILD)-fuzz -j $(JOBS) --target $(addsuffix _fuzz,$(FUZZERS))
@@ -126,7 +133,7 @@ gpu-test: build
 gpu-kit: deps
 	@scripts/gpu-kit.sh
 
-test: build venv unit integration storage python python-torch frameworks asan tsan fuzz
+test: build venv unit mpi integration storage python python-torch frameworks asan tsan fuzz
 	@echo "make test: all suites passed"
 
 format:

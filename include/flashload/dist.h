@@ -10,9 +10,9 @@
 // names (fused tensors block by block), or replicated. Two modes:
 // - shard-local: each rank reads only its ranges. Best on fast local storage: total bytes read ≈
 //   the sum of the shards. A column shard of a row-major matrix is a run in every row: when those
-//   runs are short (under 256 KiB), the ranks read such tensors once between them and share them
-//   (as below) rather than issue a request per row or read every row on every rank; the report
-//   counts them.
+//   runs are short (under 256 KiB) and the tensors land in host memory as stored, the ranks read
+//   such tensors once between them and share them (as below) rather than issue a request per row
+//   or read every row on every rank; the report counts them.
 // - read-once-then-share: the bytes the ranks need are read once across the job, each rank
 //   reading 1/world of them, then the ranks exchange (AllToAll) so each ends with exactly its
 //   shards. Best on slow shared storage (S3, HTTP, a network file system): total bytes read ≈ the
@@ -27,9 +27,9 @@
 // unusable: an MPI job should then be aborted). Nothing is returned on error.
 //
 // Output: host memory (LoadOptions::device kCpu), or with shard-local the rank's CUDA device and
-// dtype conversion as Load() does them, for every tensor the rank reads itself. Shared shards
-// (read-once-then-share, and column shards with short runs) are exchanged in host memory as
-// stored: a CUDA device or a dtype conversion is refused there for now (kUnimplemented).
+// dtype conversion as Load() does them (a GPU or converting rank then reads its column shards
+// itself rather than sharing them). Read-once-then-share exchanges host memory as stored: a CUDA
+// device or a dtype conversion is refused there for now (kUnimplemented).
 //
 // Thread-safety: one LoadSharded() at a time per communicator.
 #ifndef FLASHLOAD_DIST_H_

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "dist/shard_rules.h"
 #include "dist/share_plan.h"
@@ -86,7 +87,9 @@ bool ShareStrided(const TensorInfo& t, const dist::TensorShard& shard, int world
 
 // The selection of rank `rank`: every tensor of the model, split or replicated by the rules,
 // in two parts: what the rank reads itself (`local`), and what is read once and shared
-// (`shared`): everything in read-once-then-share mode, strided short-run shards otherwise.
+// (`shared`): everything in read-once-then-share mode, strided short-run shards otherwise when
+// the tensors land in host memory as stored (the exchange does not convert or copy to a device:
+// a GPU or converting rank reads its column shards itself).
 struct RankSelection {
   TensorSelection local;
   TensorSelection shared;
@@ -94,14 +97,15 @@ struct RankSelection {
   uint32_t tensors = 0;
 };
 Result<RankSelection> SelectFor(const LoadedModel& m, const dist::ShardRules& rules, int world,
-                                int rank, ShardMode mode) {
+                                int rank, ShardMode mode, bool host_as_stored) {
   RankSelection out;
   for (const ModelFile& f : m.layout.files) {
     for (const TensorInfo& t : m.headers.at(f.path).tensors) {
       FL_ASSIGN_OR_RETURN(dist::TensorShard shard, rules.ShardFor(t.name, t.shape));
       if (shard.action == dist::ShardAction::kSplit) ++out.split;
       ++out.tensors;
-      const bool shared = mode == ShardMode::kReadOnceShare || ShareStrided(t, shard, world);
+      const bool shared =
+          mode == ShardMode::kReadOnceShare || (host_as_stored && ShareStrided(t, shard, world));
       (shared ? out.shared : out.local).tensors[Qualified(f.component, t.name)] = dist::ShardPart(
           shard, t.shape, static_cast<uint32_t>(world), static_cast<uint32_t>(rank));
     }
@@ -109,31 +113,19 @@ Result<RankSelection> SelectFor(const LoadedModel& m, const dist::ShardRules& ru
   return out;
 }
 
-// Why a mode: read-once-then-share when some file is remote or on a network file system.
-ShardMode ChooseMode(const TensorParallelOptions& o, const load_internal::OpenedModel& opened,
-                     int world, std::string& reason) {
-  if (o.mode != ShardMode::kAuto) {
-    reason = "asked for";
-    return o.mode;
-  }
-  if (world == 1) {
-    reason = "one rank: nothing to share";
-    return ShardMode::kShardLocal;
-  }
+// The file that makes a model slow shared storage (remote, an archive member, a network file
+// system), or "" when every file is local.
+std::string SharedStorage(const load_internal::OpenedModel& opened) {
   for (size_t i = 0; i < opened.files.size(); ++i) {
     const std::string& path = opened.model.layout.files[i].path;
     if (!RemoteScheme(path).empty() || IsArchiveMemberUri(path)) {
-      reason = fmt::format("{} is remote: each byte is read once and shared", RedactUrl(path));
-      return ShardMode::kReadOnceShare;
+      return fmt::format("{} is remote", RedactUrl(path));
     }
     if (opened.files[i].strategy.strategy == Strategy::kNetwork) {
-      reason =
-          fmt::format("{} is on a network file system: each byte is read once and shared", path);
-      return ShardMode::kReadOnceShare;
+      return fmt::format("{} is on a network file system", path);
     }
   }
-  reason = "local storage: each rank reads its own shards";
-  return ShardMode::kShardLocal;
+  return "";
 }
 
 // The reads of one round land in one host buffer, file after file.
@@ -264,6 +256,85 @@ class ShardedLoad {
   }
 
  private:
+  // The mode, and why. Auto: on slow shared storage with several ranks, the bytes the ranks would
+  // read in all decide: their own ranges (shard-local, merged as each file's source merges them)
+  // against each needed byte once (read-once-then-share); shard-local unless it reads over 10 %
+  // more, since sharing costs an exchange on top. Local storage: shard-local.
+  Result<ShardMode> ChooseMode(std::string& reason) const {
+    if (o_.mode != ShardMode::kAuto) {
+      reason = "asked for";
+      return o_.mode;
+    }
+    if (world_ == 1) {
+      reason = "one rank: nothing to share";
+      return ShardMode::kShardLocal;
+    }
+    const std::string shared = SharedStorage(opened_);
+    if (shared.empty()) {
+      reason = "local storage: each rank reads its own shards";
+      return ShardMode::kShardLocal;
+    }
+    uint64_t local_bytes = 0;
+    std::vector<std::vector<std::vector<dist::Destination>>> all;
+    std::vector<std::vector<std::vector<dist::Destination>>> strided;
+    for (int q = 0; q < world_; ++q) {
+      FL_ASSIGN_OR_RETURN(RankSelection local, SelectFor(opened_.model, rules_, world_, q,
+                                                         ShardMode::kShardLocal, HostAsStored()));
+      FL_ASSIGN_OR_RETURN(RankSelection every, SelectFor(opened_.model, rules_, world_, q,
+                                                         ShardMode::kReadOnceShare, true));
+      FL_ASSIGN_OR_RETURN(std::vector<plan::FilePlan> own, PlanFiles(local.local, true));
+      for (const plan::FilePlan& f : own) local_bytes += f.bytes_to_read();
+      FL_ASSIGN_OR_RETURN(std::vector<plan::FilePlan> s, PlanFiles(local.shared, false));
+      strided.push_back(dist::LayOutOutput(s).destinations);
+      FL_ASSIGN_OR_RETURN(std::vector<plan::FilePlan> e, PlanFiles(every.shared, false));
+      all.push_back(dist::LayOutOutput(e).destinations);
+    }
+    local_bytes += dist::SharePlan(std::move(strided), 1).needed_bytes();
+    const uint64_t once = dist::SharePlan(std::move(all), 1).needed_bytes();
+    if (local_bytes <= once + once / 10) {
+      reason = fmt::format(
+          "{}, but the ranks' own ranges add up to {:.1f} MB, about the {:.1f} MB they need "
+          "once: each reads its own, no exchange",
+          shared, local_bytes / 1e6, once / 1e6);
+      return ShardMode::kShardLocal;
+    }
+    reason = fmt::format(
+        "{}, and the ranks' own ranges add up to {:.1f} MB, {:.1f}x the {:.1f} MB they need: each "
+        "byte is read once and shared",
+        shared, local_bytes / 1e6, static_cast<double>(local_bytes) / std::max<uint64_t>(once, 1),
+        once / 1e6);
+    return ShardMode::kReadOnceShare;
+  }
+
+  // The files of the model planned for `selection`; with `merged`, ranges merged as each file's
+  // source merges them (what Load() would read).
+  Result<std::vector<plan::FilePlan>> PlanFiles(const TensorSelection& selection,
+                                                bool merged) const {
+    plan::PlanOptions po;
+    po.selection = &selection;
+    std::vector<plan::FilePlan> files;
+    for (size_t i = 0; i < opened_.model.layout.files.size(); ++i) {
+      const ModelFile& mf = opened_.model.layout.files[i];
+      plan::FilePlan fp;
+      fp.path = mf.path;
+      fp.component = mf.component;
+      fp.header = opened_.model.headers.at(mf.path);
+      FL_RETURN_IF_ERROR(plan::PlanFile(fp, static_cast<uint32_t>(i), po));
+      if (merged) {
+        const engine::FileRead& f = opened_.files[i];
+        plan::MergeRanges(fp, static_cast<uint32_t>(i),
+                          engine::MergeGapBytes(fp.path, f.strategy, f.source->caps()),
+                          po.alignment, f.strategy.chunk_bytes);
+      }
+      files.push_back(std::move(fp));
+    }
+    return files;
+  }
+
+  bool HostAsStored() const {
+    return o_.load.device.type == DeviceType::kCpu && o_.load.dtype.empty();
+  }
+
   Status Agree(const Status& local) { return comm_.Agree(local, Deadline::In(o_.timeout)); }
 
   Status Prepare() {
@@ -279,22 +350,19 @@ class ShardedLoad {
     const std::optional<dist::ModelConfig> config = LocalModelConfig(opened_.model.layout);
     FL_ASSIGN_OR_RETURN(rules_, dist::ShardRules::FromSpec(o_.shard, config ? &*config : nullptr));
     report_.rules = rules_.source();
-    mode_ = ChooseMode(o_, opened_, world_, report_.mode_reason);
+    FL_ASSIGN_OR_RETURN(mode_, ChooseMode(report_.mode_reason));
     report_.mode = std::string(ShardModeName(mode_));
-    FL_ASSIGN_OR_RETURN(RankSelection mine, SelectFor(opened_.model, rules_, world_, rank_, mode_));
+    FL_ASSIGN_OR_RETURN(RankSelection mine,
+                        SelectFor(opened_.model, rules_, world_, rank_, mode_, HostAsStored()));
     report_.split = mine.split;
     report_.tensors = mine.tensors;
     report_.strided_shared =
         mode_ == ShardMode::kShardLocal ? static_cast<uint32_t>(mine.shared.tensors.size()) : 0;
     local_ = std::make_shared<TensorSelection>(std::move(mine.local));
-    if (!mine.shared.tensors.empty() &&
-        (o_.load.device.type != DeviceType::kCpu || !o_.load.dtype.empty())) {
-      return UnimplementedError(fmt::format(
-          "{} shards are read once and shared between the ranks ({}), which lands them in host "
-          "memory as stored; a CUDA device or a dtype conversion is not supported there yet",
-          mode_ == ShardMode::kReadOnceShare ? "all" : "column-split",
-          mode_ == ShardMode::kReadOnceShare ? "read-once-then-share mode"
-                                             : "their rows hold short runs of every rank's shard"));
+    if (!mine.shared.tensors.empty() && !HostAsStored()) {
+      return UnimplementedError(
+          "read-once-then-share lands the shards in host memory as stored; a CUDA device or a "
+          "dtype conversion needs --shard-mode local (each rank reads its own shards)");
     }
     out_.headers = opened_.model.headers;
     return Status::Ok();
@@ -318,21 +386,11 @@ class ShardedLoad {
     return Status::Ok();
   }
 
-  // Plans every rank's tensors (the same on every rank).
+  // Plans rank `rank`'s shared tensors (the same on every rank).
   Result<std::vector<plan::FilePlan>> PlanRank(int rank) const {
-    FL_ASSIGN_OR_RETURN(RankSelection sel, SelectFor(opened_.model, rules_, world_, rank, mode_));
-    plan::PlanOptions po;
-    po.selection = &sel.shared;
-    std::vector<plan::FilePlan> files;
-    for (const ModelFile& mf : opened_.model.layout.files) {
-      plan::FilePlan fp;
-      fp.path = mf.path;
-      fp.component = mf.component;
-      fp.header = opened_.model.headers.at(mf.path);
-      FL_RETURN_IF_ERROR(plan::PlanFile(fp, static_cast<uint32_t>(files.size()), po));
-      files.push_back(std::move(fp));
-    }
-    return files;
+    FL_ASSIGN_OR_RETURN(RankSelection sel,
+                        SelectFor(opened_.model, rules_, world_, rank, mode_, HostAsStored()));
+    return PlanFiles(sel.shared, false);
   }
 
   // The shards read once across the ranks and exchanged: each rank reads 1/world of the bytes
@@ -363,16 +421,27 @@ class ShardedLoad {
     Result<std::shared_ptr<sink::HostArena>> output = sink::HostArena::Allocate(layout.bytes);
     FL_RETURN_IF_ERROR(Agree(output.status()));
     std::shared_ptr<sink::HostArena> out = *std::move(output);
-    RangeSink reads;
+    // Rounds are pipelined: while the ranks exchange round k, each reads its piece of round k+1
+    // into the other buffer.
+    Buffer buffers[2];
+    Result<uint64_t> next = ReadRound(share, 0, mine, buffers[0]);
     for (uint32_t round = 0; round < share.rounds(); ++round) {
-      const auto read_start = Clock::now();
-      Status read = ReadRound(share, round, mine, reads);
-      report_.read_seconds += SecondsSince(read_start);
+      Buffer& current = buffers[round % 2];
+      Result<uint64_t> read = std::move(next);
+      std::thread reader;
+      if (read.ok() && round + 1 < share.rounds()) {
+        reader = std::thread(
+            [&, round] { next = ReadRound(share, round + 1, mine, buffers[(round + 1) % 2]); });
+      }
       const auto share_start = Clock::now();
-      FL_RETURN_IF_ERROR(Agree(read));
-      FL_RETURN_IF_ERROR(Exchange(share, round, mine, reads, out->data()));
+      Status exchanged = Agree(read.status());
+      if (exchanged.ok()) exchanged = Exchange(share, round, current, out->data());
       report_.share_seconds += SecondsSince(share_start);
+      if (reader.joinable()) reader.join();
+      FL_RETURN_IF_ERROR(exchanged);
+      report_.bytes_read += *read;
     }
+    report_.read_seconds += buffers[0].seconds + buffers[1].seconds;
     for (size_t f = 0; f < mine.size(); ++f) {
       for (size_t k = 0; k < mine[f].tensors.size(); ++k) {
         const plan::PlannedTensor& pt = mine[f].tensors[k];
@@ -388,15 +457,25 @@ class ShardedLoad {
     return Status::Ok();
   }
 
-  // Reads this rank's pieces of `round` through the engine into `reads`.
-  Status ReadRound(const dist::SharePlan& share, uint32_t round,
-                   const std::vector<plan::FilePlan>& mine, RangeSink& reads) {
-    plan::LoadPlan lp;
+  // One round's reads: the plan of this rank's pieces and the memory they landed in.
+  struct Buffer {
+    plan::LoadPlan plan;
+    RangeSink sink;
+    double seconds = 0;
+  };
+
+  // Reads this rank's pieces of `round` through the engine into `buffer`; the bytes read.
+  Result<uint64_t> ReadRound(const dist::SharePlan& share, uint32_t round,
+                             const std::vector<plan::FilePlan>& mine, Buffer& buffer) {
+    const auto start = Clock::now();
+    plan::LoadPlan& lp = buffer.plan;
+    lp.files.clear();
     std::vector<std::vector<dist::FileBytes>> by_file(mine.size());
     for (const dist::FileBytes& b : share.Reads(round, static_cast<uint32_t>(rank_))) {
       by_file[b.file].push_back(b);
     }
     std::vector<engine::FileInput> inputs;
+    uint64_t bytes = 0;
     for (size_t f = 0; f < mine.size(); ++f) {
       plan::FilePlan fp;
       fp.path = mine[f].path;
@@ -409,50 +488,69 @@ class ShardedLoad {
       const engine::FileStrategy& s = opened_.files[f].strategy;
       plan::MergeRanges(fp, static_cast<uint32_t>(f), 0, plan::PlanOptions().alignment,
                         s.chunk_bytes);
-      report_.bytes_read += fp.bytes_to_read();
+      bytes += fp.bytes_to_read();
       lp.files.push_back(std::move(fp));
       inputs.push_back({opened_.files[f].source.get(), s.queue_depth});
     }
-    FL_RETURN_IF_ERROR(reads.Prepare(lp));
+    FL_RETURN_IF_ERROR(buffer.sink.Prepare(lp));
     engine::EngineOptions eo;
     eo.memory_budget = o_.load.memory_budget;
     eo.parallel_files = o_.load.parallel_files;
     eo.cancel = o_.load.cancel;
-    FL_RETURN_IF_ERROR(engine::RunPlan(lp, inputs, reads, eo));
-    round_plan_ = std::move(lp);
-    return Status::Ok();
+    FL_RETURN_IF_ERROR(engine::RunPlan(lp, inputs, buffer.sink, eo));
+    buffer.seconds += SecondsSince(start);
+    return bytes;
   }
 
-  // Sends every rank the bytes of this round's reads it needs; places what this rank receives.
-  Status Exchange(const dist::SharePlan& share, uint32_t round,
-                  const std::vector<plan::FilePlan>& mine, const RangeSink& reads, std::byte* out) {
+  // Sends every rank the bytes of this round's reads it needs; places what this rank receives
+  // (its own reads straight from the read buffer).
+  Status Exchange(const dist::SharePlan& share, uint32_t round, const Buffer& reads,
+                  std::byte* out) {
     const auto n = static_cast<uint32_t>(world_);
     const auto me = static_cast<uint32_t>(rank_);
-    std::vector<std::vector<std::byte>> send(n);
+    std::vector<std::unique_ptr<std::byte[]>> memory(2 * n);
+    std::vector<std::span<const std::byte>> send(n);
+    std::vector<std::span<std::byte>> recv(n);
     std::vector<std::vector<dist::Transfer>> incoming(n);
-    std::vector<std::vector<std::byte>> recv(n);
+    auto source = [&](const dist::Transfer& t) -> Result<const std::byte*> {
+      FL_ASSIGN_OR_RETURN(uint64_t at, reads.plan.files[t.file].ArenaOffset(t.offset));
+      return reads.sink.At(t.file, at);
+    };
     Status packed = [&]() -> Status {
       for (uint32_t q = 0; q < n; ++q) {
-        for (const dist::Transfer& t : share.Transfers(round, me, q)) {
-          FL_ASSIGN_OR_RETURN(uint64_t at, round_plan_.files[t.file].ArenaOffset(t.offset));
-          const std::byte* src = reads.At(t.file, at);
-          send[q].insert(send[q].end(), src, src + t.bytes);
+        std::vector<dist::Transfer> outgoing = share.Transfers(round, me, q);
+        if (q == me) {
+          for (const dist::Transfer& t : outgoing) {
+            FL_ASSIGN_OR_RETURN(const std::byte* src, source(t));
+            std::memcpy(out + t.out, src, t.bytes);
+          }
+          continue;
         }
-        if (q != me) report_.bytes_sent += send[q].size();
+        uint64_t bytes = 0;
+        for (const dist::Transfer& t : outgoing) bytes += t.bytes;
+        memory[q].reset(new std::byte[std::max<uint64_t>(bytes, 1)]);
+        uint64_t at = 0;
+        for (const dist::Transfer& t : outgoing) {
+          FL_ASSIGN_OR_RETURN(const std::byte* src, source(t));
+          std::memcpy(memory[q].get() + at, src, t.bytes);
+          at += t.bytes;
+        }
+        send[q] = std::span<const std::byte>(memory[q].get(), bytes);
+        report_.bytes_sent += bytes;
       }
       for (uint32_t r = 0; r < n; ++r) {
+        if (r == me) continue;
         incoming[r] = share.Transfers(round, r, me);
         uint64_t bytes = 0;
         for (const dist::Transfer& t : incoming[r]) bytes += t.bytes;
-        recv[r].resize(bytes);
-        if (r != me) report_.bytes_received += bytes;
+        memory[n + r].reset(new std::byte[std::max<uint64_t>(bytes, 1)]);
+        recv[r] = std::span<std::byte>(memory[n + r].get(), bytes);
+        report_.bytes_received += bytes;
       }
       return Status::Ok();
     }();
     FL_RETURN_IF_ERROR(Agree(packed));
-    std::vector<std::span<const std::byte>> send_spans(send.begin(), send.end());
-    std::vector<std::span<std::byte>> recv_spans(recv.begin(), recv.end());
-    FL_RETURN_IF_ERROR(comm_.AllToAll(send_spans, recv_spans, Deadline::In(o_.timeout)));
+    FL_RETURN_IF_ERROR(comm_.AllToAll(send, recv, Deadline::In(o_.timeout)));
     for (uint32_t r = 0; r < n; ++r) {
       uint64_t at = 0;
       for (const dist::Transfer& t : incoming[r]) {
@@ -460,7 +558,6 @@ class ShardedLoad {
         at += t.bytes;
       }
     }
-    (void)mine;
     return Status::Ok();
   }
 
@@ -473,7 +570,6 @@ class ShardedLoad {
   dist::ShardRules rules_;
   std::shared_ptr<TensorSelection> local_;  // what this rank reads itself
   ShardMode mode_ = ShardMode::kShardLocal;
-  plan::LoadPlan round_plan_;
   RankReport report_;
   ShardedModel out_;
 };

@@ -219,6 +219,24 @@ TEST_P(ShardedLoadTest, AReadFaultOnOneRankFailsEveryRankNamingRankAndFile) {
   }
 }
 
+TEST_P(ShardedLoadTest, ConvertingRanksReadTheirColumnShardsThemselves) {
+  TensorParallelOptions o;
+  o.mode = GetParam();
+  o.load.dtype = "F32=BF16";
+  auto results = RunRanks(2, o);
+  if (GetParam() == ShardMode::kReadOnceShare) {
+    for (const auto& r : results) EXPECT_THAT(r, StatusIs(StatusCode::kUnimplemented));
+    return;
+  }
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(results[r].ok()) << results[r].status().ToString();
+    EXPECT_EQ(results[r]->report.strided_shared, 0u);
+    const Tensor& down = results[r]->tensors.at("model.layers.0.mlp.down_proj.weight");
+    EXPECT_EQ(down.dtype(), Dtype::kBF16);
+    EXPECT_EQ(down.shape(), (std::vector<uint64_t>{24, 33}));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, ShardedLoadTest,
                          ::testing::Values(ShardMode::kShardLocal, ShardMode::kReadOnceShare),
                          [](const auto& info) {
