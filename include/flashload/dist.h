@@ -26,10 +26,10 @@
 // `timeout` makes the others fail with kDeadlineExceeded (after which the communicator may be
 // unusable: an MPI job should then be aborted). Nothing is returned on error.
 //
-// Output: host memory (LoadOptions::device kCpu), or with shard-local the rank's CUDA device and
-// dtype conversion as Load() does them (a GPU or converting rank then reads its column shards
-// itself rather than sharing them). Read-once-then-share exchanges host memory as stored: a CUDA
-// device or a dtype conversion is refused there for now (kUnimplemented).
+// Output: where LoadOptions::device says, converted as LoadOptions::dtype says. Shard-local: as
+// Load() does it (a GPU or converting rank reads its column shards itself rather than sharing
+// them). Read-once-then-share exchanges host memory as stored, then converts on the host and, for
+// a CUDA device, copies each rank's shards into one device allocation.
 //
 // Thread-safety: one LoadSharded() at a time per communicator.
 #ifndef FLASHLOAD_DIST_H_

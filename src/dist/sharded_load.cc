@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 
+#include "dist/placement.h"
 #include "dist/shard_rules.h"
 #include "dist/share_plan.h"
 #include "engine/engine.h"
@@ -18,6 +19,7 @@
 #include "io/archive_source.h"
 #include "io/registry.h"
 #include "load/open_model.h"
+#include "sink/cuda_copy_engine.h"
 #include "sink/host_arena.h"
 #include "sink/sink.h"
 
@@ -359,11 +361,6 @@ class ShardedLoad {
     report_.strided_shared =
         mode_ == ShardMode::kShardLocal ? static_cast<uint32_t>(mine.shared.tensors.size()) : 0;
     local_ = std::make_shared<TensorSelection>(std::move(mine.local));
-    if (!mine.shared.tensors.empty() && !HostAsStored()) {
-      return UnimplementedError(
-          "read-once-then-share lands the shards in host memory as stored; a CUDA device or a "
-          "dtype conversion needs --shard-mode local (each rank reads its own shards)");
-    }
     out_.headers = opened_.model.headers;
     return Status::Ok();
   }
@@ -442,18 +439,32 @@ class ShardedLoad {
       report_.bytes_read += *read;
     }
     report_.read_seconds += buffers[0].seconds + buffers[1].seconds;
+    // The shards as assembled (host memory, stored dtypes), then converted and placed.
+    std::vector<dist::HostShard> shards;
     for (size_t f = 0; f < mine.size(); ++f) {
       for (size_t k = 0; k < mine[f].tensors.size(); ++k) {
         const plan::PlannedTensor& pt = mine[f].tensors[k];
         const TensorInfo& t = mine[f].info(pt);
-        const std::string name = Qualified(mine[f].component, t.name);
-        std::byte* data = out->data() == nullptr ? nullptr : out->data() + layout.tensor_out[f][k];
-        out_.tensors.emplace(name,
-                             Tensor(name, t.dtype, pt.shape, Device{}, data, pt.bytes(), out));
-        report_.shard_bytes += pt.bytes();
-        if (mode_ == ShardMode::kShardLocal) report_.strided_shared_bytes += pt.bytes();
+        dist::HostShard h;
+        h.name = Qualified(mine[f].component, t.name);
+        h.dtype = t.dtype;
+        h.shape = pt.shape;
+        h.data = out->data() == nullptr ? nullptr : out->data() + layout.tensor_out[f][k];
+        h.bytes = pt.bytes();
+        report_.shard_bytes += h.bytes;
+        if (mode_ == ShardMode::kShardLocal) report_.strided_shared_bytes += h.bytes;
+        shards.push_back(std::move(h));
       }
     }
+    FL_ASSIGN_OR_RETURN(ConvertSpec spec, ParseConvertSpec(o_.load.dtype));
+    std::shared_ptr<sink::CopyEngine> engine;
+    if (o_.load.device.type == DeviceType::kCuda) {
+      FL_ASSIGN_OR_RETURN(std::unique_ptr<sink::CopyEngine> cuda,
+                          sink::OpenCudaCopyEngine(o_.load.device.index));
+      engine = std::move(cuda);
+    }
+    FL_ASSIGN_OR_RETURN(TensorMap placed, dist::PlaceShards(shards, out, spec, engine));
+    out_.tensors.merge(placed);
     return Status::Ok();
   }
 
