@@ -11,10 +11,13 @@ A drop-in for the `safetensors` API:
 
 Contracts shared by the whole package:
 - ``load_file`` loads a file whole, once, by flashload's engine (GIL released; Ctrl-C cancels the
-  load with KeyboardInterrupt). ``safe_open`` reads and validates only the header when it opens;
-  the first ``get_tensor``/``get_tensors`` — or ``get_slice(name)[...]`` of a whole tensor, as
-  transformers does from several threads — loads the whole file once through the engine, and a
-  partial ``get_slice`` before that reads only the rows it needs. Engine options are keyword arguments
+  load with KeyboardInterrupt). ``safe_open`` reads and validates only the header when it opens.
+  Before the file is loaded, ``get_tensor`` reads just that tensor, and once the tensors read that
+  way add up to a quarter of the file's data, all the others in one engine load (so reading every
+  key in turn costs about one load of the file); ``get_tensors`` — or ``get_slice(name)[...]`` of
+  a whole tensor, as transformers does from several threads — loads the whole file (what is not
+  read yet) once; a partial ``get_slice`` reads only the bytes of the box it touches.
+  ``File.bytes_read`` counts what was read. Engine options are keyword arguments
   whose defaults need no tuning: ``strategy`` ("auto", "direct", "buffered", "mmap", "network",
   "mapped"), ``threads`` (0: automatic) and ``budget_mib`` (memory for reads in flight).
 - With ``strategy="auto"`` a file entirely in the page cache is mapped instead of copied, as
@@ -244,6 +247,14 @@ class _Framework:
         return self._module._from_array(lambda raw: array.as_raw() if raw else array, array.dtype,
                                         self.device)
 
+    def convert_box(self, file: _File, name: str, dtype: str, starts: List[int],
+                    stops: List[int]) -> Any:
+        """The box [starts, stops) of tensor ``name``, read by itself (checks the dtype before
+        reading anything)."""
+        self._module._check_dtype(dtype)
+        return self._module._from_array(lambda raw: file.box(name, starts, stops, raw), dtype,
+                                        self.device)
+
     def convert_rows(self, file: _File, name: str, dtype: str, start: int, stop: int) -> Any:
         """Rows [start, stop) of tensor ``name`` (checks the dtype before reading anything)."""
         self._module._check_dtype(dtype)
@@ -284,11 +295,16 @@ class safe_open:  # noqa: N801 (the reference's name)
             ``process_group``).
 
     Opening reads and validates the header only (a malformed file raises here, as in the
-    reference). The first get_tensor()/get_tensors() loads the whole file once through the engine
-    and serves every later call from memory; so does indexing a get_slice() handle with the whole
-    tensor (``[...]``, ``[:]``, slices covering every row), as transformers does for every
-    tensor: one engine load, however many threads race to it. A partial slice of a file not
-    loaded yet reads only the rows it needs, in one read. After the context exits, keys(),
+    reference). Before the file is loaded, get_tensor() reads only that tensor (kept for later
+    calls); once the tensors read one by one add up to a quarter of the file's data, all the
+    others are read in one engine load and every later call is served from memory.
+    get_tensors() loads the whole file (what is not read yet) once; so does indexing a get_slice()
+    handle with the whole tensor (``[...]``, ``[:]``, slices covering every row), as transformers
+    does for every tensor: one engine load, however many threads race to it. A partial slice of a
+    tensor not in memory reads only its box: the leading rows it touches when they are contiguous
+    or small (one read), otherwise the box through the engine's plan (runs of bytes widened to
+    4 KiB, gaps cheaper to read than to skip read too), a step above 1 reading the covering box.
+    After the context exits, keys(),
     get_tensor() etc. raise SafetensorError("File is closed"); tensors and slice handles already
     returned stay valid.
     """
@@ -429,7 +445,8 @@ class _SafeSlice:
 
     An index covering the whole tensor (``[...]``, ``[:]``, slices covering every row) loads the
     whole file once (all threads share that one load) and returns a view of it; a partial index
-    reads just the rows it touches until the file is loaded. What an index means follows the
+    of a tensor not in memory reads just the box it touches (see safe_open). What an index means
+    follows the
     reference, which differs by framework:
 
     - numpy: ints (negative counts from the end), ``start:stop:step`` slices with a positive step,
@@ -441,7 +458,7 @@ class _SafeSlice:
       raises SystemError).
     - torch: the reference applies torch's indexing to the tensor, and so does flashload: any
       index torch takes (None, lists, bool and integer tensors; bounds clipped as Python does),
-      with torch's errors. Indexes of ints, slices and ``...`` alone read only their rows; any
+      with torch's errors. Indexes of ints, slices and ``...`` alone read only their box; any
       other reads this one tensor whole, then indexes it.
     """
 
@@ -461,6 +478,16 @@ class _SafeSlice:
         """The safetensors dtype name, e.g. "F32"."""
         return self._dtype
 
+    def _leading_rows_bytes(self, key: Tuple[Any, ...]) -> int:
+        """Bytes of the leading rows a normalized ``key`` touches (as stored, or as converted)."""
+        if not self._shape:
+            return 0
+        start, stop, _ = _leading_rows(key, self._shape)
+        elements = stop - start
+        for size in self._shape[1:]:
+            elements *= size
+        return elements * _DTYPE_BITS.get(self._dtype, 64) // 8
+
     def __getitem__(self, index: Any) -> Any:
         if self._framework.name == "pytorch":
             key = _basic_key(index, self._shape)
@@ -471,10 +498,59 @@ class _SafeSlice:
         else:
             key = _normalize_index(index, self._shape)
         if _covers_everything(key, self._shape):
-            return self._framework.convert(self._file, self._name)  # one whole-file load
-        start, stop, rest = _leading_rows(key, self._shape)
-        rows = self._framework.convert_rows(self._file, self._name, self._dtype, start, stop)
-        return rows[rest]
+            self._file.load_all()  # one whole-file load, however many threads race to it
+            return self._framework.convert(self._file, self._name)
+        if self._file.in_memory(self._name):
+            return self._framework.convert(self._file, self._name)[key]
+        if _whole_after_first(key, self._shape) or self._leading_rows_bytes(key) <= _SMALL_READ:
+            start, stop, rest = _leading_rows(key, self._shape)
+            rows = self._framework.convert_rows(self._file, self._name, self._dtype, start, stop)
+            return rows[rest]
+        starts, stops, rest = _box(key, self._shape)
+        box = self._framework.convert_box(self._file, self._name, self._dtype, starts, stops)
+        return box[rest]
+
+
+# A partial slice whose leading rows take at most this many bytes reads those rows, in one read:
+# fewer bytes than the engine's plan of its box (ranges widened to 4 KiB, gaps under 16 KiB read).
+_SMALL_READ = 16 << 10
+
+_DTYPE_BITS = {"F64": 64, "I64": 64, "U64": 64, "C64": 64, "F32": 32, "I32": 32, "U32": 32,
+               "F16": 16, "BF16": 16, "I16": 16, "U16": 16, "I8": 8, "U8": 8, "BOOL": 8,
+               "F8_E4M3": 8, "F8_E5M2": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "F8_E8M0": 8,
+               "F6_E2M3": 6, "F6_E3M2": 6, "F4": 4}
+
+
+def _whole_after_first(key: Tuple[Any, ...], shape: Sequence[int]) -> bool:
+    """Whether a normalized ``key`` keeps every dimension after the first whole: its bytes are
+    then the leading rows it touches, one contiguous run."""
+    return all(isinstance(k, slice) and k.start == 0 and k.stop == size and k.step == 1
+               for k, size in zip(key[1:], shape[1:]))
+
+
+def _box(key: Tuple[Any, ...], shape: Sequence[int]) -> Tuple[List[int], List[int], Tuple[Any, ...]]:
+    """The box a normalized ``key`` touches — per indexed dimension [start, stop), from its int or
+    the first to the last index of its slice (a step above 1 reads the covering range) — and the
+    key to apply to that box in memory."""
+    starts: List[int] = []
+    stops: List[int] = []
+    rest: List[Any] = []
+    for item, size in zip(key, shape):
+        if isinstance(item, slice):
+            picked = range(*item.indices(size))
+            if not picked:
+                starts.append(0)
+                stops.append(0)
+                rest.append(slice(0, 0))
+                continue
+            starts.append(picked[0])
+            stops.append(picked[-1] + 1)
+            rest.append(slice(0, picked[-1] + 1 - picked[0], picked.step))
+        else:
+            starts.append(item)
+            stops.append(item + 1)
+            rest.append(0)
+    return starts, stops, tuple(rest)
 
 
 class _ShardSlice:

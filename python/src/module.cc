@@ -302,11 +302,100 @@ class File {
     return nb::make_tuple(std::string(DtypeName(LoadedDtype(info))), info.shape);
   }
 
-  // The tensor `name`; loads the whole file first if it is not loaded yet.
+  // The tensor `name`. From memory when the file (or this tensor) is loaded. Otherwise, for a
+  // host load, one engine load of just this tensor (kept for later calls), and once the tensors
+  // read one by one add up to a quarter of the file's data, one engine load of all the others
+  // (then the whole file is in memory): reading every tensor in turn costs about one load of the
+  // file. For a GPU load, the whole file in one load (one device allocation).
   Array Get(const std::string& name, bool raw) {
-    Find(name);
-    LoadAll();
-    return Array(state_->tensors->at(name), raw);
+    const TensorInfo& info = Find(name);
+    std::unique_lock<std::mutex> lock = Lock();
+    if (const Tensor* t = InMemory(name)) return Array(*t, raw);
+    if (state_->options.device.type != DeviceType::kCpu) {
+      LoadAllLocked();
+      return Array(state_->tensors->at(name), raw);
+    }
+    auto selection = std::make_shared<TensorSelection>();
+    selection->tensors[name] = {};
+    LoadedModel one = LoadSelected(std::move(selection), state_->options);
+    Tensor tensor = one.tensors.at(name);
+    state_->held.insert_or_assign(name, tensor);
+    state_->held_bytes += info.byte_size();
+    if (state_->held_bytes * 4 >= DataBytes()) LoadAllLocked();
+    return Array(std::move(tensor), raw);
+  }
+
+  // Whether tensor `name` is in memory (the whole file loaded, or the tensor read by get()).
+  bool InMemoryPy(const std::string& name) {
+    std::unique_lock<std::mutex> lock = Lock();
+    return InMemory(name) != nullptr;
+  }
+
+  // The box [starts[d], stops[d]) of tensor `name` (dimensions past the end of `starts`: whole),
+  // in its loaded dtype, in host memory. From memory when the tensor is in memory; otherwise one
+  // engine load of a selection holding just this box, which reads only its bytes (runs of bytes
+  // closer than a request costs are read as one) and adds them to bytes_read().
+  Array Box(const std::string& name, const std::vector<uint64_t>& starts,
+            const std::vector<uint64_t>& stops, bool raw) {
+    const TensorInfo& info = Find(name);
+    if (starts.size() != stops.size() || starts.size() > info.shape.size()) {
+      throw nb::value_error(("box of tensor " + name + ": " + std::to_string(starts.size()) +
+                             " starts and " + std::to_string(stops.size()) + " stops for " +
+                             std::to_string(info.shape.size()) + " dimensions")
+                                .c_str());
+    }
+    std::vector<uint64_t> shape = info.shape;
+    TensorPart part;
+    bool empty = false;
+    for (size_t d = 0; d < starts.size(); ++d) {
+      if (starts[d] > stops[d] || stops[d] > info.shape[d]) {
+        throw nb::value_error(("box of tensor " + name + ": indices " + std::to_string(starts[d]) +
+                               ".." + std::to_string(stops[d]) + " out of range for dimension " +
+                               std::to_string(d) + " of size " + std::to_string(info.shape[d]))
+                                  .c_str());
+      }
+      shape[d] = stops[d] - starts[d];
+      empty = empty || shape[d] == 0;
+      part.dims.push_back({IndexRange{starts[d], stops[d]}});
+    }
+    const Dtype loaded = LoadedDtype(info);
+    if (empty) {
+      std::shared_ptr<std::byte> none = AllocateAligned(0);
+      std::byte* data = none.get();
+      return Array(Tensor(name, loaded, std::move(shape), Device{}, data, 0, std::move(none)), raw);
+    }
+    std::unique_lock<std::mutex> lock = Lock();
+    if (InMemory(name) != nullptr) {
+      throw SafetensorError("File " + RedactUrl(name_) + ": tensor " + name +
+                            " is in memory; index it there (get())");
+    }
+    // A box that is one run of bytes (single indices, then one range, then whole dimensions) is
+    // one positional read of exactly that run.
+    size_t k = 0;
+    while (k < starts.size() && stops[k] - starts[k] == 1) ++k;
+    bool run = true;
+    for (size_t d = k + 1; d < starts.size(); ++d) {
+      run = run && starts[d] == 0 && stops[d] == info.shape[d];
+    }
+    if (run && state_->source) {
+      uint64_t first_element = 0;
+      uint64_t elements = 1;
+      for (size_t d = 0; d < info.shape.size(); ++d) {
+        first_element = first_element * info.shape[d] + (d < starts.size() ? starts[d] : 0);
+        elements *= shape[d];
+      }
+      const uint64_t bits = DtypeBits(info.dtype);
+      if ((first_element * bits) % 8 == 0 && (elements * bits) % 8 == 0) {
+        return ReadRun(info, std::move(shape), first_element * bits / 8, elements * bits / 8,
+                       elements, loaded, raw);
+      }
+    }
+    auto selection = std::make_shared<TensorSelection>();
+    selection->tensors[name] = std::move(part);
+    LoadOptions options = state_->options;
+    options.device = Device{};  // a box lands in host memory, as rows() do
+    LoadedModel box = LoadSelected(std::move(selection), options);
+    return Array(box.tensors.at(name), raw);
   }
 
   // Rows [start, stop) of tensor `name` along its first dimension (a 0-d tensor: the whole tensor;
@@ -346,9 +435,9 @@ class File {
       shape[0] = stop - start;
     }
     std::unique_lock<std::mutex> lock = Lock();
-    if (state_->tensors) {
+    if (const Tensor* in_memory = InMemory(name)) {
       // Loaded: a view, in the loaded dtype (the conversion, if any, is done).
-      const Tensor& whole = state_->tensors->at(name);
+      const Tensor& whole = *in_memory;
       const uint64_t row_bytes =
           info.shape.empty() || info.shape[0] == 0 ? 0 : whole.byte_size() / info.shape[0];
       const uint64_t offset = info.shape.empty() ? 0 : first_row * row_bytes;
@@ -358,6 +447,15 @@ class File {
           Tensor(name, whole.dtype(), std::move(shape), whole.device(), data, bytes, whole.owner()),
           raw);
     }
+    return ReadRun(info, std::move(shape), first, length, elements, loaded, raw);
+  }
+
+  // Requires the lock and the file not loaded. Bytes [first, first + length) of tensor `info`'s
+  // data, holding `elements` elements of shape `shape`, by one positional read of just those
+  // bytes (added to bytes_read()), converted on the host to `loaded` when that differs.
+  Array ReadRun(const TensorInfo& info, std::vector<uint64_t> shape, uint64_t first,
+                uint64_t length, uint64_t elements, Dtype loaded, bool raw) {
+    const std::string& name = info.name;
     std::shared_ptr<std::byte> buffer = AllocateAligned(length);
     const uint64_t offset = header_.data_offset() + info.data_begin + first;
     Status status;
@@ -385,19 +483,10 @@ class File {
 
   // Loads the whole file once (no-op when it is loaded). Raises when the file changed on storage
   // since it was opened.
+  // Tensors read one by one before (get()) are kept, and only the others are read.
   void LoadAll() {
     std::unique_lock<std::mutex> lock = Lock();
-    if (state_->tensors) return;
-    Result<LoadedModel> model = LoadInterruptibly(name_, state_->options, state_->test_delay_ms);
-    if (!model.ok()) ThrowStatus(model.status());
-    if (model->headers.size() != 1 || !SameLayout(model->headers.begin()->second, header_)) {
-      throw SafetensorError("File " + RedactUrl(name_) +
-                            " changed on storage since it was opened (its header is not the same "
-                            "any more); open it again");
-    }
-    state_->bytes_read += model->report.bytes;
-    state_->tensors = std::move(model->tensors);
-    state_->source.reset();
+    LoadAllLocked();
   }
 
   const std::string& name() const { return name_; }
@@ -409,7 +498,9 @@ class File {
   struct State {
     std::mutex mu;                     // guards the members below once the File is shared
     std::unique_ptr<Source> source;    // lazy, not yet loaded: the file, header read
-    std::optional<TensorMap> tensors;  // set once loaded
+    std::optional<TensorMap> tensors;  // set once loaded (every tensor in memory)
+    TensorMap held;                    // before that: tensors read one by one by get()
+    uint64_t held_bytes = 0;           // their stored bytes
     LoadOptions options;               // for the whole-file load
     uint32_t test_delay_ms = 0;
     uint64_t bytes_read = 0;  // tensor data bytes read (header reads not counted)
@@ -436,13 +527,63 @@ class File {
     return File(path, std::move(header).value(), std::move(state));
   }
 
+  // Requires the lock. Loads every tensor not in memory yet (the whole file when none is) and
+  // makes the file loaded; no-op when it is.
+  void LoadAllLocked() {
+    if (state_->tensors) return;
+    if (state_->held.empty()) {
+      LoadedModel model = LoadSelected(nullptr, state_->options);
+      state_->tensors = std::move(model.tensors);
+    } else {
+      auto selection = std::make_shared<TensorSelection>();
+      for (const TensorInfo& t : header_.tensors) {
+        if (!state_->held.contains(t.name)) selection->tensors[t.name] = {};
+      }
+      TensorMap all = std::move(state_->held);
+      if (!selection->tensors.empty()) {
+        LoadedModel rest = LoadSelected(std::move(selection), state_->options);
+        for (auto& [name, tensor] : rest.tensors) all.insert_or_assign(name, std::move(tensor));
+      }
+      state_->tensors = std::move(all);
+      state_->held.clear();
+    }
+    state_->source.reset();
+  }
+
+  // Requires the lock. One engine load of `selection` (null: every tensor, whole) with `options`;
+  // adds the bytes it read to bytes_read(). Raises when the load fails or the file changed on
+  // storage since it was opened.
+  LoadedModel LoadSelected(std::shared_ptr<const TensorSelection> selection, LoadOptions options) {
+    options.selection = std::move(selection);
+    Result<LoadedModel> model = LoadInterruptibly(name_, std::move(options), state_->test_delay_ms);
+    if (!model.ok()) ThrowStatus(model.status());
+    if (model->headers.size() != 1 || !SameLayout(model->headers.begin()->second, header_)) {
+      throw SafetensorError("File " + RedactUrl(name_) +
+                            " changed on storage since it was opened (its header is not the same "
+                            "any more); open it again");
+    }
+    state_->bytes_read += model->report.bytes;
+    return *std::move(model);
+  }
+
+  // Requires the lock. Tensor `name` when it is in memory, else null.
+  const Tensor* InMemory(const std::string& name) const {
+    const TensorMap& map = state_->tensors ? *state_->tensors : state_->held;
+    auto it = map.find(name);
+    return it == map.end() ? nullptr : &it->second;
+  }
+
+  // Stored bytes of every tensor of the file.
+  uint64_t DataBytes() const {
+    uint64_t bytes = 0;
+    for (const TensorInfo& t : header_.tensors) bytes += t.byte_size();
+    return bytes;
+  }
+
   // The dtype tensor `info` has once loaded: its loaded tensor's, or what the load's conversion
   // spec makes of its stored dtype.
   Dtype LoadedDtype(const TensorInfo& info) const {
-    if (state_->tensors) {
-      auto it = state_->tensors->find(info.name);
-      if (it != state_->tensors->end()) return it->second.dtype();
-    }
+    if (const Tensor* t = InMemory(info.name)) return t->dtype();
     if (state_->options.dtype.empty()) return info.dtype;
     Result<ConvertSpec> spec = ParseConvertSpec(state_->options.dtype);
     if (!spec.ok()) return info.dtype;
@@ -937,13 +1078,24 @@ NB_MODULE(_core, m) {
       .def("info", &File::Info, nb::arg("name"),
            "(dtype name, shape) of tensor `name`, from the header; reads no data.")
       .def("get", &File::Get, nb::arg("name"), nb::arg("raw") = false,
-           "The tensor `name` (raw: as unsigned storage of the element width); loads the whole "
-           "file first when it is not loaded yet.")
+           "The tensor `name` (raw: as unsigned storage of the element width). Before the file is "
+           "loaded, a host load reads just this tensor, and once the tensors read this way add "
+           "up to a quarter of the file's data, all the others in one load; a GPU load reads the "
+           "whole file.")
       .def("rows", &File::Rows, nb::arg("name"), nb::arg("start"), nb::arg("stop"),
            nb::arg("raw") = false,
            "Rows [start, stop) of tensor `name` along its first dimension (a 0-d tensor: whole). "
            "Served from memory once the file is loaded, else by one read of just those bytes.")
-      .def("load_all", &File::LoadAll, "Loads the whole file (once). GIL released; Ctrl-C cancels.")
+      .def("box", &File::Box, nb::arg("name"), nb::arg("starts"), nb::arg("stops"),
+           nb::arg("raw") = false,
+           "The box [starts[d], stops[d]) of tensor `name` (later dimensions whole) in host "
+           "memory, read by one engine load of just its bytes (added to bytes_read). Raises when "
+           "the tensor is in memory already (index get() then).")
+      .def("in_memory", &File::InMemoryPy, nb::arg("name"),
+           "Whether tensor `name` is in memory (the file loaded, or the tensor read by get()).")
+      .def("load_all", &File::LoadAll,
+           "Loads every tensor not in memory yet (the whole file when none is), once. GIL "
+           "released; Ctrl-C cancels.")
       .def_prop_ro("name", &File::name)
       .def_prop_ro("header_length", &File::header_length)
       .def_prop_ro("loaded", &File::loaded, "Whether the whole file is in memory.")
