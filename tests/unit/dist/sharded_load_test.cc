@@ -19,6 +19,7 @@
 #include "io/fault_source.h"
 #include "io/registry.h"
 #include "support/status_matchers.h"
+#include "support/tensor_slices.h"
 #include "support/test_files.h"
 
 namespace flashload {
@@ -45,36 +46,6 @@ std::vector<Spec> LlamaSpecs() {
     s.push_back({p + "input_layernorm.weight", Dtype::kF32, {24}});
   }
   return s;
-}
-
-std::vector<std::byte> SliceOf(std::span<const std::byte> whole, const std::vector<uint64_t>& shape,
-                               uint64_t elem, const TensorPart& part) {
-  const size_t rank = shape.size();
-  std::vector<std::vector<uint64_t>> kept(rank);
-  for (size_t d = 0; d < rank; ++d) {
-    if (d < part.dims.size() && !part.dims[d].empty()) {
-      for (const IndexRange& r : part.dims[d])
-        for (uint64_t i = r.start; i < r.stop; ++i) kept[d].push_back(i);
-    } else {
-      for (uint64_t i = 0; i < shape[d]; ++i) kept[d].push_back(i);
-    }
-  }
-  std::vector<std::byte> out;
-  for (const auto& k : kept)
-    if (k.empty()) return out;
-  std::vector<size_t> at(rank, 0);
-  while (true) {
-    uint64_t flat = 0;
-    for (size_t d = 0; d < rank; ++d) flat = flat * shape[d] + kept[d][at[d]];
-    out.insert(out.end(), whole.begin() + flat * elem, whole.begin() + (flat + 1) * elem);
-    size_t d = rank;
-    while (d > 0) {
-      --d;
-      if (++at[d] < kept[d].size()) break;
-      at[d] = 0;
-      if (d == 0) return out;
-    }
-  }
 }
 
 class ShardedLoadTest : public ::testing::TestWithParam<ShardMode> {
@@ -138,7 +109,7 @@ class ShardedLoadTest : public ::testing::TestWithParam<ShardMode> {
         const Tensor& t = m.tensors.at(name);
         const auto* p = static_cast<const std::byte*>(t.data());
         EXPECT_EQ(std::vector<std::byte>(p, p + t.byte_size()),
-                  SliceOf(bytes, shapes_[name], elem_[name], part));
+                  testing::SliceOf(bytes, shapes_[name], elem_[name], part));
       }
       EXPECT_EQ(m.reports.size(), static_cast<size_t>(world));
     }
@@ -234,7 +205,7 @@ TEST_P(ShardedLoadTest, ConvertingRanksReadTheirColumnShardsThemselves) {
       SCOPED_TRACE(name);
       FL_ASSERT_OK_AND_ASSIGN(TensorPart part,
                               rules.PartFor(name, shapes_[name], 2, static_cast<uint32_t>(r)));
-      std::vector<std::byte> want = SliceOf(bytes, shapes_[name], elem_[name], part);
+      std::vector<std::byte> want = testing::SliceOf(bytes, shapes_[name], elem_[name], part);
       const Tensor& t = results[r]->tensors.at(name);
       if (elem_[name] == 4) {
         std::vector<std::byte> converted(want.size() / 2);

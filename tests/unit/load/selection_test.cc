@@ -10,6 +10,7 @@
 #include "flashload/loader.h"
 #include "flashload/writer.h"
 #include "support/status_matchers.h"
+#include "support/tensor_slices.h"
 #include "support/test_files.h"
 
 namespace flashload {
@@ -20,38 +21,6 @@ struct Stored {
   Dtype dtype;
   std::vector<uint64_t> shape;
 };
-
-// The expected bytes of `part` of a tensor whose stored bytes are `whole`: element by element.
-std::vector<std::byte> SliceOf(std::span<const std::byte> whole, const std::vector<uint64_t>& shape,
-                               uint64_t elem, const TensorPart& part) {
-  const size_t rank = shape.size();
-  std::vector<std::vector<uint64_t>> kept(rank);
-  for (size_t d = 0; d < rank; ++d) {
-    if (d < part.dims.size() && !part.dims[d].empty()) {
-      for (const IndexRange& r : part.dims[d])
-        for (uint64_t i = r.start; i < r.stop; ++i) kept[d].push_back(i);
-    } else {
-      for (uint64_t i = 0; i < shape[d]; ++i) kept[d].push_back(i);
-    }
-  }
-  std::vector<std::byte> out;
-  if (rank == 0) return std::vector<std::byte>(whole.begin(), whole.end());
-  for (const auto& k : kept)
-    if (k.empty()) return out;
-  std::vector<size_t> at(rank, 0);
-  while (true) {
-    uint64_t flat = 0;
-    for (size_t d = 0; d < rank; ++d) flat = flat * shape[d] + kept[d][at[d]];
-    out.insert(out.end(), whole.begin() + flat * elem, whole.begin() + (flat + 1) * elem);
-    size_t d = rank;
-    while (d > 0) {
-      --d;
-      if (++at[d] < kept[d].size()) break;
-      at[d] = 0;
-      if (d == 0) return out;
-    }
-  }
-}
 
 // torch.tensor_split(t, world, dim)[rank] as indices of `dim`.
 IndexRange SplitOf(uint64_t n, uint64_t world, uint64_t rank) {
@@ -95,7 +64,7 @@ class SelectionTest : public ::testing::Test {
 
   std::vector<std::byte> Expected(const std::string& name, const TensorPart& part) const {
     const TensorInfo* t = header_.Find(name);
-    return SliceOf(Whole(name), t->shape, DtypeBits(t->dtype) / 8, part);
+    return testing::SliceOf(Whole(name), t->shape, DtypeBits(t->dtype) / 8, part);
   }
 
   static std::vector<std::byte> BytesOf(const Tensor& t) {
