@@ -182,6 +182,71 @@ def test_a_mismatched_or_damaged_cache_is_refused_with_one_warning(refused, case
     assert result["inductor_files"] == [], result["inductor_files"]
 
 
+def _fake_inductor(folder: Path, tag: str) -> Path:
+    """A stand-in for inductor's cache folder: results, a lock, a temporary file."""
+    (folder / "ab").mkdir(parents=True)
+    (folder / "ab" / f"cab{tag}.py").write_text(f"# kernel {tag}\n")
+    (folder / "ab" / f"cab{tag}.so").write_bytes(tag.encode() * 100)
+    (folder / "fxgraph" / "x").mkdir(parents=True)
+    (folder / "fxgraph" / "x" / tag).write_bytes(b"\x00\x01" + tag.encode())
+    (folder / "locks").mkdir()
+    (folder / "locks" / "cab.lock").write_text("")
+    (folder / "ab" / "tmpq1w2e3").write_text("half written")
+    return folder
+
+
+def test_several_keys_live_side_by_side_and_the_options_pick_one(tmp_path):
+    import warnings
+    import flashload.torch as fltorch
+    model = tmp_path / "model"
+    model.mkdir()
+    first = fltorch.save_compile_cache(model, {"fullgraph": True},
+                                       cache_dir=_fake_inductor(tmp_path / "i1", "one"))
+    second = fltorch.save_compile_cache(model, {"fullgraph": False},
+                                        cache_dir=_fake_inductor(tmp_path / "i2", "two"))
+    assert first != second
+    root = model / ".flashload" / "compile-cache"
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        ["index.json", Path(first).name, Path(second).name])
+    index = json.loads((root / "index.json").read_text())
+    assert sorted(e["key"] for e in index["entries"]) == sorted(
+        [Path(first).name, Path(second).name])
+    names = [f["name"] for f in json.loads((Path(second) / "manifest.json").read_text())["files"]]
+    assert names == ["ab/cabtwo.py", "ab/cabtwo.so", "fxgraph/x/two"]  # no lock, no temporary
+
+    target = tmp_path / "target"
+    assert fltorch.restore_compile_cache(model, {"fullgraph": False}, cache_dir=target)
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()) == names
+    assert (target / "ab" / "cabtwo.so").read_bytes() == b"two" * 100
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not fltorch.restore_compile_cache(model, {"mode": "max-autotune"},
+                                                 cache_dir=tmp_path / "other")
+    assert len(caught) == 1 and "options" in str(caught[0].message), caught
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").rglob("*"))
+
+
+def test_saving_a_key_again_replaces_its_entry_and_leaves_no_temporaries(tmp_path):
+    import flashload.torch as fltorch
+    model = tmp_path / "model"
+    model.mkdir()
+    a = fltorch.save_compile_cache(model, cache_dir=_fake_inductor(tmp_path / "i1", "one"))
+    b = fltorch.save_compile_cache(model, cache_dir=_fake_inductor(tmp_path / "i2", "two"))
+    assert a == b
+    root = model / ".flashload" / "compile-cache"
+    assert sorted(p.name for p in root.iterdir()) == sorted(["index.json", Path(a).name])
+    names = [f["name"] for f in json.loads((Path(a) / "manifest.json").read_text())["files"]]
+    assert "ab/cabtwo.so" in names and "ab/cabone.so" not in names
+
+
+def test_saving_with_nothing_compiled_says_so(tmp_path):
+    import flashload.torch as fltorch
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no compiled file"):
+        fltorch.save_compile_cache(tmp_path / "model", cache_dir=tmp_path / "empty")
+    assert not (tmp_path / "model").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # The child processes
 
