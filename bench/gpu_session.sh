@@ -8,7 +8,8 @@
 #
 # Stages, run in the order given:
 #   info       machine, GPU, python/torch, disk, fio, cuFile, the kit's manifest (always run first)
-#   tests      .gpukit/bin/gpu_tests; pytest tests/gpu/*.py if any; a smoke test: a tiny model
+#   tests      .gpukit/bin/gpu_tests; nccl_check (the NCCL communicator, world size 1) when the kit
+#              has it; pytest tests/gpu/*.py if any; a smoke test: a tiny model
 #              loaded to the GPU by the CLI (with and without --dtype bf16) and by
 #              flashload.torch.load_file, compared with safetensors.torch.load_file
 #   gen        gen-sd and gen-llm: the models, on the machine's local disk (MODELS_DIR)
@@ -143,6 +144,12 @@ stage_tests() {
   if ls tests/gpu/*.py >/dev/null 2>&1; then
     step "tests: pytest tests/gpu"
     timeout "$(left)" "$PYTHON" -m pytest -q tests/gpu || fail "pytest tests/gpu"
+  fi
+  if [ -x "$KIT/bin/nccl_check" ]; then
+    # The NCCL communicator with world size 1 (MPI singleton): AllToAll of device memory to
+    # itself, Agree, AllGather, and the bytes per second of one large AllToAll.
+    step "tests: nccl_check (world size 1)"
+    timeout "$(left)" "$KIT/bin/nccl_check" || fail "nccl_check"
   fi
   step "tests: smoke (tiny model to $DEVICE)"
   local tiny=$MODELS_DIR/tiny-smoke

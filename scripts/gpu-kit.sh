@@ -57,11 +57,16 @@ if [ ! -f "$B/cmake/CMakeCache.txt" ]; then
     { cat "$B/configure.log"; exit 1; }
 fi
 cmake --build "$B/cmake" -j "$JOBS" --target flashload_cli gpu_tests _core
+# The NCCL communicator's check, when CUDA, NCCL and MPI were found.
+if grep -q '^FL_NCCL_LIBRARY:FILEPATH=/' "$B/cmake/CMakeCache.txt"; then
+  cmake --build "$B/cmake" -j "$JOBS" --target nccl_check
+fi
 
 step "assembling $KIT"
 rm -rf "$KIT"
 mkdir -p "$KIT"/{bin,lib,lib-fallback,python,whl}
 cp "$B/cmake/flashload" "$B/cmake/gpu_tests" "$KIT/bin/"
+[ -x "$B/cmake/nccl_check" ] && cp "$B/cmake/nccl_check" "$KIT/bin/"
 cp -r python/flashload "$KIT/python/"
 rm -rf "$KIT/python/flashload/__pycache__"
 cp "$B"/cmake/_core.cpython-312-*.so "$KIT/python/flashload/"
@@ -71,6 +76,7 @@ cp "$B"/cmake/_core.cpython-312-*.so "$KIT/python/flashload/"
 glibc='^(linux-vdso|ld-linux-x86-64|libc|libm|libdl|libpthread|librt|libresolv|libutil|libanl|libmvec|libnsl|libBrokenLocale)\.so'
 fallback='^(libstdc\+\+|libgcc_s|libz|libssl|libcrypto)\.so'
 objects=("$KIT/bin/flashload" "$KIT/bin/gpu_tests" "$KIT"/python/flashload/_core.*.so)
+[ -x "$KIT/bin/nccl_check" ] && objects+=("$KIT/bin/nccl_check")
 ldd "${objects[@]}" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u |
   while read -r soname path; do
     if [[ $soname =~ $glibc ]]; then continue; fi
