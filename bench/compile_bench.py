@@ -12,7 +12,7 @@ Models (UNet2DConditionModel, float32, every parameter seeded random; made by sa
 --models, default /var/tmp/flashload-compile, and reused):
 - tiny: the frameworks tests' UNet (block_out_channels (8, 16), one layer per block);
 - mid: an SD-1.5-shaped UNet at reduced width (block_out_channels (128, 256, 512, 512), two layers
-  per block, cross-attention 512, 8 heads), about 160M parameters, latents 32x32, 77 tokens.
+  per block, cross-attention 512, 8 heads), 559 MB in float32, latents 32x32, 77 tokens.
 
 Preparation (once per model, not timed): a process with an empty TORCHINDUCTOR_CACHE_DIR compiles
 and runs one forward, calls save_compile_cache(model_dir), then `flashload pack` writes
@@ -25,7 +25,9 @@ diffusers, flashload), weights (`flashload.patch()`; UNet2DConditionModel.from_p
 restore (variant `restored` only: restore_compile_cache(archive)), compile + first forward
 (compile_repeated_blocks, then one forward under no_grad). Ready to serve = all of it. Variants
 `empty` and `restored` are interleaved (A B A B ...), --runs each; median (min–max).
-The restored output is checked equal to the empty one's, run by run.
+The restored output is checked equal to the empty one's, run by run. `--variants
+empty,restored,artifacts` adds torch's own carrier for comparison: torch.compiler
+load_cache_artifacts() of the bytes save_cache_artifacts() gave after the preparation's warm-up.
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ def child_main(spec: Dict[str, Any]) -> None:
     restored = None
     if spec["mode"] == "restored":
         restored = fltorch.restore_compile_cache(spec["archive"], OPTIONS)
+    elif spec["mode"] == "artifacts":
+        with open(spec["artifacts"], "rb") as f:
+            restored = torch.compiler.load_cache_artifacts(f.read()) is not None
     t_restore = time.perf_counter()
     g = torch.Generator().manual_seed(1)
     latent = torch.randn(*cfg["latent"], generator=g)
@@ -106,6 +111,10 @@ def child_main(spec: Dict[str, Any]) -> None:
     t_ready = time.perf_counter()
     if spec["mode"] == "prepare":
         fltorch.save_compile_cache(model_dir, OPTIONS)
+        artifacts = torch.compiler.save_cache_artifacts()
+        if artifacts is not None:
+            with open(spec["artifacts"], "wb") as f:
+                f.write(artifacts[0])
     torch.save(out, spec["output"])
     print(json.dumps({"import_s": t_import - t0, "weights_s": t_weights - t_import,
                       "restore_s": t_restore - t_weights, "compile_forward_s": t_ready - t_restore,
@@ -147,10 +156,15 @@ def prepare(which: str, root: Path) -> Dict[str, Any]:
         made = run_child({"mode": "make", "which": which, "dir": str(model_dir)},
                          root / "unused-inductor")
         info["params"] = made["params"]
-    if not archive.is_file() or not (model_dir / ".flashload").is_dir():
+    artifacts = root / f"{which}-artifacts.bin"
+    info["artifacts"] = str(artifacts)
+    if (not archive.is_file() or not (model_dir / ".flashload").is_dir()
+            or not artifacts.is_file()):
+        shutil.rmtree(model_dir / ".flashload", ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix="inductor-", dir=root) as inductor:
             run_child({"mode": "prepare", "which": which, "dir": str(model_dir),
-                       "output": str(root / f"{which}-prepare.pt")}, Path(inductor))
+                       "output": str(root / f"{which}-prepare.pt"),
+                       "artifacts": str(artifacts)}, Path(inductor))
         subprocess.run([flashload_bin(), "pack", str(model_dir), "-o", str(archive), "--force",
                         "--quiet"], check=True)
     info["weights_bytes"] = sum(p.stat().st_size for p in (model_dir / "unet").glob("*.safetensors"))
@@ -182,39 +196,43 @@ def fmt(s: Dict[str, Any]) -> str:
     return f"{s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f})"
 
 
-def measure(which: str, root: Path, runs: int) -> Dict[str, Any]:
+def measure(which: str, root: Path, runs: int, variants: Sequence[str]) -> Dict[str, Any]:
     import torch
     info = prepare(which, root)
     model_dir = Path(info["dir"])
     files = [str(p) for p in (model_dir / "unet").glob("*.safetensors")] + [info["archive"]]
-    results: Dict[str, List[Dict[str, Any]]] = {"empty": [], "restored": []}
+    results: Dict[str, List[Dict[str, Any]]] = {v: [] for v in variants}
     resident: List[float] = []
     for i in range(runs):
-        for mode in ("empty", "restored"):
+        for mode in variants:
             with tempfile.TemporaryDirectory(prefix="inductor-", dir=root) as inductor:
                 resident.append(make_cold(files))
                 out = root / f"{which}-{mode}.pt"
                 r = run_child({"mode": mode, "which": which, "dir": str(model_dir),
-                               "archive": info["archive"], "output": str(out)}, Path(inductor))
-                if mode == "restored" and r["restored"] is not True:
+                               "archive": info["archive"], "artifacts": info["artifacts"],
+                               "output": str(out)}, Path(inductor))
+                if mode != "empty" and r["restored"] is not True:
                     raise RuntimeError(f"{which}: run {i}: the compile cache was not restored")
                 results[mode].append(r)
             print(f"  {which} run {i + 1}/{runs} {mode:8s}: compile+forward "
                   f"{r['compile_forward_s']:.2f} s (restore {r['restore_s']:.2f} s), ready "
                   f"{r['ready_s']:.2f} s", file=sys.stderr)
-        same = torch.equal(torch.load(root / f"{which}-empty.pt"),
-                           torch.load(root / f"{which}-restored.pt"))
-        if not same:
-            raise RuntimeError(f"{which}: run {i}: restored output differs from the empty one's")
+        for mode in variants[1:]:
+            if not torch.equal(torch.load(root / f"{which}-{variants[0]}.pt"),
+                               torch.load(root / f"{which}-{mode}.pt")):
+                raise RuntimeError(f"{which}: run {i}: the {mode} output differs from the "
+                                   f"{variants[0]} one's")
     out: Dict[str, Any] = {"model": info, "resident_max": max(resident)}
     for mode, rs in results.items():
         out[mode] = {k: summary([r[k] for r in rs]) for k in
                      ("import_s", "weights_s", "restore_s", "compile_forward_s", "ready_s")}
         out[mode]["restore_compile_forward_s"] = summary(
             [r["restore_s"] + r["compile_forward_s"] for r in rs])
-    out["speedup_compile"] = (out["empty"]["compile_forward_s"]["median"]
-                              / out["restored"]["restore_compile_forward_s"]["median"])
-    out["speedup_ready"] = out["empty"]["ready_s"]["median"] / out["restored"]["ready_s"]["median"]
+    if "empty" in out and "restored" in out:
+        out["speedup_compile"] = (out["empty"]["compile_forward_s"]["median"]
+                                  / out["restored"]["restore_compile_forward_s"]["median"])
+        out["speedup_ready"] = (out["empty"]["ready_s"]["median"]
+                                / out["restored"]["ready_s"]["median"])
     return out
 
 
@@ -240,13 +258,17 @@ def main() -> None:
     ap.add_argument("--which", default="tiny,mid")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--models", default="/var/tmp/flashload-compile")
+    ap.add_argument("--variants", default="empty,restored",
+                    help="empty, restored (flashload's restore from the archive), artifacts "
+                         "(torch.compiler.load_cache_artifacts of the warm-up's artifacts, for "
+                         "comparison)")
     ap.add_argument("--json")
     args = ap.parse_args()
     root = Path(args.models)
     root.mkdir(parents=True, exist_ok=True)
     report: Dict[str, Any] = {"machine": machine(), "runs": args.runs, "models": {}}
     for which in args.which.split(","):
-        report["models"][which] = measure(which, root, args.runs)
+        report["models"][which] = measure(which, root, args.runs, args.variants.split(","))
     print(report["machine"])
     print(f"{args.runs} runs each, fresh processes, empty TORCHINDUCTOR_CACHE_DIR each, page cache "
           "dropped before each; seconds, median (min–max)")
@@ -255,13 +277,15 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for which, m in report["models"].items():
         info = m["model"]
-        for mode in ("empty", "restored"):
+        for mode in args.variants.split(","):
             r = m[mode]
             print(f"| {which} | {info['weights_bytes'] / 1e6:.1f} MB | "
                   f"{info['cache_bytes'] / 1e6:.1f} MB, {info['cache_files']} files | {mode} | "
                   f"{fmt(r['import_s'])} | {fmt(r['weights_s'])} | {fmt(r['restore_s'])} | "
                   f"{fmt(r['compile_forward_s'])} | {fmt(r['restore_compile_forward_s'])} | "
                   f"{fmt(r['ready_s'])} |")
+        if "speedup_compile" not in m:
+            continue
         verdict = "meets" if m["speedup_compile"] >= 3 else "BELOW"
         print(f"{which}: compile + first forward {m['speedup_compile']:.2f}x faster restored "
               f"({verdict} the 3x goal); ready to serve {m['speedup_ready']:.2f}x; largest "
