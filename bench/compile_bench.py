@@ -167,7 +167,8 @@ def prepare(which: str, root: Path) -> Dict[str, Any]:
                        "artifacts": str(artifacts)}, Path(inductor))
         subprocess.run([flashload_bin(), "pack", str(model_dir), "-o", str(archive), "--force",
                         "--quiet"], check=True)
-    info["weights_bytes"] = sum(p.stat().st_size for p in (model_dir / "unet").glob("*.safetensors"))
+    info["weights_bytes"] = sum(p.stat().st_size
+                                for p in (model_dir / "unet").glob("*.safetensors"))
     info["archive_bytes"] = archive.stat().st_size
     entries = [p for p in (model_dir / ".flashload" / "compile-cache").iterdir() if p.is_dir()]
     info["cache_bytes"] = sum((e / "inductor.tar").stat().st_size for e in entries)

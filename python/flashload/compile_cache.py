@@ -36,7 +36,6 @@ docs/compile-cache.md).
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import io
@@ -160,7 +159,8 @@ def compile_cache_key(options: Optional[Dict[str, Any]] = None,
             fields["hip"] = str(torch.version.hip)
         else:
             fields["cuda"] = str(torch.version.cuda)
-        fields["triton"] = _package_version("triton") or _package_version("pytorch-triton") or "none"
+        fields["triton"] = (_package_version("triton") or _package_version("pytorch-triton")
+                            or "none")
     fields["options"] = _options_hash(options)[1]
     parts = [f"torch{fields['torch']}", fields["python"], fields["machine"], fields["cpu_isa"]]
     if fields["device"] == "cuda":
@@ -480,8 +480,9 @@ def _load_entry(reader: Any, key: str, fields: Dict[str, str]) -> Tuple[Dict[str
     except ValueError as e:
         raise _Refused(f"{where} is not JSON ({e}): the entry is damaged; save it again") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise _Refused(f"{where}: format {manifest.get('format') if isinstance(manifest, dict) else None!r}"
-                       f", expected {FORMAT}: made by another flashload; save it again")
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise _Refused(f"{where}: format {found!r}, expected {FORMAT}: made by another flashload; "
+                       "save it again")
     theirs = manifest.get("fields")
     if not isinstance(theirs, dict) or _difference(fields, theirs):
         diff = _difference(fields, theirs if isinstance(theirs, dict) else {})
