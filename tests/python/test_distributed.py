@@ -16,19 +16,33 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
-    pytest.skip("this torch has no gloo backend", allow_module_level=True)
+import numpy as np
+
+from flashload import SafetensorError, _core, _Framework
+
+try:
+    import torch
+    import torch.distributed
+    _GLOO = torch.distributed.is_available() and torch.distributed.is_gloo_available()
+except ImportError:
+    torch = None
+    _GLOO = False
+# The process-group tests need torch with gloo; the native binding's tests below them (ranks as
+# threads with a communicator written in Python) run everywhere.
+needs_gloo = pytest.mark.skipif(not _GLOO, reason="needs torch with torch.distributed (gloo)")
 
 HIDDEN, KV, INTERMEDIATE, VOCAB, LAYERS = 250, 90, 690, 1001, 2
 
 # name -> split dim under the llama preset (None: replicated).
 def model_spec():
+    if torch is None:
+        pytest.skip("needs torch")
     spec = {"model.embed_tokens.weight": ([VOCAB, HIDDEN], torch.float32, 0),
             "model.norm.weight": ([HIDDEN], torch.float32, None),
             "lm_head.weight": ([VOCAB, HIDDEN], torch.bfloat16, 0)}
@@ -50,6 +64,8 @@ def model_spec():
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
+    if not _GLOO:
+        pytest.skip("needs torch with torch.distributed (gloo)")
     """(path of the model file, bytes of its data section)."""
     from safetensors.torch import save_file
     folder = tmp_path_factory.mktemp("llama")
@@ -202,6 +218,7 @@ def assert_ok(results):
             assert step["bad"] == [], f"rank {r['rank']} {step['step']}: wrong shards {step['bad']}"
 
 
+@needs_gloo
 @pytest.mark.parametrize("world", [2, 4])
 def test_every_rank_gets_its_tensor_split_in_both_modes(tmp_path, model, world):
     path, data_bytes = model
@@ -237,6 +254,7 @@ def test_every_rank_gets_its_tensor_split_in_both_modes(tmp_path, model, world):
     assert sum(r["bytes_received"] for r in share) > 0
 
 
+@needs_gloo
 def test_load_file_and_safe_open_take_a_process_group(tmp_path, model):
     path, _ = model
     steps = ["load_file:local", "safe_open:share", "load_file:auto"]
@@ -244,6 +262,7 @@ def test_load_file_and_safe_open_take_a_process_group(tmp_path, model):
     assert_ok(results)
 
 
+@needs_gloo
 def test_load_file_takes_a_model_folder(tmp_path, model):
     path, _ = model
     folder = tmp_path / "folder"
@@ -253,6 +272,7 @@ def test_load_file_takes_a_model_folder(tmp_path, model):
     assert_ok(results)
 
 
+@needs_gloo
 @pytest.mark.parametrize("mode,world", [("local", 2), ("share", 4)])
 def test_damaged_file_on_one_rank_fails_every_rank_naming_it(tmp_path, model, mode, world):
     path, _ = model
@@ -272,6 +292,7 @@ def test_damaged_file_on_one_rank_fails_every_rank_naming_it(tmp_path, model, mo
         assert "damaged.safetensors" in r["message"], r["message"]
 
 
+@needs_gloo
 def test_missing_file_on_one_rank_is_file_not_found_everywhere(tmp_path, model):
     path, _ = model
     paths = [path, tmp_path / "nowhere.safetensors"]
@@ -282,6 +303,7 @@ def test_missing_file_on_one_rank_is_file_not_found_everywhere(tmp_path, model):
     assert results[0]["message"].startswith("rank 1: ")
 
 
+@needs_gloo
 def test_rank_that_leaves_makes_the_others_fail_at_once(tmp_path, model):
     path, _ = model
     steps = [["sharded:share"], ["exit"]]
@@ -292,6 +314,7 @@ def test_rank_that_leaves_makes_the_others_fail_at_once(tmp_path, model):
     assert r["seconds"] is not None and r["seconds"] < 30, r
 
 
+@needs_gloo
 @pytest.mark.parametrize("mode", ["local", "share"])
 def test_rank_that_never_joins_makes_the_others_time_out(tmp_path, model, mode):
     path, _ = model
@@ -301,3 +324,169 @@ def test_rank_that_never_joins_makes_the_others_time_out(tmp_path, model, mode):
     assert not r.get("ok") and r["error"] == "TimeoutError", r
     assert "did not join" in r["message"] or "in time" in r["message"], r["message"]
     assert 2.5 <= r["seconds"] < 30, r
+
+
+# ---- the native binding with a communicator written in Python (no torch) --------------------------
+
+class ThreadGroup:
+    """Ranks as Python threads: every collective is an exchange of one value per rank through a
+    barrier (flashload releases the GIL while it loads, so the ranks' threads run side by side)."""
+
+    def __init__(self, size):
+        self.size = size
+        self.slots = [None] * size
+        self.barrier = threading.Barrier(size)
+
+    def exchange(self, rank, value, timeout_s):
+        try:
+            self.slots[rank] = value
+            self.barrier.wait(timeout_s)
+            values = list(self.slots)
+            self.barrier.wait(timeout_s)
+        except threading.BrokenBarrierError:
+            raise TimeoutError(f"rank {rank}: the other ranks did not arrive") from None
+        return values
+
+
+class ThreadComm:
+    """The communicator protocol of _core.load_sharded on a ThreadGroup."""
+
+    def __init__(self, group, rank, fail=None):
+        self.group, self.rank, self.size, self.name = group, rank, group.size, "python threads"
+        self.fail = fail  # {collective: exception to raise}
+        self.calls = []
+
+    def _maybe_fail(self, collective):
+        self.calls.append(collective)
+        if self.fail and collective in self.fail:
+            raise self.fail[collective]
+
+    def agree(self, code, message, timeout_s):
+        self._maybe_fail("agree")
+        for rank, (c, m) in enumerate(self.group.exchange(self.rank, (code, message), timeout_s)):
+            if c != 0:
+                return c, m if rank == self.rank else f"rank {rank}: {m}"
+        return 0, ""
+
+    def all_gather(self, data, timeout_s):
+        self._maybe_fail("all_gather")
+        return self.group.exchange(self.rank, bytes(data), timeout_s)
+
+    def all_to_all(self, send, recv, timeout_s):
+        self._maybe_fail("all_to_all")
+        everyone = self.group.exchange(self.rank, [bytes(s) for s in send], timeout_s)
+        for source, buffer in enumerate(recv):
+            memoryview(buffer).cast("B")[:] = everyone[source][self.rank]
+
+
+SPLITS = {"model.embed_tokens.weight": 0, "model.layers.0.self_attn.q_proj.weight": 0,
+          "model.layers.0.self_attn.o_proj.weight": 1, "model.layers.0.mlp.down_proj.weight": 1,
+          "model.norm.weight": None}
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    import safetensors.numpy as ref_np
+    rng = np.random.default_rng(3)
+    tensors = {"model.embed_tokens.weight": rng.standard_normal((101, 24), dtype=np.float32),
+               "model.layers.0.self_attn.q_proj.weight": rng.standard_normal((25, 24)).astype(
+                   np.float16),
+               "model.layers.0.self_attn.o_proj.weight": rng.standard_normal(
+                   (24, 25), dtype=np.float32),
+               "model.layers.0.mlp.down_proj.weight": rng.integers(-9, 9, (24, 67), dtype=np.int32),
+               "model.norm.weight": rng.standard_normal(24, dtype=np.float32)}
+    path = tmp_path_factory.mktemp("small") / "model.safetensors"
+    ref_np.save_file(tensors, path)
+    return path, tensors
+
+
+def run_threads(world, target):
+    results, threads = [None] * world, []
+
+    def one(rank):
+        try:
+            results[rank] = ("ok", target(rank))
+        except BaseException as error:  # checked by the caller
+            results[rank] = ("error", error)
+
+    for rank in range(world):
+        threads.append(threading.Thread(target=one, args=(rank,)))
+        threads[-1].start()
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive(), "a rank hung"
+    return results
+
+
+@pytest.mark.parametrize("mode", ["local", "share"])
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_python_communicator_ranks_get_their_array_split(small_model, mode, world):
+    path, full = small_model
+    group = ThreadGroup(world)
+    numpy_fw = _Framework("np", "cpu")
+
+    def load(rank):
+        arrays, reports = _core.load_sharded(str(path), ThreadComm(group, rank), shard="llama",
+                                             mode=mode, timeout_s=30)
+        return {name: numpy_fw.convert_array(a) for name, a in arrays}, reports
+
+    for rank, (status, value) in enumerate(run_threads(world, load)):
+        assert status == "ok", value
+        tensors, reports = value
+        for name, whole in full.items():
+            dim = SPLITS[name]
+            want = whole if dim is None else np.array_split(whole, world, axis=dim)[rank]
+            assert tensors[name].dtype == want.dtype and tensors[name].shape == want.shape, name
+            assert tensors[name].tobytes() == want.tobytes(), name
+        assert [r["rank"] for r in reports] == list(range(world))
+        assert reports[rank]["communicator"] == "python threads"
+        assert reports[rank]["mode"] == ("shard-local" if mode == "local" or world == 1
+                                         else "read-once-share") or world == 1
+
+
+def test_a_python_timeout_is_a_timeout_error_on_every_rank(small_model):
+    path, _ = small_model
+    group = ThreadGroup(2)
+    comms = [ThreadComm(group, 0), ThreadComm(group, 1, fail={"agree": TimeoutError("late")})]
+    results = run_threads(2, lambda r: _core.load_sharded(str(path), comms[r], timeout_s=2))
+    assert isinstance(results[1][1], TimeoutError), results[1]
+    assert "python threads, rank 1: agree() raised TimeoutError: late" in str(results[1][1])
+    # Rank 0 waited for rank 1 at the barrier until its own deadline.
+    assert isinstance(results[0][1], TimeoutError), results[0]
+
+
+def test_a_python_exception_in_a_collective_is_a_safetensor_error_naming_it(small_model):
+    path, _ = small_model
+    comm = ThreadComm(ThreadGroup(1), 0, fail={"all_gather": RuntimeError("link down")})
+    with pytest.raises(SafetensorError, match=r"rank 0: all_gather\(\) raised RuntimeError: "
+                                              r"link down"):
+        _core.load_sharded(str(path), comm, timeout_s=5)
+
+
+def test_keyboard_interrupt_in_a_collective_comes_back_as_itself(small_model):
+    path, _ = small_model
+    comm = ThreadComm(ThreadGroup(1), 0, fail={"agree": KeyboardInterrupt()})
+    with pytest.raises(KeyboardInterrupt):
+        _core.load_sharded(str(path), comm, timeout_s=5)
+
+
+def test_a_failure_on_one_python_rank_reaches_every_rank(small_model, tmp_path):
+    path, _ = small_model
+    group = ThreadGroup(2)
+    paths = [str(path), str(tmp_path / "missing.safetensors")]
+    results = run_threads(2, lambda r: _core.load_sharded(paths[r], ThreadComm(group, r),
+                                                          timeout_s=30))
+    for status, error in results:
+        assert status == "error" and isinstance(error, FileNotFoundError), error
+        assert "missing.safetensors" in str(error)
+    assert str(results[0][1]).startswith("rank 1: ")
+
+
+def test_bad_arguments_raise_before_any_collective(small_model):
+    path, _ = small_model
+    comm = ThreadComm(ThreadGroup(1), 0)
+    with pytest.raises(ValueError, match="mode"):
+        _core.load_sharded(str(path), comm, mode="sideways")
+    with pytest.raises(ValueError, match="timeout_s"):
+        _core.load_sharded(str(path), comm, timeout_s=0)
+    assert comm.calls == []
