@@ -303,6 +303,24 @@ TEST_F(PullTest, AFolderIsPulledFromItsManifestAndRefusedWithoutOne) {
   EXPECT_EQ(ReadFile(r->path + "/sub dir/c%d.bin"), c);
 }
 
+TEST_F(PullTest, AFolderPullBringsTheCompileCacheWithTheWeights) {
+  const std::vector<std::byte> w = Publish("sd/unet/w.safetensors", 4096, 21, false);
+  const std::string entry = ".flashload/compile-cache/torch2.15-cpython-3.11-x86_64-avx2-opt1";
+  const std::vector<std::byte> manifest = Publish("sd/" + entry + "/manifest.json", 300, 22, false);
+  const std::vector<std::byte> blob = Publish("sd/" + entry + "/inductor.tar", kMiB + 7, 23, false);
+  Manifest m;
+  m.files = {{"unet/w.safetensors", w.size(), Sha256Hex(w)},
+             {entry + "/manifest.json", manifest.size(), Sha256Hex(manifest)},
+             {entry + "/inductor.tar", blob.size(), Sha256Hex(blob)}};
+  WriteFile(dir_.File("root/b/sd.manifest.json"), ManifestJson(m));
+  Result<PullResult> r = Pull(server_->Url("b/sd/"), Options());
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->verified);
+  EXPECT_EQ(ReadFile(r->path + "/unet/w.safetensors"), w);
+  EXPECT_EQ(ReadFile(r->path + "/" + entry + "/manifest.json"), manifest);
+  EXPECT_EQ(ReadFile(r->path + "/" + entry + "/inductor.tar"), blob);
+}
+
 TEST_F(PullTest, APartialFolderLeftByAKilledPullIsRemovedAndNeverUsed) {
   const std::vector<std::byte> data = Publish("killed.bin", kMiB, 9);
   const std::string url = server_->Url("b/killed.bin");
