@@ -528,7 +528,8 @@ def _whole_after_first(key: Tuple[Any, ...], shape: Sequence[int]) -> bool:
                for k, size in zip(key[1:], shape[1:]))
 
 
-def _box(key: Tuple[Any, ...], shape: Sequence[int]) -> Tuple[List[int], List[int], Tuple[Any, ...]]:
+def _box(key: Tuple[Any, ...],
+         shape: Sequence[int]) -> Tuple[List[int], List[int], Tuple[Any, ...]]:
     """The box a normalized ``key`` touches — per indexed dimension [start, stop), from its int or
     the first to the last index of its slice (a step above 1 reads the covering range) — and the
     key to apply to that box in memory."""

@@ -87,14 +87,14 @@ class TorchDistributedCommunicator:
                 "and pass that")
         self.name = f"torch.distributed ({backend})"
 
-    # ---- the collectives the native loader calls --------------------------------------------------
+    # ---- the collectives the native loader calls -------------------------------------------------
 
     def agree(self, code: int, message: str, timeout_s: float) -> Tuple[int, str]:
         """The first failure across the ranks: (0, "") when every rank passed code 0, else the
         code and message of the lowest failing rank, "rank R: " before the message unless R is
         this rank."""
-        gathered = self.all_gather(struct.pack("<i", int(code)) + message.encode("utf-8", "replace"),
-                                   timeout_s)
+        payload = struct.pack("<i", int(code)) + message.encode("utf-8", "replace")
+        gathered = self.all_gather(payload, timeout_s)
         for rank, data in enumerate(gathered):
             (their_code,) = struct.unpack("<i", data[:4])
             if their_code != _OK:
@@ -144,7 +144,7 @@ class TorchDistributedCommunicator:
                 memoryview(r).cast("B")[:] = received[offset:offset + n]
             offset += n
 
-    # ---- helpers ----------------------------------------------------------------------------------
+    # ---- helpers ---------------------------------------------------------------------------------
 
     def _wait(self, work: Any, deadline: float, what: str) -> None:
         """Waits for ``work`` until ``deadline`` (time.monotonic()), polling; TimeoutError after.

@@ -326,7 +326,7 @@ def test_rank_that_never_joins_makes_the_others_time_out(tmp_path, model, mode):
     assert 2.5 <= r["seconds"] < 30, r
 
 
-# ---- the native binding with a communicator written in Python (no torch) --------------------------
+# ---- the native binding with a communicator written in Python (no torch) -------------------------
 
 class ThreadGroup:
     """Ranks as Python threads: every collective is an exchange of one value per rank through a
