@@ -73,7 +73,8 @@ python-torch: build $(VENV_TORCH)/.installed
 		--config-settings=build-dir=build-python/system .
 	@$(VENV_TORCH)/bin/python -c "import torch; print('torch', torch.__version__)"
 	@FLASHLOAD_BIN=$(abspath $(BUILD))/flashload $(VENV_TORCH)/bin/python -m pytest -q \
-		tests/python/test_api.py tests/python/test_patch.py tests/python/test_model_dir.py
+		tests/python/test_api.py tests/python/test_patch.py tests/python/test_model_dir.py \
+		tests/python/test_distributed.py tests/python/test_selective_reads.py
 
 # The frameworks users load with, from PyPI (torch, diffusers, transformers, accelerate; about
 # 5.7 GB, built once per clone): tiny models saved by the libraries themselves, loaded through their

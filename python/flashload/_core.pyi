@@ -2,7 +2,7 @@
 flashload native module: loads and writes safetensors files; see flashload.safe_open
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 class SafetensorError(Exception):
@@ -24,6 +24,11 @@ class Array:
 
     @property
     def nbytes(self) -> int: ...
+
+    def as_raw(self) -> Array:
+        """
+        The same tensor exported as unsigned storage of the element width (sub-byte types: the packed bytes); no copy.
+        """
 
     def __dlpack__(self, *args, **kwargs) -> object:
         """
@@ -65,7 +70,7 @@ class File:
 
     def get(self, name: str, raw: bool = False) -> Array:
         """
-        The tensor `name` (raw: as unsigned storage of the element width); loads the whole file first when it is not loaded yet.
+        The tensor `name` (raw: as unsigned storage of the element width). Before the file is loaded, a host load reads just this tensor, and once the tensors read this way add up to a quarter of the file's data, all the others in one load; a GPU load reads the whole file.
         """
 
     def rows(self, name: str, start: int, stop: int, raw: bool = False) -> Array:
@@ -73,8 +78,20 @@ class File:
         Rows [start, stop) of tensor `name` along its first dimension (a 0-d tensor: whole). Served from memory once the file is loaded, else by one read of just those bytes.
         """
 
+    def box(self, name: str, starts: Sequence[int], stops: Sequence[int], raw: bool = False) -> Array:
+        """
+        The box [starts[d], stops[d]) of tensor `name` (later dimensions whole) in host memory, read by one engine load of just its bytes (added to bytes_read). Raises when the tensor is in memory already (index get() then).
+        """
+
+    def in_memory(self, name: str) -> bool:
+        """
+        Whether tensor `name` is in memory (the file loaded, or the tensor read by get()).
+        """
+
     def load_all(self) -> None:
-        """Loads the whole file (once). GIL released; Ctrl-C cancels."""
+        """
+        Loads every tensor not in memory yet (the whole file when none is), once. GIL released; Ctrl-C cancels.
+        """
 
     @property
     def name(self) -> str: ...
@@ -95,6 +112,11 @@ class File:
 def load_model(path: str, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, variant: str = '', device: str = 'cpu', dtype: str = '', _test_delay_ms: int = 0) -> dict[str, File]:
     """
     Loads a file, sharded checkpoint or diffusers folder in one engine run: {component: File} ('model' for a model without components). GIL released; Ctrl-C cancels. `strategy` (auto, direct, buffered, mmap, network or mapped; default auto), `threads` (pread workers; 0: automatic) and `budget_mib` (MiB of reads in flight plus staging, at least 1; default 256) are engine options, checked as the CLI's flags are (ValueError naming the argument). _test_delay_ms: tests only, as in File.open.
+    """
+
+def load_sharded(path: str, communicator: object, shard: str = 'llama', mode: str = 'auto', share_window_mib: int = 0, timeout_s: float = 300.0, strategy: str = 'auto', threads: int = 0, budget_mib: int = 256, variant: str = '', device: str = 'cpu', dtype: str = '') -> tuple:
+    """
+    Tensor-parallel load of a file, sharded checkpoint or folder: every rank of `communicator` calls it with the same arguments and gets its shard of each tensor (torch.tensor_split(t, world, dim)[rank] along the dimension the `shard` rules name, or the whole tensor when replicated). `communicator`: an object with rank, size, name and the methods agree(code, message, timeout_s) -> (code, message), all_gather(bytes, timeout_s) -> [bytes], all_to_all(send views, recv views, timeout_s) (flashload.distributed). `shard`: 'llama', 'none' or a rules file; `mode`: 'auto', 'local' (each rank reads its shards) or 'share' (the job reads the model once and the ranks exchange); `share_window_mib`: bytes read per round of 'share' (0: budget_mib); `timeout_s`: how long a rank waits for the others at each step. Returns ([(name, Array)] in file order, [report dict per rank]). A failure on any rank raises on every rank (SafetensorError, or FileNotFoundError, naming the rank); a rank that does not arrive in time makes the others raise TimeoutError. GIL released while loading. `strategy` (auto, direct, buffered, mmap, network or mapped; default auto), `threads` (pread workers; 0: automatic) and `budget_mib` (MiB of reads in flight plus staging, at least 1; default 256) are engine options, checked as the CLI's flags are (ValueError naming the argument).
     """
 
 def redact_url(uri: str) -> str:
@@ -119,3 +141,8 @@ def serialize(tensors: list, metadata: Mapping[str, str] | None = None) -> bytes
 
 def serialize_file(tensors: list, path: str, metadata: Mapping[str, str] | None = None) -> None:
     """Writes [(name, dtype, shape, buffer)] to `path` atomically."""
+
+def read_object(uri: str, max_bytes: int = 4294967296) -> bytes:
+    """
+    The whole object `uri` names (a path, file://, http(s)://, s3:// or an archive member tar:<archive>!/<member>) as bytes, read through the source registry. FileNotFoundError when it does not exist; SafetensorError for other errors and for an object larger than max_bytes.
+    """

@@ -17,18 +17,23 @@ rules replicate it (norms, biases of row-parallel layers, everything else). With
 along the split dimension the first ``n % world`` ranks get ``n // world + 1`` of them and the
 others ``n // world``. ``shard`` is a preset ("llama", "none": every tensor whole) or the path of a
 rules file (docs/shard-rules.md). A tensor with fewer indices along its split dimension than there
-are ranks is absent on the ranks that get none of it.
+are ranks is an empty tensor (0 along that dimension) on the ranks that get none of it, as
+torch.tensor_split gives it.
 
 Modes (``shard_mode``):
 
-- ``"local"``: each rank reads only its own ranges from storage (a column shard is read as the
-  rows covering it when the gaps are cheaper to read than to skip). Best on fast local disks.
+- ``"local"``: each rank reads only its own ranges from storage (column shards whose runs per row
+  are short are read once across the ranks and shared, when the tensors land in host memory as
+  stored). Best on fast local disks.
 - ``"share"``: the job reads the model's bytes once, each rank reading a part, and the ranks
   exchange what the others need over the process group (all_to_all), each ending with exactly
   its shards; staging is bounded by ``share_window_mib`` per round. Best on S3, HTTP and network
-  file systems. Host memory and stored dtypes only.
-- ``"auto"`` (default): "share" when a file is remote or on a network file system and the group
-  has more than one rank, else "local". The reports say which was used, and why.
+  file systems. The shards are assembled in host memory, then converted (``dtype``) and copied to
+  the rank's GPU (``device``) when asked.
+- ``"auto"`` (default): "local" on local storage; on remote storage or a network file system with
+  more than one rank, "share" when the ranks' own ranges would add up to over 10 % more than the
+  bytes they need once (replicated tensors), else "local". The reports say which was used, and
+  why.
 
 Errors: every rank calls the load with the same path and options. A failure on any rank (a
 missing or damaged file, a bad rules file, a read error) raises on every rank, its message

@@ -15,7 +15,7 @@
 // Usage:
 //   FL_ASSIGN_OR_RETURN(dist::ShardRules rules, dist::ShardRules::FromSpec("llama", &config));
 //   FL_ASSIGN_OR_RETURN(TensorPart part, rules.PartFor(name, info.shape, world, rank));
-//   if (!dist::PartIsEmpty(part)) selection.tensors[name] = part;
+//   selection.tensors[name] = part;  // an empty part loads as an empty tensor
 //
 // Errors: parsing names the file, the line and the bad token (kInvalidArgument); applying a rule to
 // a tensor it does not fit (a dimension the tensor lacks, blocks that do not add up to the
@@ -102,7 +102,8 @@ std::string Describe(const TensorShard& shard);
 //   offset to where the block starts, one range per block in block order. A block of which this
 //   rank gets nothing (a block smaller than `world`) adds no range, since a selection's ranges are
 //   non-empty. When the rank gets nothing at all, dims[dim] holds one empty range: the part is
-//   empty (PartIsEmpty()), which a load must skip, and never "whole".
+//   empty (PartIsEmpty()): a load gives it as a tensor with 0 along `dim`, as tensor_split does;
+//   it is never "whole".
 TensorPart ShardPart(const TensorShard& shard, std::span<const uint64_t> shape, uint32_t world,
                      uint32_t rank);
 

@@ -444,6 +444,27 @@ def test_python_communicator_ranks_get_their_array_split(small_model, mode, worl
                                          else "read-once-share") or world == 1
 
 
+def test_ranks_that_get_none_of_a_tensor_get_an_empty_one(tmp_path):
+    # Two rows split four ways: ranks 2 and 3 get (0, 24) arrays, as numpy.array_split gives them.
+    import safetensors.numpy as ref_np
+    whole = np.arange(48, dtype=np.float32).reshape(2, 24)
+    path = tmp_path / "two_rows.safetensors"
+    ref_np.save_file({"model.layers.0.self_attn.k_proj.weight": whole}, path)
+    group = ThreadGroup(4)
+    numpy_fw = _Framework("np", "cpu")
+
+    def load(rank):
+        arrays, _ = _core.load_sharded(str(path), ThreadComm(group, rank), shard="llama",
+                                       mode="local", timeout_s=30)
+        return {name: numpy_fw.convert_array(a) for name, a in arrays}
+
+    for rank, (status, value) in enumerate(run_threads(4, load)):
+        assert status == "ok", value
+        got = value["model.layers.0.self_attn.k_proj.weight"]
+        want = np.array_split(whole, 4, axis=0)[rank]
+        assert got.shape == want.shape and got.tobytes() == want.tobytes(), rank
+
+
 def test_a_python_timeout_is_a_timeout_error_on_every_rank(small_model):
     path, _ = small_model
     group = ThreadGroup(2)
