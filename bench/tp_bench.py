@@ -223,7 +223,8 @@ def bench_slice(work: Path, args) -> dict:
     for kind, name in (("rows", "model.embed_tokens.weight"),
                        ("columns", "model.layers.0.mlp.down_proj.weight")):
         meta = json.loads(run([FLASHLOAD, "inspect", str(path), "--json"]).stdout)
-        tensor = next(t for f in meta["files"] for t in f["tensors"] if t["name"] == name)
+        files = meta["files"] if "files" in meta else [meta]  # a folder, or one file
+        tensor = next(t for f in files for t in f["tensors"] if t["name"] == name)
         tbytes = tensor["data_offsets"][1] - tensor["data_offsets"][0]
         frac = min(1.0, 0.01 * size / tbytes)
         out = json.loads(run([PYTHON, "-c", SLICE_SCRIPT, str(path), name, kind,

@@ -30,10 +30,8 @@ Modes (``shard_mode``):
   its shards; staging is bounded by ``share_window_mib`` per round. Best on S3, HTTP and network
   file systems. The shards are assembled in host memory, then converted (``dtype``) and copied to
   the rank's GPU (``device``) when asked.
-- ``"auto"`` (default): "local" on local storage; on remote storage or a network file system with
-  more than one rank, "share" when the ranks' own ranges would add up to over 10 % more than the
-  bytes they need once (replicated tensors), else "local". The reports say which was used, and
-  why.
+- ``"auto"`` (default): "share" when a file is remote or on a network file system and the group
+  has more than one rank, else "local". The reports say which was used, and why.
 
 Errors: every rank calls the load with the same path and options. A failure on any rank (a
 missing or damaged file, a bad rules file, a read error) raises on every rank, its message

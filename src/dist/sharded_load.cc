@@ -258,10 +258,9 @@ class ShardedLoad {
   }
 
  private:
-  // The mode, and why. Auto: on slow shared storage with several ranks, the bytes the ranks would
-  // read in all decide: their own ranges (shard-local, merged as each file's source merges them)
-  // against each needed byte once (read-once-then-share); shard-local unless it reads over 10 %
-  // more, since sharing costs an exchange on top. Local storage: shard-local.
+  // The mode, and why. Auto: read-once-then-share on slow shared storage with several ranks (each
+  // byte once, in large contiguous reads: fewer requests paying the first-byte latency than each
+  // rank's own ranges, and no byte twice), shard-local on local storage.
   Result<ShardMode> ChooseMode(std::string& reason) const {
     if (o_.mode != ShardMode::kAuto) {
       reason = "asked for";
@@ -276,42 +275,12 @@ class ShardedLoad {
       reason = "local storage: each rank reads its own shards";
       return ShardMode::kShardLocal;
     }
-    uint64_t local_bytes = 0;
-    std::vector<std::vector<std::vector<dist::Destination>>> all;
-    std::vector<std::vector<std::vector<dist::Destination>>> strided;
-    for (int q = 0; q < world_; ++q) {
-      FL_ASSIGN_OR_RETURN(RankSelection local, SelectFor(opened_.model, rules_, world_, q,
-                                                         ShardMode::kShardLocal, HostAsStored()));
-      FL_ASSIGN_OR_RETURN(RankSelection every, SelectFor(opened_.model, rules_, world_, q,
-                                                         ShardMode::kReadOnceShare, true));
-      FL_ASSIGN_OR_RETURN(std::vector<plan::FilePlan> own, PlanFiles(local.local, true));
-      for (const plan::FilePlan& f : own) local_bytes += f.bytes_to_read();
-      FL_ASSIGN_OR_RETURN(std::vector<plan::FilePlan> s, PlanFiles(local.shared, false));
-      strided.push_back(dist::LayOutOutput(s).destinations);
-      FL_ASSIGN_OR_RETURN(std::vector<plan::FilePlan> e, PlanFiles(every.shared, false));
-      all.push_back(dist::LayOutOutput(e).destinations);
-    }
-    local_bytes += dist::SharePlan(std::move(strided), 1).needed_bytes();
-    const uint64_t once = dist::SharePlan(std::move(all), 1).needed_bytes();
-    if (local_bytes <= once + once / 10) {
-      reason = fmt::format(
-          "{}, but the ranks' own ranges add up to {:.1f} MB, about the {:.1f} MB they need "
-          "once: each reads its own, no exchange",
-          shared, local_bytes / 1e6, once / 1e6);
-      return ShardMode::kShardLocal;
-    }
-    reason = fmt::format(
-        "{}, and the ranks' own ranges add up to {:.1f} MB, {:.1f}x the {:.1f} MB they need: each "
-        "byte is read once and shared",
-        shared, local_bytes / 1e6, static_cast<double>(local_bytes) / std::max<uint64_t>(once, 1),
-        once / 1e6);
+    reason = shared + ": each byte is read once, in large reads, and shared";
     return ShardMode::kReadOnceShare;
   }
 
-  // The files of the model planned for `selection`; with `merged`, ranges merged as each file's
-  // source merges them (what Load() would read).
-  Result<std::vector<plan::FilePlan>> PlanFiles(const TensorSelection& selection,
-                                                bool merged) const {
+  // The files of the model planned for `selection`.
+  Result<std::vector<plan::FilePlan>> PlanFiles(const TensorSelection& selection) const {
     plan::PlanOptions po;
     po.selection = &selection;
     std::vector<plan::FilePlan> files;
@@ -322,12 +291,6 @@ class ShardedLoad {
       fp.component = mf.component;
       fp.header = opened_.model.headers.at(mf.path);
       FL_RETURN_IF_ERROR(plan::PlanFile(fp, static_cast<uint32_t>(i), po));
-      if (merged) {
-        const engine::FileRead& f = opened_.files[i];
-        plan::MergeRanges(fp, static_cast<uint32_t>(i),
-                          engine::MergeGapBytes(fp.path, f.strategy, f.source->caps()),
-                          po.alignment, f.strategy.chunk_bytes);
-      }
       files.push_back(std::move(fp));
     }
     return files;
@@ -387,7 +350,7 @@ class ShardedLoad {
   Result<std::vector<plan::FilePlan>> PlanRank(int rank) const {
     FL_ASSIGN_OR_RETURN(RankSelection sel,
                         SelectFor(opened_.model, rules_, world_, rank, mode_, HostAsStored()));
-    return PlanFiles(sel.shared, false);
+    return PlanFiles(sel.shared);
   }
 
   // The shards read once across the ranks and exchanged: each rank reads 1/world of the bytes

@@ -18,6 +18,7 @@
 #include "flashload/writer.h"
 #include "io/fault_source.h"
 #include "io/registry.h"
+#include "support/range_server.h"
 #include "support/status_matchers.h"
 #include "support/tensor_slices.h"
 #include "support/test_files.h"
@@ -74,6 +75,7 @@ class ShardedLoadTest : public ::testing::TestWithParam<ShardMode> {
     }
     testing::WriteFile(dir_.File("model.safetensors.index.json"),
                        "{\"metadata\":{},\"weight_map\":{" + weight_map + "}}");
+    path_ = dir_.path();
     FL_ASSERT_OK_AND_ASSIGN(LoadedModel whole, Load(dir_.path()));
     for (auto& [name, t] : whole.tensors) {
       const auto* p = static_cast<const std::byte*>(t.data());
@@ -90,7 +92,7 @@ class ShardedLoadTest : public ::testing::TestWithParam<ShardMode> {
     std::vector<Result<ShardedModel>> out(world, InternalError("not run"));
     std::vector<std::thread> threads;
     for (int r = 0; r < world; ++r) {
-      threads.emplace_back([&, r] { out[r] = LoadSharded(dir_.path(), *(*comms)[r], o); });
+      threads.emplace_back([&, r] { out[r] = LoadSharded(path_, *(*comms)[r], o); });
     }
     for (auto& t : threads) t.join();
     return out;
@@ -122,9 +124,16 @@ class ShardedLoadTest : public ::testing::TestWithParam<ShardMode> {
   }
 
   testing::TempDir dir_;
+  std::string path_;  // what the ranks load: the folder, or a URL of it
   std::map<std::string, std::vector<std::byte>> whole_;
   std::map<std::string, std::vector<uint64_t>> shapes_;
   std::map<std::string, uint64_t> elem_;
+};
+
+class ShardedLoadAutoTest : public ShardedLoadTest {
+ protected:
+  testing::TempDir root_;
+  testing::TempDir work_;
 };
 
 TEST_P(ShardedLoadTest, EveryRankHoldsItsTensorSplitSlices) {
@@ -225,6 +234,27 @@ INSTANTIATE_TEST_SUITE_P(Modes, ShardedLoadTest,
                          [](const auto& info) {
                            return info.param == ShardMode::kShardLocal ? "ShardLocal" : "Share";
                          });
+
+TEST_F(ShardedLoadAutoTest, LocalFilesAreReadShardLocalRemoteOnesReadOnceAndShared) {
+  TensorParallelOptions o;  // mode auto
+  auto local = RunRanks(2, o);
+  ExpectShards(2, local);
+  ASSERT_TRUE(local[0].ok());
+  EXPECT_EQ(local[0]->report.mode, "shard-local");
+  EXPECT_NE(local[0]->report.mode_reason.find("local storage"), std::string::npos);
+  // The same model over HTTP (the index names its shards relative to itself).
+  std::filesystem::create_directories(root_.File("bucket"));
+  std::filesystem::copy(dir_.path(), root_.File("bucket/llama"));
+  FL_ASSERT_OK_AND_ASSIGN(auto server, testing::RangeServer::Start(testing::RangeServerScript(),
+                                                                   root_.path(), work_.path()));
+  path_ = server->Url("bucket/llama/model.safetensors.index.json");
+  auto remote = RunRanks(2, o);
+  ExpectShards(2, remote);
+  ASSERT_TRUE(remote[1].ok());
+  EXPECT_EQ(remote[1]->report.mode, "read-once-share");
+  EXPECT_NE(remote[1]->report.mode_reason.find("is remote"), std::string::npos)
+      << remote[1]->report.mode_reason;
+}
 
 TEST(SharePlanTest, ReadsPartitionTheNeededBytesAndTransfersCoverEveryNeed) {
   // Rank 0 needs [0, 100) and [300, 400) of file 0; rank 1 needs [50, 350) of file 0 and [0, 10)
