@@ -573,6 +573,10 @@ def restore_compile_cache(model_dir: PathLike, options: Optional[Dict[str, Any]]
     did; otherwise gives one CompileCacheWarning saying why (no entry for this process, an entry
     whose key fields differ, a damaged entry) and returns False: the model then compiles as
     without a cache. Raises only for errors writing inductor's cache folder (OSError).
+
+    A compile cache is code (compiled kernels and generated Python that torch loads and runs): the
+    checks catch damaged or mismatched entries, not malicious ones. Restore only from models whose
+    code you would run (docs/compile-cache.md, "Trust").
     """
     key, fields = compile_cache_key(options, device)
     reader = _reader(model_dir)
