@@ -486,6 +486,10 @@ int RunCli(int argc, char** argv) {
   load->add_option("--share-window-mib", la.tp.window_mib,
                    "with --tp and share: MiB of the model read per round across the ranks "
                    "(default: the memory budget)");
+  load->add_option("--tp-communicator", la.tp.communicator,
+                   "with --tp: what the ranks exchange bytes over: mpi, or nccl between their GPUs "
+                   "(needs --device cuda:N and a build with NCCL; bootstrapped over MPI)")
+      ->capture_default_str();
   load->add_option("--tp-timeout", la.tp.timeout_seconds,
                    "with --tp: seconds a rank waits for the others at each step before the job "
                    "is aborted")

@@ -9,6 +9,9 @@
 #ifdef FLASHLOAD_HAVE_MPI
 #include "dist/mpi_communicator.h"
 #endif
+#ifdef FLASHLOAD_HAVE_NCCL
+#include "dist/nccl_communicator.h"
+#endif
 
 namespace flashload::cli {
 
@@ -69,6 +72,38 @@ int TensorParallelLoad(const std::string& path, const LoadOptions& options, cons
     fmt::print(stderr, "flashload load: MPI communicator: {}\n", comm.status().ToString());
     return 1;
   }
+  // The exchange's transport: MPI itself, or NCCL between the ranks' GPUs (bootstrapped over MPI).
+  Communicator* transport = comm->get();
+#ifdef FLASHLOAD_HAVE_NCCL
+  std::unique_ptr<dist::NcclCommunicator> nccl;
+#endif
+  if (args.communicator == "nccl") {
+#ifdef FLASHLOAD_HAVE_NCCL
+    if (options.device.type != DeviceType::kCuda) {
+      fmt::print(stderr, "flashload load: --tp-communicator nccl needs --device cuda:N\n");
+      return 2;
+    }
+    Result<std::unique_ptr<dist::NcclCommunicator> > made = dist::NcclCommunicator::Create(
+        **comm, options.device.index,
+        Deadline::In(std::chrono::milliseconds(static_cast<int64_t>(args.timeout_seconds * 1000))));
+    if (!made.ok()) {
+      fmt::print(stderr, "flashload load: rank {}: NCCL: {}\n", (*comm)->rank(),
+                 made.status().ToString());
+      return 1;
+    }
+    nccl = *std::move(made);
+    transport = nccl.get();
+#else
+    fmt::print(stderr,
+               "flashload load: --tp-communicator nccl: this flashload was built without NCCL "
+               "(it needs the CUDA toolkit and NCCL at build time)\n");
+    return 2;
+#endif
+  } else if (args.communicator != "mpi") {
+    fmt::print(stderr, "flashload load: --tp-communicator: '{}' is not mpi or nccl\n",
+               args.communicator);
+    return 2;
+  }
   TensorParallelOptions tp;
   tp.load = options;
   tp.shard = args.shard;
@@ -76,7 +111,7 @@ int TensorParallelLoad(const std::string& path, const LoadOptions& options, cons
   tp.share_window_bytes = args.window_mib << 20;
   tp.timeout = std::chrono::milliseconds(static_cast<int64_t>(args.timeout_seconds * 1000));
   const int rank = (*comm)->rank();
-  Result<ShardedModel> m = LoadSharded(path, **comm, tp);
+  Result<ShardedModel> m = LoadSharded(path, *transport, tp);
   if (!m.ok()) {
     fmt::print(stderr, "flashload load: rank {} of {}: {}\n", rank, args.tp, m.status().ToString());
     if (m.status().code() == StatusCode::kDeadlineExceeded || !(*comm)->broken().ok()) {

@@ -15,6 +15,7 @@ struct TpArgs {
   std::string mode = "auto";     // auto, local, share
   uint64_t window_mib = 0;       // read-once-then-share window (0: the memory budget)
   double timeout_seconds = 300;  // per collective
+  std::string communicator = "mpi";  // the exchange's transport: mpi, or nccl (GPU ranks)
   bool json = false;
   std::string save;  // each rank writes its shards here, "{rank}" replaced by its rank
 };

@@ -210,6 +210,72 @@ Result<std::vector<std::string>> NcclCommunicator::AllGather(std::string_view mi
   return bootstrap_.AllGather(mine, deadline);
 }
 
+bool NcclCommunicator::OnDevice(const void* buffer) const {
+  cudaPointerAttributes attributes;
+  std::memset(&attributes, 0, sizeof(attributes));
+  const cudaError_t e = cudaPointerGetAttributes(&attributes, buffer);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // not sticky; the pointer is not CUDA's
+    return false;
+  }
+  return attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
+}
+
+Status NcclCommunicator::HostStagedAllToAll(std::span<const std::span<const std::byte>> send,
+                                            std::span<const std::span<std::byte>> recv,
+                                            Deadline deadline) {
+  const int n = size();
+  const std::string where = fmt::format(
+      "nccl (rank {} of {}, cuda:{}): AllToAll #{} of host "
+      "memory",
+      rank(), n, cuda_device_, all_to_alls_);
+  uint64_t total = 0;
+  for (int q = 0; q < n; ++q) total += send[q].size() + recv[q].size();
+  void* scratch = nullptr;
+  if (total > 0) {
+    const cudaError_t e = cudaMalloc(&scratch, total);
+    if (e != cudaSuccess) {
+      return CudaToStatus(e,
+                          fmt::format("{}: allocating {} bytes of device staging", where, total));
+    }
+  }
+  auto* base = static_cast<std::byte*>(scratch);
+  std::vector<std::span<const std::byte>> device_send(n);
+  std::vector<std::span<std::byte>> device_recv(n);
+  uint64_t at = 0;
+  Status st;
+  for (int q = 0; q < n && st.ok(); ++q) {
+    device_send[q] = std::span<const std::byte>(base + at, send[q].size());
+    if (!send[q].empty()) {
+      const cudaError_t e = cudaMemcpyAsync(base + at, send[q].data(), send[q].size(),
+                                            cudaMemcpyHostToDevice, state_->stream);
+      if (e != cudaSuccess) st = CudaToStatus(e, where + ": staging a send buffer");
+    }
+    at += send[q].size();
+  }
+  for (int q = 0; q < n; ++q) {
+    device_recv[q] = std::span<std::byte>(base + at, recv[q].size());
+    at += recv[q].size();
+  }
+  // The device exchange counts as this same collective.
+  if (st.ok()) {
+    --all_to_alls_;
+    st = AllToAll(device_send, device_recv, deadline);
+  }
+  for (int q = 0; q < n && st.ok(); ++q) {
+    if (recv[q].empty()) continue;
+    const cudaError_t e = cudaMemcpyAsync(recv[q].data(), device_recv[q].data(), recv[q].size(),
+                                          cudaMemcpyDeviceToHost, state_->stream);
+    if (e != cudaSuccess) st = CudaToStatus(e, where + ": copying a receive buffer back");
+  }
+  if (st.ok()) st = WaitForStream(deadline);
+  if (scratch != nullptr) {
+    if (broken_.ok()) cudaStreamSynchronize(state_->stream);  // nothing may still use it
+    cudaFree(scratch);
+  }
+  return st;
+}
+
 Status NcclCommunicator::CheckDeviceBuffer(const void* buffer, size_t bytes, int peer,
                                            bool sending) const {
   cudaPointerAttributes attributes;
@@ -290,6 +356,13 @@ Status NcclCommunicator::AllToAll(std::span<const std::span<const std::byte>> se
   if (scope.status() != cudaSuccess) {
     return CudaToStatus(scope.status(), fmt::format("nccl (cuda:{}): cudaSetDevice", cuda_device_));
   }
+  // Host buffers, every one of them: staged through device memory (see the header).
+  bool all_host = true;
+  for (int q = 0; q < n; ++q) {
+    all_host = all_host && (send[q].empty() || !OnDevice(send[q].data())) &&
+               (recv[q].empty() || !OnDevice(recv[q].data()));
+  }
+  if (all_host) return HostStagedAllToAll(send, recv, deadline);
   for (int q = 0; q < n; ++q) {
     if (!send[q].empty()) {
       FL_RETURN_IF_ERROR(CheckDeviceBuffer(send[q].data(), send[q].size(), q, true));

@@ -9,8 +9,10 @@
 //
 // Collectives:
 // - Agree() and AllGather() carry host data: they are the bootstrap's, delegated as they are.
-// - AllToAll(): the buffers are device memory of device() (checked with cudaPointerGetAttributes;
-//   host memory is kInvalidArgument). One NCCL group (ncclGroupStart, an ncclSend and an
+// - AllToAll(): the buffers are device memory of device() (checked with cudaPointerGetAttributes),
+//   or all of them host memory: then they are staged through one device allocation (copied in,
+//   exchanged, copied back; what LoadSharded() passes). A mix of host and device buffers, or
+//   memory of another device, is kInvalidArgument. One NCCL group (ncclGroupStart, an ncclSend and an
 //   ncclRecv per peer with bytes to exchange, ncclGroupEnd) on the communicator's own CUDA
 //   stream; the bytes to itself are a device-to-device cudaMemcpyAsync on the same stream. Pairs
 //   with nothing to exchange send nothing (both sides know the sizes). The call returns once the
@@ -79,6 +81,11 @@ class NcclCommunicator final : public Communicator {
 
   NcclCommunicator(Communicator& bootstrap, int cuda_device, std::unique_ptr<State> state);
 
+  // Whether `buffer` is CUDA device (or managed) memory.
+  bool OnDevice(const void* buffer) const;
+  // AllToAll of host buffers: copied into device staging, exchanged, copied back.
+  Status HostStagedAllToAll(std::span<const std::span<const std::byte>> send,
+                            std::span<const std::span<std::byte>> recv, Deadline deadline);
   // Checks that `buffer` (of rank `peer`'s pair, a send buffer if `sending`) is memory of device().
   Status CheckDeviceBuffer(const void* buffer, size_t bytes, int peer, bool sending) const;
   // Waits for the stream and NCCL until done, an NCCL/CUDA error, or `deadline` (then aborts).
