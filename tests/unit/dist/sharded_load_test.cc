@@ -59,15 +59,8 @@ class ShardedLoadTest : public ::testing::TestWithParam<ShardMode> {
       std::vector<TensorToWrite> ts;
       const std::string file = "model-0000" + std::to_string(shard + 1) + "-of-00002.safetensors";
       for (size_t i = shard; i < specs.size(); i += 2) {
-        TensorToWrite t;
-        t.name = specs[i].name;
-        t.dtype = specs[i].dtype;
-        t.shape = specs[i].shape;
-        const uint64_t key = 500 + i;
-        t.fill = [key](std::span<std::byte> dst, uint64_t off) {
-          testing::FillPositional(dst, off, key);
-        };
-        ts.push_back(std::move(t));
+        ts.push_back(
+            testing::PositionalTensor(specs[i].name, specs[i].dtype, specs[i].shape, 500 + i));
         weight_map +=
             (weight_map.empty() ? "" : ",") + ("\"" + specs[i].name + "\":\"" + file + "\"");
       }

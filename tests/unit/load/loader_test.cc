@@ -30,15 +30,9 @@ using ::testing::HasSubstr;
 std::vector<TensorToWrite> Tensors(int count, uint64_t elements, uint64_t seed) {
   std::vector<TensorToWrite> ts;
   for (int i = 0; i < count; ++i) {
-    TensorToWrite t;
-    t.name = "blocks." + std::to_string(i) + ".weight";
-    t.dtype = i % 3 == 0 ? Dtype::kF32 : Dtype::kBF16;
-    t.shape = {elements + static_cast<uint64_t>(i) * 17, 3};
-    const uint64_t key = seed * 1000 + i;
-    t.fill = [key](std::span<std::byte> dst, uint64_t off) {
-      testing::FillPositional(dst, off, key);
-    };
-    ts.push_back(std::move(t));
+    ts.push_back(testing::PositionalTensor(
+        "blocks." + std::to_string(i) + ".weight", i % 3 == 0 ? Dtype::kF32 : Dtype::kBF16,
+        {elements + static_cast<uint64_t>(i) * 17, 3}, seed * 1000 + i));
   }
   return ts;
 }

@@ -40,15 +40,8 @@ class SelectionTest : public ::testing::Test {
     };
     std::vector<TensorToWrite> ts;
     for (size_t i = 0; i < specs.size(); ++i) {
-      TensorToWrite t;
-      t.name = specs[i].name;
-      t.dtype = specs[i].dtype;
-      t.shape = specs[i].shape;
-      const uint64_t key = 77 + i;
-      t.fill = [key](std::span<std::byte> dst, uint64_t off) {
-        testing::FillPositional(dst, off, key);
-      };
-      ts.push_back(std::move(t));
+      ts.push_back(
+          testing::PositionalTensor(specs[i].name, specs[i].dtype, specs[i].shape, 77 + i));
     }
     path_ = dir_.File("m.safetensors");
     FL_ASSERT_OK(WriteSafetensors(path_, ts));

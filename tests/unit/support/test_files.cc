@@ -37,6 +37,16 @@ int64_t FirstPositionMismatch(std::span<const std::byte> bytes, uint64_t base, u
   return -1;
 }
 
+TensorToWrite PositionalTensor(std::string name, Dtype dtype, std::vector<uint64_t> shape,
+                               uint64_t seed) {
+  TensorToWrite t;
+  t.name = std::move(name);
+  t.dtype = dtype;
+  t.shape = std::move(shape);
+  t.fill = [seed](std::span<std::byte> dst, uint64_t off) { FillPositional(dst, off, seed); };
+  return t;
+}
+
 std::vector<std::byte> PositionalBytes(uint64_t size, uint64_t seed) {
   std::vector<std::byte> v(size);
   FillPositional(v, 0, seed);

@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "flashload/dtype.h"
+#include "flashload/writer.h"
+
 namespace flashload::testing {
 
 // The byte that belongs at absolute `offset` of a position-encoded object seeded with `seed`: every
@@ -17,6 +20,9 @@ void FillPositional(std::span<std::byte> dst, uint64_t offset, uint64_t seed = 0
 // The first offset in [0, bytes.size()) whose byte is not PositionByte(base + i), or -1.
 int64_t FirstPositionMismatch(std::span<const std::byte> bytes, uint64_t base, uint64_t seed = 0);
 std::vector<std::byte> PositionalBytes(uint64_t size, uint64_t seed = 0);
+// A tensor to write whose bytes are FillPositional() with `seed` (filled as it is written).
+TensorToWrite PositionalTensor(std::string name, Dtype dtype, std::vector<uint64_t> shape,
+                               uint64_t seed);
 
 // A fresh folder under $TMPDIR (or /tmp), removed with everything in it when destroyed.
 class TempDir {
