@@ -102,10 +102,10 @@ asan: deps
 tsan: deps
 	@cmake -S . -B $(BUILD)-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLASHLOAD_SANITIZE=thread >/dev/null
 	@cmake --build $(BUILD)-tsan -j $(JOBS) --target unit_io unit_engine unit_load unit_dist
-	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_io --gtest_brief=1
-	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_engine --gtest_brief=1
-	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_load --gtest_brief=1
-	@TSAN_OPTIONS=halt_on_error=1 $(BUILD)-tsan/unit_dist --gtest_brief=1
+	@TSAN_OPTIONS="halt_on_error=1 suppressions=$(abspath tests/tsan.supp)" $(BUILD)-tsan/unit_io --gtest_brief=1
+	@TSAN_OPTIONS="halt_on_error=1 suppressions=$(abspath tests/tsan.supp)" $(BUILD)-tsan/unit_engine --gtest_brief=1
+	@TSAN_OPTIONS="halt_on_error=1 suppressions=$(abspath tests/tsan.supp)" $(BUILD)-tsan/unit_load --gtest_brief=1
+	@TSAN_OPTIONS="halt_on_error=1 suppressions=$(abspath tests/tsan.supp)" $(BUILD)-tsan/unit_dist --gtest_brief=1
 
 # Every libFuzzer target for a bounded time: the safetensors header parser gets a third of
 # FUZZ_SECONDS, the other parsers (AWS INI, S3 XML, the pickle reader, tar headers, zstd seek
