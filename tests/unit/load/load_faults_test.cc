@@ -130,11 +130,14 @@ TEST_F(LoadFaultsTest, ShortReadsAreResumedWithIdenticalBytes) {
 
 TEST_F(LoadFaultsTest, TransientFaultsRetriedByTheOpenerComeBackIdentical) {
   // A caller can give local files the retry policy of remote ones: EINTR once in four reads.
+  // Which request draws a fault depends on the order requests reach the fault source, which
+  // concurrent reads vary; 12 attempts make a request failing every one of them (4^-12) unlikely
+  // enough for any order.
   LoadOptions o = Buffered();
   o.opener = Wrapping([](std::unique_ptr<Source> s) -> std::unique_ptr<Source> {
     auto f =
         NewFaultSource(std::move(s), {.kind = FaultKind::kInterrupted, .seed = 9, .one_in = 4});
-    return NewRetrySource(std::move(f), {.max_attempts = 5, .base = 100us, .cap = 1ms, .seed = 2});
+    return NewRetrySource(std::move(f), {.max_attempts = 12, .base = 100us, .cap = 1ms, .seed = 2});
   });
   FL_ASSERT_OK_AND_ASSIGN(LoadedModel m, Load(path_, o));
   ExpectIdentical(m, 0, 8);
